@@ -1,0 +1,19 @@
+"""mmlib: the shared library of the makemore course.
+
+Each lesson builds an idea in the open; once built, it lives here and later lessons import it.
+One module per idea, so a helper can be found from the file names:
+
+- `mmlib.data`      reading word files, splitting them, building (context, next char) datasets  (lesson 01, 02)
+- `mmlib.vocab`     the character vocabulary with `.` as the start/end token                   (lesson 01)
+- `mmlib.setup`     seeding, device choice and notebook defaults in one call                   (lesson 01)
+- `mmlib.metrics`   writing a lesson's headline numbers to JSON for CI                         (lesson 01)
+- `mmlib.plots`     the small plotting helpers the lessons share                               (lesson 01 onwards)
+- `mmlib.checks`    exercise checks that tell a learner what is wrong and by how much          (lesson 01 onwards)
+- `mmlib.expected`  the independent computations the exercise checks compare against           (lesson 01 onwards)
+- `mmlib.exercises` builds the learner notebooks from the solution notebooks                   (course tooling)
+
+Lessons import from the submodules (`from mmlib.data import load_words`), so the reader sees
+where each helper lives.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,238 @@
+"""Exercise checks that speak to learners (lesson 01 onwards).
+
+An exercise cell starts with its answers set to `TODO`; the learner replaces them. A check cell
+then calls `check(...)` once per answer and `report(...)` to show one row per answer:
+
+    correct   - within the stated tolerance (`exact` when equal to the last bit)
+    wrong     - the largest difference, where it is, how many entries are off, and a hint
+    shape     - the expected and the received shape
+    not attempted yet - the answer is still `TODO`
+
+Comparisons use `torch.allclose` semantics, |got - want| <= atol + rtol * |want|, in float64, with
+the tolerance printed in every row so a learner knows how close is close enough.
+"""
+
+from __future__ import annotations
+
+import html
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+class _Todo:
+    """The placeholder an exercise answer holds until the learner fills it in."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "TODO"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+TODO = _Todo()
+
+
+def is_todo(*values: Any) -> bool:
+    """True when any of `values` is still the `TODO` placeholder."""
+    return any(v is TODO for v in values)
+
+
+PASS = ("exact", "close")
+LABELS = {
+    "exact": "correct (exact)",
+    "close": "correct",
+    "wrong": "wrong",
+    "shape": "wrong shape",
+    "todo": "not attempted yet",
+    "error": "cannot check",
+}
+COLOURS = {"exact": "#1a7f37", "close": "#1a7f37", "wrong": "#cf222e", "shape": "#cf222e",
+           "todo": "#9a6700", "error": "#cf222e"}
+ANSI = {"exact": "\033[32m", "close": "\033[32m", "wrong": "\033[31m", "shape": "\033[31m",
+        "todo": "\033[33m", "error": "\033[31m"}
+
+
+@dataclass
+class Result:
+    """The verdict on one answer."""
+
+    name: str
+    status: str  # one of LABELS
+    detail: str = ""
+    hint: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status in PASS
+
+    def text(self) -> str:
+        line = f"{self.name}: {LABELS[self.status]}"
+        if self.detail:
+            line += f" - {self.detail}"
+        if self.hint and not self.passed and self.status != "todo":
+            line += f"\n    hint: {self.hint}"
+        return line
+
+
+def _as_tensor(x: Any) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", torch.float64)
+    return torch.as_tensor(x, dtype=torch.float64)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def _where(idx: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(i) for i in idx) + "]"
+
+
+def check(name: str, got: Any, want: Any, *, atol: float = 1e-6, rtol: float = 0.0, hint: str = "") -> Result:
+    """Compare a learner's answer with the expected value.
+
+    `got` and `want` may be tensors, numpy arrays, numbers or (nested) lists. The tolerance is
+    |got - want| <= atol + rtol * |want| elementwise; `hint` says what to look at when it fails.
+    """
+    tol = f"atol={atol:g}" + (f", rtol={rtol:g}" if rtol else "")
+    if got is TODO:
+        return Result(name, "todo", "replace TODO with your answer", hint)
+    if got is None:
+        return Result(name, "error", "got None: does your cell assign the answer (and not just print it)?", hint)
+    try:
+        g = _as_tensor(got)
+    except (TypeError, ValueError, RuntimeError) as e:
+        return Result(name, "error", f"expected a number or tensor, got {type(got).__name__} ({e})", hint)
+    w = _as_tensor(want)
+    if g.shape != w.shape:
+        detail = f"expected shape {tuple(w.shape)}, got {tuple(g.shape)}"
+        if g.numel() == w.numel():
+            detail += " (same number of entries: a .view/.reshape or a transpose away?)"
+        return Result(name, "shape", detail, hint)
+    if torch.equal(g, w):
+        return Result(name, "exact", f"shape {tuple(g.shape)}" if g.ndim else _fmt(g.item()), hint)
+    diff = (g - w).abs()
+    diff = torch.where(torch.isnan(g) & torch.isnan(w), torch.zeros_like(diff), diff)
+    bad = ~(diff <= atol + rtol * w.abs())  # NaN counts as bad
+    if not bad.any():
+        worst = diff.max().item()
+        return Result(name, "close", f"max |difference| {_fmt(worst)} within {tol}", hint)
+    if g.ndim == 0:
+        return Result(name, "wrong", f"got {_fmt(g.item())}, expected {_fmt(w.item())}: "
+                      f"|difference| {_fmt(diff.item())} is outside {tol}", hint)
+    if torch.isnan(g).any() and not torch.isnan(w).any():
+        where = _where(tuple(int(i) for i in torch.isnan(g).nonzero()[0]))
+        return Result(name, "wrong", f"{int(torch.isnan(g).sum())} NaN entries, the first at {where}", hint)
+    worst = int(torch.where(bad, diff, torch.full_like(diff, -1.0)).argmax())
+    idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), g.shape))
+    detail = (f"max |difference| {_fmt(diff[idx].item())} at {_where(idx)} (got {_fmt(g[idx].item())}, "
+              f"expected {_fmt(w[idx].item())}); {int(bad.sum())} of {g.numel()} entries outside {tol}")
+    return Result(name, "wrong", detail, hint)
+
+
+def _first(mask: torch.Tensor) -> tuple[int, ...]:
+    if mask.ndim == 0:
+        return ()
+    return tuple(int(i) for i in mask.nonzero()[0])
+
+
+def check_that(name: str, got: Any, ok: bool, detail: str, hint: str = "") -> Result:
+    """A check for answers that have no single right value, e.g. "dev loss below 2.2".
+
+    `ok` is the verdict the caller computed, `detail` says what was measured against what.
+    """
+    if got is TODO:
+        return Result(name, "todo", "replace TODO with your answer", hint)
+    return Result(name, "close" if ok else "wrong", detail, hint)
+
+
+@dataclass
+class Report:
+    """All the verdicts of one check cell; shown as coloured rows in JupyterLab."""
+
+    results: list[Result]
+    title: str = ""
+    counts: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.counts = {
+            "correct": sum(r.passed for r in self.results),
+            "wrong": sum(r.status in ("wrong", "shape", "error") for r in self.results),
+            "todo": sum(r.status == "todo" for r in self.results),
+            "total": len(self.results),
+        }
+
+    @property
+    def all_passed(self) -> bool:
+        return self.counts["correct"] == self.counts["total"]
+
+    def summary(self) -> str:
+        c = self.counts
+        s = f"{c['correct']}/{c['total']} correct"
+        if c["wrong"]:
+            s += f", {c['wrong']} wrong"
+        if c["todo"]:
+            s += f", {c['todo']} not attempted"
+        return s
+
+    def __repr__(self) -> str:
+        return "\n".join(([self.title] if self.title else []) + [r.text() for r in self.results] + [self.summary()])
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for r in self.results:
+            colour = COLOURS[r.status]
+            hint = (f"<br><span style='color:#57606a'>hint: {html.escape(r.hint)}</span>"
+                    if r.hint and not r.passed and r.status != "todo" else "")
+            rows.append(
+                f"<tr><td style='text-align:left'><code>{html.escape(r.name)}</code></td>"
+                f"<td style='text-align:left;color:{colour};font-weight:bold'>{LABELS[r.status]}</td>"
+                f"<td style='text-align:left'>{html.escape(r.detail)}{hint}</td></tr>"
+            )
+        colour = COLOURS["close"] if self.all_passed else COLOURS["wrong" if self.counts["wrong"] else "todo"]
+        title = f"<b>{html.escape(self.title)}</b><br>" if self.title else ""
+        return (f"<div>{title}<table>{''.join(rows)}</table>"
+                f"<span style='color:{colour};font-weight:bold'>{self.summary()}</span></div>")
+
+    def ansi(self) -> str:
+        reset = "\033[0m"
+        lines = [self.title] if self.title else []
+        lines += [f"{ANSI[r.status]}{r.text()}{reset}" for r in self.results]
+        return "\n".join(lines + [self.summary()])
+
+
+def report(*results: Result, title: str = "") -> Report:
+    """Show one row per answer and a summary line; returns the `Report` (for metrics)."""
+    rep = Report(list(results), title)
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:
+        shell = None
+    if shell is not None:
+        from IPython.display import display
+
+        display(rep)
+    else:
+        print(rep.ansi() if sys.stdout.isatty() else repr(rep))
+    return rep
+
+
+def tally(*reports: Report) -> dict[str, int]:
+    """Counts over several check cells, for a lesson's metrics JSON."""
+    out = {"correct": 0, "wrong": 0, "todo": 0, "total": 0}
+    for r in reports:
+        for k in out:
+            out[k] += r.counts[k]
+    return out

@@ -1,0 +1,108 @@
+"""Word files, train/dev/test splits and (context, next character) datasets.
+
+`load_words` is taught in lesson 01, `split_words` and `build_dataset` in lesson 02.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import torch
+
+from mmlib.vocab import Vocab
+
+NAMES = Path(__file__).resolve().parent.parent / "data" / "names.txt"
+"""The names file that ships with the course (see data/README.md)."""
+
+
+class DataError(ValueError):
+    """A word file that cannot be used, with what is wrong and how to fix it."""
+
+
+def load_words(path: str | os.PathLike | None = None) -> list[str]:
+    """Read one word per line from a UTF-8 text file (`None`: the names file the course ships).
+
+    A byte-order mark and Windows line endings are accepted; surrounding whitespace is stripped
+    and blank lines are dropped. Nothing else is changed: no lowercasing, no filtering of
+    characters, so the vocabulary is exactly what the file holds.
+    """
+    path = Path(NAMES if path is None else path)
+    if not path.exists():
+        raise DataError(f"no word file at {path}: check data_path (the course ships {NAMES})")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; data_path must name a text file with one word per line")
+    raw = path.read_bytes()
+    if b"\x00" in raw:
+        raise DataError(
+            f"{path} looks binary (it contains NUL bytes at offset {raw.index(0)}); "
+            "data_path must name a UTF-8 text file with one word per line"
+        )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path} is not valid UTF-8 (byte {raw[e.start]:#04x} on line {line}); "
+            "save it as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+        ) from None
+    words = [w.strip() for w in text.splitlines()]
+    words = [w for w in words if w]
+    if not words:
+        raise DataError(f"{path} holds no words (it is empty or only blank lines)")
+    return words
+
+
+def split_words(
+    words: list[str], seed: int = 42, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+) -> tuple[list[str], list[str], list[str]]:
+    """Shuffle a copy of `words` with `seed` and cut it into train, dev and test lists.
+
+    The split is by word, not by example, so no word's characters leak from train into dev or test.
+    The same seed always gives the same split.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    if len(words) < 3:
+        raise DataError(f"need at least 3 words to make train/dev/test splits, got {len(words)}")
+    words = list(words)
+    random.Random(seed).shuffle(words)
+    n1 = int(fractions[0] * len(words))
+    n2 = int((fractions[0] + fractions[1]) * len(words))
+    return words[:n1], words[n1:n2], words[n2:]
+
+
+def build_dataset(words: list[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (context, next character) pair of `words`.
+
+    Each word is padded with `block_size` start tokens in front and one end token behind; every
+    window of `block_size` ids is a context `X[i]` and the id after it is its target `Y[i]`.
+    Returns X of shape (N, block_size) and Y of shape (N,), both int64.
+    """
+    if not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    if not words:
+        raise DataError("build_dataset got no words")
+    seqs = [[0] * block_size + vocab.encode(w) + [0] for w in words]
+    flat = torch.tensor([i for s in seqs for i in s], dtype=torch.long)
+    # A padded word of length L holds L - block_size windows. Laid end to end, window n of
+    # word k starts block_size * k positions further along than n: each earlier word adds
+    # block_size padding positions that start no window.
+    n_windows = torch.tensor([len(s) - block_size for s in seqs])
+    word_of = torch.repeat_interleave(torch.arange(len(seqs)), n_windows)
+    starts = torch.arange(len(word_of)) + block_size * word_of
+    X = flat[starts[:, None] + torch.arange(block_size)]
+    Y = flat[starts + block_size]
+    return X, Y
+
+
+def build_splits(
+    words: list[str], vocab: Vocab, block_size: int, seed: int = 42
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """`split_words` then `build_dataset` on each part: {"train": (X, Y), "dev": ..., "test": ...}.
+
+    Taught in lesson 02; later lessons call this one line instead of repeating the setup.
+    """
+    parts = dict(zip(("train", "dev", "test"), split_words(words, seed)))
+    return {name: build_dataset(ws, vocab, block_size) for name, ws in parts.items()}

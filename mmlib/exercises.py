@@ -1,0 +1,160 @@
+"""Build the learners' notebooks from the solution notebooks (course tooling).
+
+The solution notebooks in `notebooks/solutions/` are the one source of truth. Inside them, each
+answer sits between marker lines, in code cells
+
+    ### BEGIN SOLUTION
+    ...
+    ### END SOLUTION
+
+and in markdown cells between `<!-- BEGIN SOLUTION -->` and `<!-- END SOLUTION -->` (HTML
+comments, so the solution notebook renders cleanly). The learner's notebook in `notebooks/` is the
+same notebook with every such region replaced by a placeholder, cells tagged `solutions-banner`
+dropped and a banner pointing at the solutions put in their place.
+
+    python -m mmlib.exercises build           # regenerate notebooks/NN_*.ipynb (outputs cleared)
+    python -m mmlib.exercises build --check   # exit 1 if any learner notebook is out of date
+    python -m mmlib.exercises execute FILE... # run notebooks in place at their default parameters
+
+A test runs `build --check`, so a solution edited without rebuilding fails CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+SOLUTIONS = NOTEBOOKS / "solutions"
+SUFFIX = "_solutions"
+
+CODE_BEGIN, CODE_END = "### BEGIN SOLUTION", "### END SOLUTION"
+MD_BEGIN, MD_END = "<!-- BEGIN SOLUTION -->", "<!-- END SOLUTION -->"
+CODE_PLACEHOLDER = "# YOUR CODE HERE"
+MD_PLACEHOLDER = "*Your answer here.*"
+
+
+class MarkerError(ValueError):
+    """A solution region whose markers do not pair up."""
+
+
+def strip_solutions(source: str, begin: str, end: str, placeholder: str) -> str:
+    """Replace every `begin`..`end` region of `source` with `placeholder` at the marker's indent."""
+    out: list[str] = []
+    inside = False
+    for n, line in enumerate(source.split("\n"), 1):
+        marker = line.strip()
+        if marker == begin:
+            if inside:
+                raise MarkerError(f"line {n}: {begin!r} inside another solution region")
+            inside = True
+            out.append(line[: len(line) - len(line.lstrip())] + placeholder)
+        elif marker == end:
+            if not inside:
+                raise MarkerError(f"line {n}: {end!r} without a {begin!r} before it")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise MarkerError(f"{begin!r} is never closed by {end!r}")
+    return "\n".join(out)
+
+
+def learner_name(solution: Path) -> Path:
+    return NOTEBOOKS / (solution.stem.removesuffix(SUFFIX) + ".ipynb")
+
+
+def banner(solution: Path) -> nbformat.NotebookNode:
+    rel = solution.relative_to(NOTEBOOKS).as_posix()
+    cell = nbformat.v4.new_markdown_cell(
+        "> **This is your copy, with blanks to fill in.** Each exercise cell starts with its answers set "
+        "to `TODO` and a `# YOUR CODE HERE` line; the check cell below it tells you which answers are "
+        f"right. Worked answers are in [`{rel}`]({rel}) - try first, then compare."
+    )
+    cell.metadata["tags"] = ["learner-banner"]
+    return cell
+
+
+def make_learner(nb: nbformat.NotebookNode, solution: Path) -> nbformat.NotebookNode:
+    """The learner's version of a solution notebook, outputs cleared."""
+    out = copy.deepcopy(nb)
+    cells = []
+    for i, cell in enumerate(out.cells):
+        tags = cell.metadata.get("tags", [])
+        if "solutions-banner" in tags:
+            cells.append(banner(solution))
+            continue
+        try:
+            if cell.cell_type == "code":
+                cell.source = strip_solutions(cell.source, CODE_BEGIN, CODE_END, CODE_PLACEHOLDER)
+                cell.outputs, cell.execution_count = [], None
+            elif cell.cell_type == "markdown":
+                cell.source = strip_solutions(cell.source, MD_BEGIN, MD_END, MD_PLACEHOLDER)
+        except MarkerError as e:
+            raise MarkerError(f"{solution.name}, cell {i}: {e}") from None
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        cells.append(cell)
+    out.cells = cells
+    out.metadata.pop("papermill", None)
+    return out
+
+
+def sources(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
+    return [(c.cell_type, c.source) for c in nb.cells]
+
+
+def build(check: bool = False) -> list[str]:
+    """Write (or, with `check`, compare) every learner notebook; returns the stale ones."""
+    stale = []
+    for sol in sorted(SOLUTIONS.glob(f"*{SUFFIX}.ipynb")):
+        learner = make_learner(nbformat.read(sol, as_version=4), sol)
+        target = learner_name(sol)
+        current = nbformat.read(target, as_version=4) if target.exists() else None
+        if current is not None and sources(current) == sources(learner):
+            continue
+        stale.append(target.name)
+        if not check:
+            nbformat.write(learner, target)
+    return stale
+
+
+def execute(paths: list[Path], timeout: int | None = None) -> None:
+    """Run notebooks top to bottom in place at their default parameters (execution counts 1..N)."""
+    from nbclient import NotebookClient
+
+    for p in paths:
+        nb = nbformat.read(p, as_version=4)
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(p.parent)}}).execute()
+        nbformat.write(nb, p)
+        print(f"executed {p}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m mmlib.exercises", description="Build learner notebooks from solutions.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="regenerate notebooks/NN_*.ipynb from notebooks/solutions/")
+    b.add_argument("--check", action="store_true", help="only report; exit 1 if any is out of date")
+    e = sub.add_parser("execute", help="run notebooks in place at their default parameters")
+    e.add_argument("paths", nargs="+", type=Path)
+    args = ap.parse_args(argv)
+    if args.cmd == "build":
+        stale = build(check=args.check)
+        verb = "out of date" if args.check else "rebuilt"
+        print(f"{verb}: {', '.join(stale)}" if stale else "learner notebooks are up to date")
+        if args.check and stale:
+            print("run `python -m mmlib.exercises build`, then execute the rebuilt notebooks", file=sys.stderr)
+            sys.exit(1)
+    else:
+        execute(args.paths)
+
+
+if __name__ == "__main__":
+    main()

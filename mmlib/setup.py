@@ -1,0 +1,55 @@
+"""One call at the top of every lesson: seed, pick the device, set notebook defaults (lesson 01).
+
+Seeding matters in a course: with the same seed a learner's numbers match the ones in the text.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+DEVICES = ("cpu", "cuda", "mps")
+
+
+def pick_device(name: str = "cpu") -> torch.device:
+    """`torch.device(name)` after checking the hardware is there.
+
+    The default is the CPU, on which every lesson is tested; `cuda` and `mps` are used only
+    when asked for, and asking for one this machine lacks is an error rather than a silent
+    fallback, so a learner always knows where the work ran.
+    """
+    if name not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was asked for but PyTorch sees no CUDA GPU here; use device='cpu'")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError("device='mps' was asked for but Apple's MPS backend is not available here; use device='cpu'")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python's and PyTorch's global generators and return a fresh `torch.Generator`.
+
+    Lessons pass the returned generator explicitly (`torch.randn(..., generator=g)`) wherever
+    randomness enters, as the lectures do, so a cell's output depends only on the cells above it.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def setup(seed: int = 42, device: str = "cpu") -> tuple[torch.device, torch.Generator]:
+    """Seed everything, check the device and set the plotting defaults the lessons share.
+
+    Returns `(device, g)`: the `torch.device` to put tensors on and a seeded CPU generator.
+    """
+    from mmlib.plots import use_course_style
+
+    dev = pick_device(device)
+    g = seed_everything(seed)
+    use_course_style()
+    torch.set_printoptions(precision=4, sci_mode=False, linewidth=110)
+    return dev, g

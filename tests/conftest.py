@@ -1,0 +1,71 @@
+"""Shared fixtures: running lessons with papermill at the small parameters CI uses.
+
+Every lesson notebook stores its CI parameters in its own metadata (`metadata.mmlib.ci_parameters`),
+so a lesson and the budget it is tested at live in one file. `run_lesson` executes a notebook once
+per test session with those parameters plus `metrics_path`, and returns the metrics it wrote and the
+executed notebook; tests for the same notebook share that one run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+LEARNER = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+SOLUTIONS = sorted((NOTEBOOKS / "solutions").glob("[0-9][0-9]_*_solutions.ipynb"))
+ALL = LEARNER + SOLUTIONS
+CELL_TIMEOUT = 600  # seconds; a CI-sized lesson cell takes a few
+
+
+def nb_id(path: Path) -> str:
+    return path.stem
+
+
+def ci_parameters(path: Path) -> dict:
+    nb = nbformat.read(path, as_version=4)
+    return dict(nb.metadata.get("mmlib", {}).get("ci_parameters", {}))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_home(tmp_path_factory):
+    """Jupyter and matplotlib write into $HOME; keep the tests out of the learner's."""
+    home = tmp_path_factory.mktemp("home")
+    old = {k: os.environ.get(k) for k in ("MPLCONFIGDIR", "JUPYTER_CONFIG_DIR", "IPYTHONDIR")}
+    os.environ["MPLCONFIGDIR"] = str(home / "mpl")
+    os.environ["IPYTHONDIR"] = str(home / "ipython")
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+_runs: dict[str, tuple[dict, nbformat.NotebookNode]] = {}
+
+
+@pytest.fixture(scope="session")
+def run_lesson(tmp_path_factory):
+    """`run_lesson(path, **overrides) -> (metrics, executed_notebook)`, cached per session."""
+    import papermill as pm
+
+    def run(path: Path, **overrides) -> tuple[dict, nbformat.NotebookNode]:
+        key = f"{path}:{sorted(overrides.items())}"
+        if key not in _runs:
+            out = tmp_path_factory.mktemp(nb_id(path))
+            params = {**ci_parameters(path), **overrides, "metrics_path": str(out / "metrics.json")}
+            pm.execute_notebook(
+                str(path), str(out / path.name), parameters=params, cwd=str(path.parent),
+                kernel_name="python3", progress_bar=False, execution_timeout=CELL_TIMEOUT,
+            )
+            metrics = json.loads((out / "metrics.json").read_text())
+            _runs[key] = (metrics, nbformat.read(out / path.name, as_version=4))
+        return _runs[key]
+
+    return run

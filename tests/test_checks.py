@@ -1,0 +1,75 @@
+"""mmlib.checks: every verdict a learner can see, and what each row says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmlib.checks import TODO, Report, check, check_that, is_todo, report, tally
+
+
+def test_todo_is_not_attempted():
+    r = check("N", TODO, torch.ones(2))
+    assert r.status == "todo" and not r.passed and is_todo(1, TODO) and not is_todo(1, 2)
+
+
+def test_exact_and_close_pass_with_the_tolerance_stated():
+    w = torch.tensor([1.0, 2.0])
+    assert check("a", w.clone(), w).status == "exact"
+    r = check("a", w + 1e-7, w, atol=1e-6)
+    assert r.status == "close" and "atol=1e-06" in r.detail
+    assert check("a", np.array([1.0, 2.0]), w).status == "exact", "numpy answers are accepted"
+    assert check("a", [1, 2], w).status == "exact", "lists are accepted"
+    assert check("n", torch.tensor(3), 3).status == "exact", "dtype does not matter, values do"
+
+
+def test_wrong_value_says_where_by_how_much_and_how_many():
+    w = torch.zeros(3, 4)
+    g = w.clone()
+    g[1, 2], g[0, 0] = 0.5, 0.1
+    r = check("W", g, w, atol=0.01, hint="look at the bias")
+    assert r.status == "wrong" and not r.passed
+    assert "max |difference| 0.5 at [1, 2]" in r.detail and "2 of 12 entries" in r.detail
+    assert "hint: look at the bias" in r.text()
+
+
+def test_wrong_shape_names_both_shapes():
+    r = check("W", torch.zeros(4, 3), torch.zeros(3, 4))
+    assert r.status == "shape" and "expected shape (3, 4), got (4, 3)" in r.detail and "transpose" in r.detail
+
+
+def test_nan_and_none_and_junk_are_reported_not_raised():
+    g = torch.zeros(3)
+    g[2] = float("nan")
+    assert "NaN" in check("v", g, torch.zeros(3)).detail
+    assert check("v", None, 1.0).status == "error"
+    assert check("v", "abc", 1.0).status == "error"
+    assert check("v", float("nan"), 1.0).status == "wrong"
+
+
+def test_scalar_rows_read_naturally():
+    r = check("loss", 2.5, 2.45, atol=1e-3)
+    assert r.detail == "got 2.5, expected 2.45: |difference| 0.05 is outside atol=0.001"
+
+
+def test_check_that_for_bounds():
+    assert check_that("dev", 2.1, 2.1 < 2.2, "2.1 < 2.2").passed
+    assert not check_that("dev", 2.3, 2.3 < 2.2, "2.3 is not below 2.2").passed
+    assert check_that("dev", TODO, False, "").status == "todo"
+
+
+def test_report_counts_and_renders_html_and_text(capsys):
+    rep = report(check("a", 1, 1), check("b", 2, 1), check("c", TODO, 1), title="Exercise 9")
+    assert isinstance(rep, Report) and rep.summary() == "1/3 correct, 1 wrong, 1 not attempted"
+    assert not rep.all_passed
+    printed = capsys.readouterr().out
+    assert "Exercise 9" in printed and "b: wrong" in printed and "not attempted yet" in printed
+    html = rep._repr_html_()
+    assert "color:#cf222e" in html and "<code>b</code>" in html
+    assert tally(rep, rep) == {"correct": 2, "wrong": 2, "todo": 2, "total": 6}
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(2, 2), torch.ones(2, 2) * 2])
+def test_a_check_can_fail(bad):
+    assert not check("x", bad, torch.ones(2, 2)).passed

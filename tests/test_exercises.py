@@ -1,0 +1,52 @@
+"""mmlib.exercises: solution regions become placeholders, and a broken marker is caught."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from mmlib import exercises
+from mmlib.exercises import CODE_BEGIN, CODE_END, MD_BEGIN, MD_END, MarkerError, make_learner, strip_solutions
+
+
+def test_strip_keeps_the_indent_and_the_lines_around():
+    src = f"x = TODO\nif True:\n    {CODE_BEGIN}\n    x = 1\n    {CODE_END}\nprint(x)"
+    assert strip_solutions(src, CODE_BEGIN, CODE_END, "# YOUR CODE HERE") == \
+        "x = TODO\nif True:\n    # YOUR CODE HERE\nprint(x)"
+
+
+@pytest.mark.parametrize("src, message", [
+    (f"{CODE_BEGIN}\nx", "never closed"),
+    (f"x\n{CODE_END}", "without"),
+    (f"{CODE_BEGIN}\n{CODE_BEGIN}\n{CODE_END}", "inside another"),
+])
+def test_unpaired_markers_are_errors(src, message):
+    with pytest.raises(MarkerError, match=message):
+        strip_solutions(src, CODE_BEGIN, CODE_END, "")
+
+
+def test_make_learner_blanks_code_and_markdown_and_swaps_the_banner(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    banner = nbformat.v4.new_markdown_cell("solutions!")
+    banner.metadata["tags"] = ["solutions-banner"]
+    code = nbformat.v4.new_code_cell(f"a = TODO\n{CODE_BEGIN}\na = 42\n{CODE_END}")
+    code.outputs = [nbformat.v4.new_output("stream", name="stdout", text="42")]
+    code.execution_count = 3
+    md = nbformat.v4.new_markdown_cell(f"Why?\n{MD_BEGIN}\nBecause.\n{MD_END}")
+    nb.cells = [banner, code, md]
+    sol = exercises.SOLUTIONS / "99_demo_solutions.ipynb"
+    out = make_learner(nb, sol)
+    assert "learner-banner" in out.cells[0].metadata["tags"] and "solutions/99_demo_solutions.ipynb" in out.cells[0].source
+    assert out.cells[1].source == "a = TODO\n# YOUR CODE HERE"
+    assert out.cells[1].outputs == [] and out.cells[1].execution_count is None
+    assert out.cells[2].source == "Why?\n*Your answer here.*"
+    assert "42" in nb.cells[1].source, "the solution notebook itself is left alone"
+    assert exercises.learner_name(sol).name == "99_demo.ipynb"
+
+
+def test_no_solution_text_reaches_a_learner_notebook():
+    for sol in sorted(exercises.SOLUTIONS.glob("*_solutions.ipynb")):
+        learner = nbformat.read(exercises.learner_name(sol), as_version=4)
+        for cell in learner.cells:
+            assert "BEGIN SOLUTION" not in cell.source and "END SOLUTION" not in cell.source
+            assert "solutions-banner" not in cell.metadata.get("tags", [])

@@ -1,0 +1,54 @@
+"""mmlib.setup, mmlib.metrics and mmlib.sample."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from mmlib.metrics import save_metrics
+from mmlib.sample import sample_words
+from mmlib.setup import pick_device, seed_everything, setup
+from mmlib.vocab import Vocab
+
+
+def test_seeding_makes_draws_repeatable():
+    a = torch.randn(3, generator=seed_everything(7)), torch.randn(3)
+    b = torch.randn(3, generator=seed_everything(7)), torch.randn(3)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        seed_everything("42")
+
+
+def test_device_choice():
+    assert pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="must be one of cpu, cuda, mps"):
+        pick_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+            pick_device("cuda")
+    dev, g = setup(1, "cpu")
+    assert dev.type == "cpu" and isinstance(g, torch.Generator)
+
+
+def test_save_metrics_writes_plain_json_and_nulls_for_nan(tmp_path):
+    p = tmp_path / "sub" / "m.json"
+    out = save_metrics(p, {"loss": torch.tensor(2.5), "bad": float("nan"), "nested": {"x": [torch.tensor(1)]}})
+    assert json.loads(p.read_text()) == out == {"loss": 2.5, "bad": None, "nested": {"x": [1]}}
+    assert save_metrics(None, {"a": 1}) == {"a": 1}
+
+
+def test_sample_words_follows_the_model_and_stops():
+    vocab = Vocab.from_words(["ab"])
+    # A model that always says: after '.', 'a'; after 'a', 'b'; after 'b', end.
+    table = torch.full((3, 3), -1e9)
+    table[0, 1] = table[1, 2] = table[2, 0] = 0.0
+    words = sample_words(lambda ctx: table[ctx[:, -1]], vocab, block_size=2, n=4, g=torch.Generator().manual_seed(0))
+    assert words == ["ab"] * 4
+    # A model that never ends a word is cut at max_len.
+    never = torch.zeros(3, 3)
+    never[:, 0] = -math.inf
+    out = sample_words(lambda ctx: never[ctx[:, -1]], vocab, 1, n=2, max_len=5, g=torch.Generator().manual_seed(0))
+    assert [len(w) for w in out] == [5, 5]
