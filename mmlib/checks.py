@@ -116,7 +116,11 @@ def check(name: str, got: Any, want: Any, *, atol: float = 1e-6, rtol: float = 0
     w = _as_tensor(want)
     if g.shape != w.shape:
         detail = f"expected shape {tuple(w.shape)}, got {tuple(g.shape)}"
-        if g.numel() == w.numel():
+        if [d for d in g.shape if d != 1] == [d for d in w.shape if d != 1]:
+            # The usual cause: a sum over a broadcast dimension without keepdim=True.
+            detail += (": they differ only in dimensions of size 1 - a .sum(..., keepdim=True) "
+                       "keeps the dimension that was broadcast")
+        elif g.numel() == w.numel():
             detail += " (same number of entries: a .view/.reshape or a transpose away?)"
         return Result(name, "shape", detail, hint)
     if torch.equal(g, w):
@@ -162,11 +166,13 @@ class Report:
 
     results: list[Result]
     title: str = ""
+    mention_exact: bool = False  # say how many answers are exact, where that is a bonus worth knowing
     counts: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.counts = {
             "correct": sum(r.passed for r in self.results),
+            "exact": sum(r.status == "exact" for r in self.results),
             "wrong": sum(r.status in ("wrong", "shape", "error") for r in self.results),
             "todo": sum(r.status == "todo" for r in self.results),
             "total": len(self.results),
@@ -179,6 +185,8 @@ class Report:
     def summary(self) -> str:
         c = self.counts
         s = f"{c['correct']}/{c['total']} correct"
+        if self.mention_exact and c["exact"]:
+            s += f" ({c['exact']} exact)"
         if c["wrong"]:
             s += f", {c['wrong']} wrong"
         if c["todo"]:
@@ -214,6 +222,12 @@ class Report:
 def report(*results: Result, title: str = "") -> Report:
     """Show one row per answer and a summary line; returns the `Report` (for metrics)."""
     rep = Report(list(results), title)
+    show(rep)
+    return rep
+
+
+def show(rep: Report) -> None:
+    """Display a report: coloured HTML in Jupyter, ANSI colours in a terminal, plain text in a log."""
     try:
         from IPython import get_ipython
 
@@ -226,12 +240,11 @@ def report(*results: Result, title: str = "") -> Report:
         display(rep)
     else:
         print(rep.ansi() if sys.stdout.isatty() else repr(rep))
-    return rep
 
 
 def tally(*reports: Report) -> dict[str, int]:
     """Counts over several check cells, for a lesson's metrics JSON."""
-    out = {"correct": 0, "wrong": 0, "todo": 0, "total": 0}
+    out = {"correct": 0, "exact": 0, "wrong": 0, "todo": 0, "total": 0}
     for r in reports:
         for k in out:
             out[k] += r.counts[k]

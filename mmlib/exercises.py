@@ -10,9 +10,11 @@ answer sits between marker lines, in code cells
 and in markdown cells between `<!-- BEGIN SOLUTION -->` and `<!-- END SOLUTION -->` (HTML
 comments, so the solution notebook renders cleanly). The learner's notebook in `notebooks/` is the
 same notebook with every such region replaced by a placeholder, cells tagged `solutions-banner`
-dropped and a banner pointing at the solutions put in their place.
+dropped and a banner pointing at the solutions put in their place. Figures from `images/` are
+linked as `../../images/NAME.png` in a solution notebook; the learner's copy, one folder higher,
+gets `../images/NAME.png`.
 
-    python -m mmlib.exercises build           # regenerate notebooks/NN_*.ipynb (outputs cleared)
+    python -m mmlib.exercises build [NN ...]  # regenerate notebooks/NN_*.ipynb (outputs cleared)
     python -m mmlib.exercises build --check   # exit 1 if any learner notebook is out of date
     python -m mmlib.exercises execute FILE... # run notebooks in place at their default parameters
 
@@ -96,6 +98,8 @@ def make_learner(nb: nbformat.NotebookNode, solution: Path) -> nbformat.Notebook
                 cell.outputs, cell.execution_count = [], None
             elif cell.cell_type == "markdown":
                 cell.source = strip_solutions(cell.source, MD_BEGIN, MD_END, MD_PLACEHOLDER)
+                # The learner's copy sits one folder higher than the solutions.
+                cell.source = cell.source.replace("](../../images/", "](../images/")
         except MarkerError as e:
             raise MarkerError(f"{solution.name}, cell {i}: {e}") from None
         cell.metadata.pop("papermill", None)
@@ -110,10 +114,15 @@ def sources(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
     return [(c.cell_type, c.source) for c in nb.cells]
 
 
-def build(check: bool = False) -> list[str]:
-    """Write (or, with `check`, compare) every learner notebook; returns the stale ones."""
+def build(check: bool = False, only: list[str] | None = None) -> list[str]:
+    """Write (or, with `check`, compare) the learner notebooks; returns the stale ones.
+
+    `only` limits the work to lessons whose file name starts with one of its entries (e.g. "02").
+    """
     stale = []
     for sol in sorted(SOLUTIONS.glob(f"*{SUFFIX}.ipynb")):
+        if only and not any(sol.name.startswith(o) for o in only):
+            continue
         learner = make_learner(nbformat.read(sol, as_version=4), sol)
         target = learner_name(sol)
         current = nbformat.read(target, as_version=4) if target.exists() else None
@@ -142,11 +151,12 @@ def main(argv: list[str] | None = None) -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="regenerate notebooks/NN_*.ipynb from notebooks/solutions/")
     b.add_argument("--check", action="store_true", help="only report; exit 1 if any is out of date")
+    b.add_argument("only", nargs="*", help="lesson numbers or name prefixes (default: all), e.g. 02")
     e = sub.add_parser("execute", help="run notebooks in place at their default parameters")
     e.add_argument("paths", nargs="+", type=Path)
     args = ap.parse_args(argv)
     if args.cmd == "build":
-        stale = build(check=args.check)
+        stale = build(check=args.check, only=args.only)
         verb = "out of date" if args.check else "rebuilt"
         print(f"{verb}: {', '.join(stale)}" if stale else "learner notebooks are up to date")
         if args.check and stale:

@@ -41,13 +41,20 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def setup(seed: int = 42, device: str = "cpu") -> tuple[torch.device, torch.Generator]:
+def setup(seed: int = 42, device: str = "cpu", threads: int | None = None) -> tuple[torch.device, torch.Generator]:
     """Seed everything, check the device and set the plotting defaults the lessons share.
 
-    Returns `(device, g)`: the `torch.device` to put tensors on and a seeded CPU generator.
+    `threads` caps PyTorch's CPU threads: lessons that train on minibatches of 32 pass 1, because
+    splitting such small matrix products across threads costs more than it saves (and far more
+    on a busy machine). Returns `(device, g)`: the `torch.device` to put tensors on and a seeded
+    CPU generator.
     """
     from mmlib.plots import use_course_style
 
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        torch.set_num_threads(threads)
     dev = pick_device(device)
     g = seed_everything(seed)
     use_course_style()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -47,25 +49,49 @@ def _quiet_home(tmp_path_factory):
             os.environ[k] = v
 
 
-_runs: dict[str, tuple[dict, nbformat.NotebookNode]] = {}
+_runs: dict[str, tuple[dict, nbformat.NotebookNode | None]] = {}
+
+
+def nbval(notebook: Path, cwd: Path) -> None:
+    """Execute `notebook` under nbval (`--nbval-lax`): any cell error fails, and every cell marked
+    `# NBVAL_CHECK_OUTPUT` must reproduce its committed output."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
+         "--nbval-cell-timeout", str(CELL_TIMEOUT), "--rootdir", str(notebook.parent), str(notebook)],
+        cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, f"nbval failed on {notebook.name}:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
 
 
 @pytest.fixture(scope="session")
 def run_lesson(tmp_path_factory):
-    """`run_lesson(path, **overrides) -> (metrics, executed_notebook)`, cached per session."""
+    """`run_lesson(path, **overrides) -> (metrics, executed_notebook)`, cached per session.
+
+    Without overrides the lesson runs once at its CI parameters *under nbval*, so the same run proves
+    that every cell executes, that the budget-independent outputs match the committed ones, and
+    yields the metrics (the executed notebook is then None: nbval does not keep it). With overrides
+    (another data file, more steps) papermill runs it and the executed notebook is returned too.
+    """
     import papermill as pm
 
-    def run(path: Path, **overrides) -> tuple[dict, nbformat.NotebookNode]:
+    def run(path: Path, **overrides) -> tuple[dict, nbformat.NotebookNode | None]:
         key = f"{path}:{sorted(overrides.items())}"
         if key not in _runs:
             out = tmp_path_factory.mktemp(nb_id(path))
             params = {**ci_parameters(path), **overrides, "metrics_path": str(out / "metrics.json")}
-            pm.execute_notebook(
-                str(path), str(out / path.name), parameters=params, cwd=str(path.parent),
-                kernel_name="python3", progress_bar=False, execution_timeout=CELL_TIMEOUT,
-            )
+            target = out / path.name
+            if overrides:
+                pm.execute_notebook(
+                    str(path), str(target), parameters=params, cwd=str(path.parent),
+                    kernel_name="python3", progress_bar=False, execution_timeout=CELL_TIMEOUT,
+                )
+                executed = nbformat.read(target, as_version=4)
+            else:
+                pm.execute_notebook(str(path), str(target), parameters=params, prepare_only=True,
+                                    kernel_name="python3", progress_bar=False)
+                nbval(target, cwd=path.parent)
+                executed = None
             metrics = json.loads((out / "metrics.json").read_text())
-            _runs[key] = (metrics, nbformat.read(out / path.name, as_version=4))
+            _runs[key] = (metrics, executed)
         return _runs[key]
 
     return run

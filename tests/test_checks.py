@@ -67,9 +67,20 @@ def test_report_counts_and_renders_html_and_text(capsys):
     assert "Exercise 9" in printed and "b: wrong" in printed and "not attempted yet" in printed
     html = rep._repr_html_()
     assert "color:#cf222e" in html and "<code>b</code>" in html
-    assert tally(rep, rep) == {"correct": 2, "wrong": 2, "todo": 2, "total": 6}
+    assert tally(rep, rep) == {"correct": 2, "exact": 2, "wrong": 2, "todo": 2, "total": 6}
 
 
 @pytest.mark.parametrize("bad", [torch.zeros(2, 2), torch.ones(2, 2) * 2])
 def test_a_check_can_fail(bad):
     assert not check("x", bad, torch.ones(2, 2)).passed
+
+
+def test_shape_off_by_a_size_one_dimension_suggests_keepdim():
+    r = check("dsum", torch.zeros(32), torch.zeros(32, 1))
+    assert r.status == "shape" and "keepdim=True" in r.detail
+
+
+def test_exact_matches_are_mentioned_only_where_asked():
+    rows = [check("a", 1.0, 1.0), check("b", 1.0 + 1e-9, 1.0)]
+    assert Report(rows).summary() == "2/2 correct"
+    assert Report(rows, mention_exact=True).summary() == "2/2 correct (1 exact)"

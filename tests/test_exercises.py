@@ -50,3 +50,10 @@ def test_no_solution_text_reaches_a_learner_notebook():
         for cell in learner.cells:
             assert "BEGIN SOLUTION" not in cell.source and "END SOLUTION" not in cell.source
             assert "solutions-banner" not in cell.metadata.get("tags", [])
+
+
+def test_image_links_are_rewritten_for_the_learner_depth():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("![C](../../images/mlp_architecture.png)")]
+    out = make_learner(nb, exercises.SOLUTIONS / "99_demo_solutions.ipynb")
+    assert out.cells[0].source == "![C](../images/mlp_architecture.png)"

@@ -52,3 +52,14 @@ def test_sample_words_follows_the_model_and_stops():
     never[:, 0] = -math.inf
     out = sample_words(lambda ctx: never[ctx[:, -1]], vocab, 1, n=2, max_len=5, g=torch.Generator().manual_seed(0))
     assert [len(w) for w in out] == [5, 5]
+
+
+def test_setup_caps_threads_and_rejects_nonsense():
+    before = torch.get_num_threads()
+    try:
+        setup(0, "cpu", threads=1)
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            setup(0, "cpu", threads=0)
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,55 @@
+"""Every lesson notebook, learner and solution version: hygiene, freshness, a CI-sized run, nbval."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from conftest import ALL, LEARNER, SOLUTIONS, ci_parameters, nb_id
+from mmlib import exercises
+
+MAX_OUTPUT_BYTES = 100_000
+REQUIRED_PARAMETERS = {"data_path", "seed", "device", "metrics_path"}
+
+
+def test_every_lesson_has_both_versions():
+    assert SOLUTIONS, "no solution notebooks found"
+    assert [exercises.learner_name(s) for s in SOLUTIONS] == LEARNER
+
+
+def test_learner_notebooks_are_up_to_date():
+    stale = exercises.build(check=True)
+    assert not stale, f"{stale} differ from their solutions: run `python -m mmlib.exercises build` and re-execute"
+
+
+@pytest.mark.parametrize("path", ALL, ids=nb_id)
+def test_committed_notebook_hygiene(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    counts = [c.execution_count for c in code]
+    assert counts == list(range(1, len(code) + 1)), (
+        f"execution counts {counts} are not 1..{len(code)}: restart the kernel, run all, save")
+    for i, c in enumerate(code):
+        size = len(json.dumps(c.outputs))
+        assert size <= MAX_OUTPUT_BYTES, f"code cell {i + 1} has {size // 1000} KB of output"
+        for out in c.outputs:
+            assert out.output_type != "error", f"code cell {i + 1} ends in an error: {out.get('ename')}"
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1, "a lesson needs exactly one cell tagged `parameters`"
+    names = {line.split("=")[0].strip() for line in params[0].source.splitlines() if "=" in line and not line.startswith("#")}
+    assert REQUIRED_PARAMETERS <= names, f"the parameters cell lacks {REQUIRED_PARAMETERS - names}"
+    assert set(ci_parameters(path)) <= names, "metadata.mmlib.ci_parameters names a parameter the cell lacks"
+
+
+@pytest.mark.parametrize("path", ALL, ids=nb_id)
+def test_lesson_runs_under_nbval_at_ci_parameters(path, run_lesson):
+    """The CI-sized run goes through nbval: no cell may fail, and the cells marked
+    `# NBVAL_CHECK_OUTPUT` (vocabulary, dataset sizes, counting losses) reproduce the committed output."""
+    nb = nbformat.read(path, as_version=4)
+    marked = [c for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
+    assert marked, "mark the cells whose output does not depend on the training budget with # NBVAL_CHECK_OUTPUT"
+    metrics, _ = run_lesson(path)
+    assert metrics, "the lesson wrote no metrics"
+    assert metrics.get("parameters", {}).get("seed") is not None, "metrics should record the parameters used"
