@@ -84,7 +84,8 @@ class Result:
         return line
 
 
-def _as_tensor(x: Any) -> torch.Tensor:
+def as_tensor(x: Any) -> torch.Tensor:
+    """An answer as a float64 CPU tensor, whatever it came as (tensor, numpy, number, list)."""
     if isinstance(x, torch.Tensor):
         return x.detach().to("cpu", torch.float64)
     return torch.as_tensor(x, dtype=torch.float64)
@@ -110,10 +111,10 @@ def check(name: str, got: Any, want: Any, *, atol: float = 1e-6, rtol: float = 0
     if got is None:
         return Result(name, "error", "got None: does your cell assign the answer (and not just print it)?", hint)
     try:
-        g = _as_tensor(got)
+        g = as_tensor(got)
     except (TypeError, ValueError, RuntimeError) as e:
         return Result(name, "error", f"expected a number or tensor, got {type(got).__name__} ({e})", hint)
-    w = _as_tensor(want)
+    w = as_tensor(want)
     if g.shape != w.shape:
         detail = f"expected shape {tuple(w.shape)}, got {tuple(g.shape)}"
         if [d for d in g.shape if d != 1] == [d for d in w.shape if d != 1]:

@@ -1,0 +1,288 @@
+"""Lesson 04 (backprop ninja): the lesson's metrics, and the gradient checks and closed forms it relies on."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import nbformat
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import NOTEBOOKS
+from mmlib.checks import TODO
+from mmlib.expected import lesson04 as E
+from mmlib.gradcheck import GradReport, Step, check_grads, hints_from_steps, resolve_dtype, tolerances
+
+SOLUTION = NOTEBOOKS / "solutions" / "04_backprop_ninja_solutions.ipynb"
+LEARNER = NOTEBOOKS / "04_backprop_ninja.ipynb"
+EXERCISES = ("exercise_1", "exercise_2", "exercise_3", "exercise_4")
+N_CHECKS = {"exercise_1": 26, "exercise_2": 1, "exercise_3": 1, "exercise_4": 7}
+
+
+# --- the lesson, run at its CI parameters ---------------------------------------------------------
+
+def test_solution_passes_every_check(run_lesson):
+    metrics, _ = run_lesson(SOLUTION)
+    c = metrics["checks"]
+    assert c["total"] == sum(N_CHECKS.values())
+    assert c["correct"] == c["total"], f"solution checks not all passed: {c}"
+    for ex in EXERCISES:
+        t = metrics["checks_by_exercise"][ex]
+        assert t["total"] == N_CHECKS[ex] and t["correct"] == t["total"], f"{ex}: {t}"
+    # round-off only: float32 differences of correct formulas are far below the tolerance
+    for name, d in metrics["max_abs_diff"].items():
+        assert d is not None and d < 1e-6, f"{name}: max |difference| {d}"
+
+
+def test_solution_trains_with_the_hand_written_backward(run_lesson):
+    metrics, _ = run_lesson(SOLUTION)
+    p = metrics["parameters"]
+    # the learning-rate schedule has lessons 02 and 03's names and meaning: lr, then lr_late from lr_decay_step
+    assert p["lr_decay_step"] == p["max_steps"] // 2, "lr_decay_step=None means halfway"
+    assert p["lr"] > p["lr_late"] > 0
+    assert metrics["trained"] is True
+    assert metrics["steps_trained"] == p["max_steps"]
+    # The first batch at initialisation: close to uniform guessing, ln 27 = 3.30.
+    assert 3.0 < metrics["check_batch_loss"] < 3.8
+    # At the CI budget (1000 steps) the calibrated-BatchNorm losses sit near 2.4; untrained would be ~3.3,
+    # a broken backward pass would not go down at all.
+    train, val = metrics["train_loss"], metrics["val_loss"]
+    assert train is not None and val is not None
+    assert 2.0 < train < 2.7 and 2.0 < val < 2.7, (train, val)
+    assert abs(val - train) < 0.1, "dev and train loss should be close for this small network"
+    assert len(metrics["samples"]) == 20 and all(isinstance(w, str) for w in metrics["samples"])
+
+
+def test_learner_version_attempts_nothing_and_does_not_crash(run_lesson):
+    metrics, _ = run_lesson(LEARNER)
+    c = metrics["checks"]
+    assert c["total"] == sum(N_CHECKS.values())
+    assert c["todo"] == c["total"] and c["correct"] == 0 and c["wrong"] == 0, c
+    for ex in EXERCISES:
+        t = metrics["checks_by_exercise"][ex]
+        assert t["todo"] == t["total"] == N_CHECKS[ex]
+    assert metrics["trained"] is False and metrics["train_loss"] is None and metrics["val_loss"] is None
+    # exercise 4 waited for the 28 answers of exercises 1-3 instead of crashing on them
+    assert metrics["todo_before_exercise_4"] == N_CHECKS["exercise_1"] + N_CHECKS["exercise_2"] + N_CHECKS["exercise_3"]
+
+
+def test_float64_shrinks_the_differences_to_round_off(run_lesson):
+    metrics, _ = run_lesson(SOLUTION, dtype="float64", max_steps=50)
+    assert metrics["checks"]["correct"] == metrics["checks"]["total"]
+    for name, d in metrics["max_abs_diff"].items():
+        assert d is not None and d < 1e-14, f"{name}: max |difference| {d} in float64"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"dtype": "float16"}, "dtype must be 'float32' or 'float64'"),
+    ({"batch_size": 1}, "batch_size must be at least 2"),
+    ({"lr": 0}, "lr must be a learning rate in (0, 10]"),
+    ({"lr_late": "0.01"}, "lr_late must be a learning rate in (0, 10]"),
+    ({"lr_decay_step": -1}, "lr_decay_step must be None or a whole number >= 0"),
+])
+def test_nonsense_parameters_give_a_clear_error(bad, message, tmp_path):
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError, match=re.escape(message)):
+        pm.execute_notebook(str(SOLUTION), str(tmp_path / "out.ipynb"), parameters=bad, cwd=str(SOLUTION.parent),
+                            kernel_name="python3", progress_bar=False)
+
+
+def test_forward_steps_table_matches_the_notebook():
+    """The hints quote the forward pass; every quoted line must be in the notebook, in order."""
+    nb = nbformat.read(SOLUTION, as_version=4)
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    positions = []
+    for s in E.STEPS:
+        assert s.code in source, f"step {s.number} `{s.code}` is not in the notebook"
+        positions.append(source.index(s.code))
+    assert positions == sorted(positions)
+
+
+# --- the closed forms and the reference gradients, in float64 -------------------------------------
+
+def _params(n_hidden=16, vocab=27, n_embd=5, block=3, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
+    return {"C": r(vocab, n_embd), "W1": r(block * n_embd, n_hidden) * 0.3, "b1": r(n_hidden) * 0.1,
+            "bngain": 1 + 0.1 * r(1, n_hidden), "bnbias": 0.1 * r(1, n_hidden),
+            "W2": r(n_hidden, vocab) * 0.1, "b2": r(vocab) * 0.1}
+
+
+def _batch(n=12, vocab=27, block=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (n, block), generator=g), torch.randint(0, vocab, (n,), generator=g)
+
+
+def test_forward_steps_matches_a_compact_forward_and_cross_entropy():
+    p, (X, Y) = _params(), _batch()
+    v = E.forward_steps(p, X, Y)
+    hpre = p["C"][X].reshape(len(X), -1) @ p["W1"] + p["b1"]
+    xhat = (hpre - hpre.mean(0)) / (hpre.var(0, unbiased=True) + E.EPS).sqrt()
+    logits = torch.tanh(p["bngain"] * xhat + p["bnbias"]) @ p["W2"] + p["b2"]
+    torch.testing.assert_close(v["logits"], logits, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(v["loss"], F.cross_entropy(logits, Y), rtol=1e-12, atol=1e-12)
+    assert set(E.INTERMEDIATES) <= set(v)
+
+
+def test_autograd_grads_cover_every_variable_with_its_shape():
+    p, (X, Y) = _params(), _batch()
+    v = E.forward_steps(p, X, Y)
+    grads = E.autograd_grads(p, X, Y)
+    assert set(grads) == set(E.INTERMEDIATES) | set(E.PARAMS)
+    for k, gk in grads.items():
+        assert gk.shape == (p[k] if k in p else v[k]).shape, k
+    # the caller's tensors are untouched, and it works inside no_grad
+    assert all(t.grad is None and not t.requires_grad for t in p.values())
+    with torch.no_grad():
+        again = E.autograd_grads(p, X, Y)
+    torch.testing.assert_close(again["W1"], grads["W1"], rtol=0, atol=0)
+    # BatchNorm removes the mean, so b1 cannot change the loss
+    assert grads["b1"].abs().max() < 1e-12
+
+
+def test_cross_entropy_grad_matches_autograd():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(10, 27, generator=g, dtype=torch.float64, requires_grad=True)
+    Y = torch.randint(0, 27, (10,), generator=g)
+    (want,) = torch.autograd.grad(F.cross_entropy(logits, Y), logits)
+    got = E.cross_entropy_grad(logits.detach(), Y)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(got.sum(1), torch.zeros(10, dtype=torch.float64), rtol=0, atol=1e-15)
+
+
+class _CrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy whose backward is the closed form, so gradcheck tests the closed form."""
+
+    @staticmethod
+    def forward(ctx, logits, Y):
+        ctx.save_for_backward(logits, Y)
+        return F.cross_entropy(logits, Y)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        logits, Y = ctx.saved_tensors
+        return grad_out * E.cross_entropy_grad(logits, Y), None
+
+
+class _BatchNorm(torch.autograd.Function):
+    """Training-mode BatchNorm (Bessel-corrected variance) whose input gradient is the closed form."""
+
+    @staticmethod
+    def forward(ctx, x, gain, bias):
+        ctx.save_for_backward(x, gain)
+        xhat = (x - x.mean(0, keepdim=True)) * (x.var(0, keepdim=True) + E.EPS).rsqrt()
+        return gain * xhat + bias
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, gain = ctx.saved_tensors
+        xhat = (x - x.mean(0, keepdim=True)) * (x.var(0, keepdim=True) + E.EPS).rsqrt()
+        return E.batchnorm_grad(dy, x, gain), (dy * xhat).sum(0, keepdim=True), dy.sum(0, keepdim=True)
+
+
+def test_cross_entropy_closed_form_passes_gradcheck():
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(6, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    Y = torch.randint(0, 7, (6,), generator=g)
+    assert torch.autograd.gradcheck(lambda lg: _CrossEntropy.apply(lg, Y), (logits,))
+
+
+def test_batchnorm_closed_form_matches_autograd_and_passes_gradcheck():
+    g = torch.Generator().manual_seed(5)
+    x = (torch.randn(8, 5, generator=g, dtype=torch.float64) * 2 + 1).requires_grad_()
+    gain = (1 + 0.1 * torch.randn(1, 5, generator=g, dtype=torch.float64)).requires_grad_()
+    bias = (0.1 * torch.randn(1, 5, generator=g, dtype=torch.float64)).requires_grad_()
+    dy = torch.randn(8, 5, generator=g, dtype=torch.float64)
+    # against autograd through the spelled-out forward
+    xhat = (x - x.mean(0, keepdim=True)) / (x.var(0, keepdim=True) + E.EPS).sqrt()
+    (want,) = torch.autograd.grad(gain * xhat + bias, x, dy)
+    torch.testing.assert_close(E.batchnorm_grad(dy, x.detach(), gain.detach()), want, rtol=1e-10, atol=1e-13)
+    # against finite differences
+    assert torch.autograd.gradcheck(_BatchNorm.apply, (x, gain, bias))
+
+
+def test_manual_backward_matches_autograd_in_float64():
+    p, (X, Y) = _params(), _batch()
+    want = E.autograd_grads(p, X, Y)
+    got = E.manual_backward(p, X, Y)
+    for k in E.PARAMS:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-9, atol=1e-13, msg=k)
+
+
+def test_a_batch_of_one_is_refused():
+    p = _params()
+    with pytest.raises(ValueError, match="at least 2 examples"):
+        E.forward_steps(p, torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+
+
+# --- mmlib.gradcheck -----------------------------------------------------------------------------
+
+STEPS = (Step(1, "y", "y = x * w", ("x", "w")), Step(2, "z", "z = y + x", ("y", "x")))
+
+
+def test_hints_name_every_step_that_uses_a_variable():
+    hints = hints_from_steps(STEPS)
+    assert "step 1 `y = x * w`" in hints["x"] and "step 2 `z = y + x`" in hints["x"]
+    assert "2 contributions" in hints["x"]
+    assert "used once" in hints["w"] and "step 2" not in hints["w"]
+    assert set(hints) == {"x", "w", "y"}
+
+
+def test_check_grads_rows_and_summary():
+    want = {"a": torch.tensor([[1.0, 2.0]]), "b": torch.tensor([1.0, 2.0, 3.0]), "c": torch.zeros(2, 2),
+            "d": torch.ones(3), "e": torch.ones(2)}
+    got = {"a": want["a"].clone(),                         # exact
+           "b": want["b"] + 1e-5,                          # close (within rtol)
+           "c": torch.tensor([[0.0, 0.0], [0.0, 0.5]]),     # wrong at [1, 1]
+           "d": torch.ones(1, 3),                          # wrong shape
+           "e": TODO}
+    rep = check_grads(got, want, atol=1e-6, rtol=1e-4, hints={"c": "c is used in step 7"}, show=False)
+    status = {r.name: r.status for r in rep.results}
+    assert status == {"da": "exact", "db": "close", "dc": "wrong", "dd": "shape", "de": "todo"}
+    text = repr(rep)
+    assert "at [1, 1]" in text and "hint: c is used in step 7" in text
+    assert "expected shape (3,), got (1, 3): they differ only in dimensions of size 1" in text
+    assert rep.summary() == "2/5 correct (1 exact), 2 wrong, 1 not attempted"
+    assert isinstance(rep, GradReport) and rep.counts["exact"] == 1
+    assert rep.max_abs_diff == pytest.approx(0.5)
+    html = rep._repr_html_()
+    assert "#cf222e" in html and "#1a7f37" in html  # red and green rows in JupyterLab
+
+
+def test_check_grads_all_todo_needs_no_reference():
+    rep = check_grads({"a": TODO, "b": TODO}, {}, atol=1e-6, rtol=0, show=False)
+    assert rep.counts["todo"] == 2 and rep.max_abs_diff is None
+    with pytest.raises(KeyError, match="no autograd reference"):
+        check_grads({"a": torch.ones(1)}, {}, atol=1e-6, rtol=0, show=False)
+
+
+def test_float64_tolerances_are_tighter():
+    t32, t64 = tolerances("float32"), tolerances("float64")
+    assert t64["atol"] < t32["atol"] and t64["rtol"] < t32["rtol"]
+    assert resolve_dtype("float64") is torch.float64 and resolve_dtype(torch.float32) is torch.float32
+
+
+@pytest.mark.parametrize("bad", ["float16", "double", 64, torch.float16, None])
+def test_resolve_dtype_rejects_other_types(bad):
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
+        resolve_dtype(bad)
+
+
+def test_tolerances_separate_round_off_from_a_wrong_formula():
+    """A correct float32 gradient passes, a plausible mistake (Bessel's n - 1 replaced by n) fails."""
+    p32 = {k: v.float() for k, v in _params(n_hidden=64).items()}
+    X, Y = _batch(n=32)
+    want = E.autograd_grads(p32, X, Y)
+    v = E.forward_steps(p32, X, Y)
+    good = E.batchnorm_grad(want["hpreact"], v["hprebn"].detach(), p32["bngain"])
+    n, bndiff, dbnvar = 32, v["bndiff"].detach(), want["bnvar"]
+    # dbndiff with the variance's 1/(n - 1) written as 1/n: off by about 3% in one of two contributions
+    bad = want["bndiff"] - 2 * bndiff * dbnvar / (n - 1) + 2 * bndiff * dbnvar / n
+    tol = tolerances("float32")
+    rep = check_grads({"hprebn": good, "bndiff": bad}, want, **tol, show=False)
+    assert [r.status for r in rep.results][0] in ("exact", "close")
+    assert rep.results[1].status == "wrong"
+    assert not math.isnan(rep.max_abs_diff)
