@@ -1,0 +1,389 @@
+"""Interactive explorers for lesson 03 (and later): ipywidgets sliders, matplotlib histograms.
+
+- `init_explorer(x, y, n_classes)`: sliders for the weight gain, depth and width of a stack of
+  `Linear -> [BatchNorm1d] -> nonlinearity` blocks, a choice of nonlinearity (tanh, ReLU, none)
+  and BatchNorm on/off. Each change builds the stack afresh, pushes one batch forwards and
+  backwards, and redraws the per-layer activation and gradient histograms with their mean, std
+  and saturation. Lesson 03 uses it to show what the initialisation does to a deep network.
+- `training_explorer(recorder)`: a slider over the steps a `mmlib.diagnostics.Recorder` kept,
+  showing the histograms and the update:data ratios at that step.
+
+The computation is separate from the drawing: `init_stats(...)` and `training_snapshot(...)` are
+pure functions returning the numbers (tests drive them, and the explorers' `.result`), and the
+explorers only draw what those return. Each redraw prints one text line naming the slider values,
+then one line per layer, above the plot, so a reader (or a browser test) can read the numbers.
+
+Extreme settings are explained rather than hidden: gain 0 (all-zero activations), large gains
+(saturation, overflow to inf) and the like add a `note:` line; histograms show finite values only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from mmlib.diagnostics import Recorder, Stats, describe, plot_distributions, plot_update_ratios
+from mmlib.layers import BatchNorm1d, Linear, ReLU, Tanh
+from mmlib.plots import compact_png
+
+NONLINEARITIES = ("tanh", "relu", "none")
+OUTPUT_SCALE = 0.1
+"""The output layer's weights are scaled down so the network starts unsure of itself (lesson 03)."""
+
+
+# ---- the computation -----------------------------------------------------------------------------
+
+@dataclass
+class InitResult:
+    """What one forward/backward pass through a freshly initialised stack looks like."""
+
+    gain: float
+    depth: int
+    width: int
+    nonlinearity: str
+    batchnorm: bool
+    loss: float
+    activations: list[Stats]
+    gradients: list[Stats]
+    notes: list[str] = field(default_factory=list)
+
+    def header(self) -> str:
+        return (f"gain={self.gain:.2f} depth={self.depth} width={self.width} "
+                f"nonlinearity={self.nonlinearity} batchnorm={'on' if self.batchnorm else 'off'} "
+                f"| initial loss {self.loss:.4f}")
+
+    def text(self) -> str:
+        lines = [self.header(), "activations (output of each hidden block):"]
+        lines += ["  " + s.line() for s in self.activations]
+        lines += ["gradients (d loss / d that output):"]
+        lines += ["  " + s.line() for s in self.gradients]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _check_settings(gain, depth, width, nonlinearity) -> None:
+    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain < 0:
+        raise ValueError(f"gain must be a finite number >= 0, got {gain!r}")
+    for name, v in (("depth", depth), ("width", width)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if nonlinearity not in NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be one of {', '.join(NONLINEARITIES)}; got {nonlinearity!r}")
+
+
+def build_stack(n_in: int, n_out: int, *, gain: float, depth: int, width: int, nonlinearity: str,
+                batchnorm: bool, generator: torch.Generator | None = None) -> tuple[list, list[int]]:
+    """`depth` blocks of `Linear(gain) -> [BatchNorm1d] -> [Tanh | ReLU]`, then `Linear(width, n_out)`.
+
+    Returns the layers and the index of each block's last layer (whose output the explorer shows).
+    The hidden Linear layers have no bias when BatchNorm follows (BatchNorm would remove it anyway);
+    the output layer's weights are scaled by `OUTPUT_SCALE`.
+    """
+    _check_settings(gain, depth, width, nonlinearity)
+    layers: list = []
+    ends: list[int] = []
+    fan_in = n_in
+    for _ in range(depth):
+        layers.append(Linear(fan_in, width, bias=not batchnorm, generator=generator, gain=float(gain)))
+        if batchnorm:
+            layers.append(BatchNorm1d(width))
+        if nonlinearity == "tanh":
+            layers.append(Tanh())
+        elif nonlinearity == "relu":
+            layers.append(ReLU())
+        ends.append(len(layers) - 1)
+        fan_in = width
+    layers.append(Linear(width, n_out, generator=generator, gain=OUTPUT_SCALE))
+    return layers, ends
+
+
+def _notes(r: InitResult) -> list[str]:
+    notes = []
+    acts, grads = r.activations, r.gradients
+    if not all(s.finite for s in acts + grads) or not math.isfinite(r.loss):
+        notes.append("some values overflowed to inf or NaN; the histograms show only the finite values "
+                     "and the loss cannot be trusted - lower the gain or the depth")
+    zero = [s for s in acts if s.finite and s.std == 0 and s.mean == 0]
+    if r.gain == 0:
+        notes.append("gain 0: every hidden weight is zero, so every activation is exactly 0 and no gradient "
+                     "reaches the hidden weights; only the output layer's bias can learn")
+    elif zero:
+        notes.append(f"{len(zero)} of {len(acts)} layers output exactly 0 everywhere")
+    if r.nonlinearity == "tanh":
+        worst = max((s.saturated or 0.0) for s in acts)
+        if worst > 0.5:
+            notes.append(f"up to {100 * worst:.0f}% of tanh units are saturated (|t| > 0.97): they pass almost "
+                         "no gradient, so those neurons barely learn")
+    if r.nonlinearity == "relu":
+        worst = max((s.saturated or 0.0) for s in acts)
+        if worst > 0.9:
+            notes.append(f"up to {100 * worst:.0f}% of ReLU outputs are 0 (no gradient): the layer is nearly dead")
+    if r.nonlinearity == "none" and r.depth > 1:
+        notes.append("without a nonlinearity the whole stack is one linear map, however deep")
+    g = [s.std for s in grads if s.finite and s.std > 0]
+    if len(g) >= 2 and r.gain > 0:
+        ratio = g[0] / g[-1]
+        if ratio < 0.1:
+            notes.append(f"gradients shrink {1 / ratio:.0f}x from the last hidden layer to the first (vanishing)")
+        elif ratio > 10:
+            notes.append(f"gradients grow {ratio:.0f}x from the last hidden layer to the first (exploding)")
+    if r.batchnorm and r.gain > 0:
+        notes.append("BatchNorm re-standardises every layer, so the gain hardly changes the statistics")
+    return notes
+
+
+@contextmanager
+def _one_thread():
+    """Run tiny tensor work on one thread: for a batch of a few hundred rows the threads' hand-offs
+    cost more than they save, and on a busy 2-core machine they made a redraw 50x slower."""
+    n = torch.get_num_threads()
+    if n == 1:  # already (lesson 03 sets it): leave the thread pool alone
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def init_stats(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, gain: float = 5 / 3, depth: int = 5,
+               width: int = 100, nonlinearity: str = "tanh", batchnorm: bool = False, seed: int = 0,
+               bins: int = 40) -> InitResult:
+    """Build a fresh stack with these settings, forward and backward the batch `(x, y)`, describe it.
+
+    `x` is (B, n_in) float, `y` is (B,) class ids below `n_classes`. The same `seed` gives the same
+    weights, so moving one slider changes only what that slider controls.
+    """
+    _check_settings(gain, depth, width, nonlinearity)
+    if not isinstance(x, torch.Tensor) or x.ndim != 2 or not x.is_floating_point():
+        raise ValueError(f"x must be a (batch, features) float tensor, got {getattr(x, 'shape', type(x))}")
+    if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],) or y.is_floating_point():
+        raise ValueError(f"y must hold one integer class per row of x ({x.shape[0]}), got {getattr(y, 'shape', y)}")
+    if batchnorm and x.shape[0] < 2:
+        raise ValueError("BatchNorm needs a batch of at least 2 examples")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise ValueError(f"class ids must lie in 0..{n_classes - 1}")
+    g = torch.Generator().manual_seed(seed)
+    with _one_thread():
+        layers, ends = build_stack(x.shape[1], n_classes, gain=gain, depth=depth, width=width,
+                                   nonlinearity=nonlinearity, batchnorm=batchnorm, generator=g)
+        h = x
+        for layer in layers:
+            h = layer(h)
+        outs = [layers[i].out for i in ends]
+        for o in outs:
+            o.retain_grad()
+        loss = F.cross_entropy(h, y)
+        loss.backward()
+        kind = None if nonlinearity == "none" else nonlinearity
+        acts = [describe(f"layer {k + 1} {nonlinearity}", o, kind=kind, bins=bins) for k, o in enumerate(outs)]
+        grads = [describe(f"layer {k + 1} {nonlinearity}", o.grad, bins=bins) for k, o in enumerate(outs)]
+    r = InitResult(float(gain), depth, width, nonlinearity, bool(batchnorm), loss.item(), acts, grads)
+    r.notes = _notes(r)
+    return r
+
+
+@dataclass
+class Snapshot:
+    """The recorded statistics of one training step (see `training_snapshot`)."""
+
+    step: int
+    loss: float
+    activations: list[Stats]
+    gradients: list[Stats]
+    ud: dict[str, float]
+
+    def text(self) -> str:
+        lines = [f"step={self.step} | minibatch loss {self.loss:.4f}", "activations:"]
+        lines += ["  " + s.line() for s in self.activations]
+        lines += ["gradients:"] + ["  " + s.line() for s in self.gradients]
+        lines += ["update:data log10: " + ", ".join(f"{n} {v:+.2f}" for n, v in self.ud.items())]
+        return "\n".join(lines)
+
+
+def training_snapshot(recorder: Recorder, step: int) -> Snapshot:
+    """The statistics `recorder` kept at `step` (the nearest recorded step at or before it)."""
+    if not len(recorder):
+        raise ValueError("the recorder holds no steps: call recorder.record(...) in the training loop")
+    i = max((k for k, s in enumerate(recorder.steps) if s <= step), default=0)
+    s = recorder.steps[i]
+    j = recorder.ud_steps.index(s)
+    return Snapshot(s, recorder.losses[j], recorder.activations[i], recorder.gradients[i],
+                    dict(zip(recorder.names, recorder.ud[j])))
+
+
+# ---- the drawing -----------------------------------------------------------------------------------
+
+def _png(fig: Figure) -> bytes:
+    # a 64-colour palette PNG: a fraction of the bytes for the same render time, which keeps the
+    # kernel-to-browser round trip short and the widget state saved in the notebook small
+    FigureCanvasAgg(fig)  # attach a canvas: the figure is not managed by pyplot
+    return compact_png(fig, 64)
+
+
+def _axes(fig: Figure, n: int) -> list:
+    """The figure's `n` side-by-side axes, made once and cleared on later calls (cheaper than new ones)."""
+    if len(fig.axes) != n:
+        fig.clear()
+        fig.subplots(1, n)
+        fig.subplots_adjust(left=0.05, right=0.98, bottom=0.14, top=0.84, wspace=0.2)
+    for ax in fig.axes:
+        ax.cla()
+    return fig.axes
+
+
+def draw_init(result: InitResult, fig: Figure | None = None) -> Figure:
+    """The activation and gradient histograms of an `InitResult`, side by side."""
+    fig = fig or Figure(figsize=(10, 3.2), dpi=72)
+    ax1, ax2 = _axes(fig, 2)
+    plot_distributions(result.activations, ax1, "activation distribution")
+    plot_distributions(result.gradients, ax2, "gradient distribution")
+    ax2.locator_params(axis="x", nbins=6)  # gradients are ~1e-4: long tick labels would overlap
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    fig.suptitle(result.notes[0][:120] if result.notes else result.header(), fontsize=8,
+                 color="#9a3412" if result.notes else "black")
+    return fig
+
+
+def draw_snapshot(recorder: Recorder, snap: Snapshot, fig: Figure | None = None) -> Figure:
+    fig = fig or Figure(figsize=(12, 3.2), dpi=72)
+    ax1, ax2, ax3 = _axes(fig, 3)
+    plot_distributions(snap.activations, ax1, f"activations at step {snap.step}")
+    plot_distributions(snap.gradients, ax2, f"gradients at step {snap.step}")
+    ax2.locator_params(axis="x", nbins=6)
+    plot_update_ratios(recorder.ud, recorder.names, ax3, step=recorder.ud_steps.index(snap.step))
+    ax3.set_xlabel("step")
+    ticks = ax3.get_xticks()
+    ax3.set_xticks(ticks, [str(recorder.ud_steps[int(t)]) if 0 <= t < len(recorder.ud_steps) else ""
+                           for t in ticks])
+    for ax in (ax1, ax2, ax3):
+        ax.grid(alpha=0.3)
+    return fig
+
+
+class _Explorer:
+    """Shared plumbing: an Output area that shows a text block and a PNG, redrawn in place."""
+
+    def __init__(self) -> None:
+        import ipywidgets as widgets
+
+        self.output = widgets.Output()
+        self.redraw_seconds: float = math.nan
+        self.box = None
+
+    def _show(self, text: str, fig: Figure) -> None:
+        from IPython.display import Image, clear_output, display
+
+        png = _png(fig)
+        self.png = png
+        with self.output:
+            clear_output(wait=True)
+            print(text)
+            display(Image(data=png))
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.box._repr_mimebundle_(**kwargs)
+
+
+class InitExplorer(_Explorer):
+    """Sliders for gain/depth/width, toggles for the nonlinearity and BatchNorm, and the histograms.
+
+    `.result` is the latest `InitResult`, `.redraw_seconds` how long the latest update took
+    (compute and draw). Setting a widget's value (e.g. `explorer.gain.value = 3`) updates it.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, n_classes: int, *, gain: float = 5 / 3, depth: int = 5,
+                 width: int = 100, nonlinearity: str = "tanh", batchnorm: bool = False, seed: int = 0):
+        import ipywidgets as widgets
+
+        super().__init__()
+        self.x, self.y, self.n_classes, self.seed = x, y, n_classes, seed
+        # computing once up front validates the settings and the batch before any widget exists
+        self.result = init_stats(x, y, n_classes, gain=gain, depth=depth, width=width,
+                                 nonlinearity=nonlinearity, batchnorm=batchnorm, seed=seed)
+        style = {"description_width": "80px"}
+        self.gain = widgets.FloatSlider(value=round(gain, 2), min=0.0, max=5.0, step=0.01, description="gain",
+                                        continuous_update=False, readout_format=".2f", style=style)
+        self.depth = widgets.IntSlider(value=depth, min=1, max=10, description="depth",
+                                       continuous_update=False, style=style)
+        self.width = widgets.IntSlider(value=width, min=10, max=500, step=10, description="width",
+                                       continuous_update=False, style=style)
+        self.nonlinearity = widgets.ToggleButtons(options=list(NONLINEARITIES), value=nonlinearity,
+                                                  description="nonlinearity", style=style)
+        self.batchnorm = widgets.Checkbox(value=batchnorm, description="batchnorm")
+        for w in (self.gain, self.depth, self.width, self.nonlinearity, self.batchnorm):
+            w.observe(self._changed, names="value")
+        self.fig = Figure(figsize=(10, 3.2), dpi=72)
+        self.box = widgets.VBox([widgets.HBox([self.gain, self.depth, self.width]),
+                                 widgets.HBox([self.nonlinearity, self.batchnorm]), self.output])
+        self.update()
+
+    def _changed(self, change) -> None:
+        self.update()
+
+    def update(self) -> InitResult:
+        """Recompute with the current widget values and redraw; returns the new `InitResult`."""
+        t = time.perf_counter()
+        self.result = init_stats(self.x, self.y, self.n_classes, gain=float(self.gain.value),
+                                 depth=int(self.depth.value), width=int(self.width.value),
+                                 nonlinearity=self.nonlinearity.value, batchnorm=bool(self.batchnorm.value),
+                                 seed=self.seed)
+        self._show(self.result.text(), draw_init(self.result, self.fig))
+        self.redraw_seconds = time.perf_counter() - t
+        return self.result
+
+
+class TrainingExplorer(_Explorer):
+    """A `step` slider over the steps a `Recorder` kept; shows histograms and update:data ratios there."""
+
+    def __init__(self, recorder: Recorder):
+        import ipywidgets as widgets
+
+        super().__init__()
+        if not len(recorder):
+            raise ValueError("the recorder holds no steps: call recorder.record(...) in the training loop")
+        self.recorder = recorder
+        steps = recorder.steps
+        stride = steps[1] - steps[0] if len(steps) > 1 else 1
+        self.step = widgets.IntSlider(value=steps[0], min=steps[0], max=steps[-1], step=max(stride, 1),
+                                      description="step", continuous_update=False)
+        self.step.observe(lambda change: self.update(), names="value")
+        self.fig = Figure(figsize=(12, 3.2), dpi=72)
+        self.box = widgets.VBox([self.step, self.output])
+        self.update()
+
+    def update(self) -> Snapshot:
+        t = time.perf_counter()
+        self.result = training_snapshot(self.recorder, int(self.step.value))
+        self._show(self.result.text(), draw_snapshot(self.recorder, self.result, self.fig))
+        self.redraw_seconds = time.perf_counter() - t
+        return self.result
+
+
+def init_explorer(x: torch.Tensor | None = None, y: torch.Tensor | None = None, n_classes: int = 27,
+                  **settings) -> InitExplorer:
+    """The initialisation explorer (lesson 03); display the returned object to use it.
+
+    `x` (B, n_in) and `y` (B,) are the batch it pushes through; without them, 256 examples of
+    30 standard-normal features with random classes. `settings` are the starting values:
+    gain, depth, width, nonlinearity ("tanh", "relu", "none"), batchnorm, seed.
+    """
+    if x is None or y is None:
+        g = torch.Generator().manual_seed(settings.get("seed", 0))
+        x = torch.randn(256, 30, generator=g)
+        y = torch.randint(0, n_classes, (256,), generator=g)
+    return InitExplorer(x, y, n_classes, **settings)
+
+
+def training_explorer(recorded: Recorder) -> TrainingExplorer:
+    """The training-statistics explorer (lesson 03): a slider over `recorded`'s steps."""
+    return TrainingExplorer(recorded)

@@ -1,0 +1,121 @@
+"""mmlib.layers against torch.nn, with tolerances (lesson 03)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmlib.layers import BatchNorm1d, Linear, ReLU, Tanh, parameters, train_mode
+
+ATOL = 1e-5  # float32 arithmetic done in a different order
+
+
+def test_linear_matches_torch_nn():
+    g = torch.Generator().manual_seed(0)
+    ours = Linear(7, 5, generator=g)
+    ref = torch.nn.Linear(7, 5)
+    with torch.no_grad():
+        ours.bias += torch.randn(5, generator=g)
+        ref.weight.copy_(ours.weight.T)
+        ref.bias.copy_(ours.bias)
+    x = torch.randn(11, 7, generator=g)
+    y = ours(x)
+    assert y.shape == (11, 5)
+    torch.testing.assert_close(y, ref(x), atol=ATOL, rtol=0)
+    assert ours.out is y
+    # gradients flow to the same places
+    y.square().sum().backward()
+    ref(x).square().sum().backward()
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad.T, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(ours.bias.grad, ref.bias.grad, atol=1e-4, rtol=1e-5)
+
+
+def test_linear_init_scale_and_options():
+    g = torch.Generator().manual_seed(1)
+    lin = Linear(400, 300, bias=False, generator=g, gain=5 / 3)
+    assert lin.bias is None and lin.parameters() == [lin.weight]
+    assert lin.weight.std().item() == pytest.approx(5 / 3 / 400**0.5, rel=0.02)
+    # same seed, same weights
+    a = Linear(3, 4, generator=torch.Generator().manual_seed(5)).weight
+    b = Linear(3, 4, generator=torch.Generator().manual_seed(5)).weight
+    assert torch.equal(a, b)
+    # works on 3-D inputs like torch.nn.Linear
+    assert Linear(3, 2)(torch.randn(4, 6, 3)).shape == (4, 6, 2)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "4"])
+def test_linear_rejects_bad_sizes(bad):
+    with pytest.raises(ValueError, match="fan_in must be a positive integer"):
+        Linear(bad, 3)
+
+
+def test_linear_rejects_wrong_width():
+    with pytest.raises(ValueError, match="expects inputs with 4 features"):
+        Linear(4, 2)(torch.randn(3, 5))
+
+
+def test_batchnorm_train_and_eval_match_torch_nn():
+    g = torch.Generator().manual_seed(2)
+    ours = BatchNorm1d(6, momentum=0.2)
+    ref = torch.nn.BatchNorm1d(6, momentum=0.2)
+    with torch.no_grad():
+        ours.gamma.copy_(torch.rand(6, generator=g) + 0.5)
+        ours.beta.copy_(torch.randn(6, generator=g))
+        ref.weight.copy_(ours.gamma)
+        ref.bias.copy_(ours.beta)
+    for _ in range(4):  # running statistics accumulate over several batches
+        x = torch.randn(32, 6, generator=g) * 3 + 1
+        torch.testing.assert_close(ours(x), ref(x), atol=ATOL, rtol=1e-5)
+    torch.testing.assert_close(ours.running_mean, ref.running_mean, atol=ATOL, rtol=1e-5)
+    torch.testing.assert_close(ours.running_var, ref.running_var, atol=ATOL, rtol=1e-5)
+    # gradients with respect to input, gain and bias
+    x = torch.randn(16, 6, generator=g, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    w = torch.randn(16, 6, generator=g)
+    (ours(x) * w).sum().backward()
+    (ref(x2) * w).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours.gamma.grad, ref.weight.grad, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours.beta.grad, ref.bias.grad, atol=1e-4, rtol=1e-4)
+    # eval mode: running statistics, buffers untouched, one example at a time works
+    train_mode([ours], False)
+    ref.eval()
+    before = ours.running_mean.clone()
+    x = torch.randn(1, 6, generator=g)
+    torch.testing.assert_close(ours(x), ref(x), atol=ATOL, rtol=1e-5)
+    assert torch.equal(ours.running_mean, before)
+
+
+def test_batchnorm_sequence_layout_matches_torch_on_transposed_input():
+    g = torch.Generator().manual_seed(3)
+    ours, ref = BatchNorm1d(4), torch.nn.BatchNorm1d(4)
+    x = torch.randn(8, 5, 4, generator=g)  # (N, L, C), the lectures' layout
+    torch.testing.assert_close(ours(x), ref(x.transpose(1, 2)).transpose(1, 2), atol=ATOL, rtol=1e-5)
+    torch.testing.assert_close(ours.running_var, ref.running_var, atol=ATOL, rtol=1e-5)
+
+
+def test_batchnorm_errors_are_clear():
+    with pytest.raises(ValueError, match="needs more than one value per feature"):
+        BatchNorm1d(3)(torch.randn(1, 3))
+    with pytest.raises(ValueError, match="expects inputs with 3 features"):
+        BatchNorm1d(3)(torch.randn(4, 2))
+    with pytest.raises(ValueError, match="momentum must be between 0 and 1"):
+        BatchNorm1d(3, momentum=1.5)
+    with pytest.raises(ValueError, match="eps must be positive"):
+        BatchNorm1d(3, eps=0)
+    with pytest.raises(ValueError, match="training must be True or False"):
+        train_mode([BatchNorm1d(3)], "eval")
+
+
+def test_nonlinearities_match_torch_nn():
+    x = torch.linspace(-4, 4, 101)
+    for ours, ref in ((Tanh(), torch.nn.Tanh()), (ReLU(), torch.nn.ReLU())):
+        torch.testing.assert_close(ours(x), ref(x), atol=0, rtol=0)
+        assert ours.out is not None and ours.parameters() == []
+
+
+def test_parameters_in_layer_order():
+    layers = [Linear(3, 4, bias=False), BatchNorm1d(4), Tanh(), Linear(4, 2)]
+    ps = parameters(layers)
+    assert [tuple(p.shape) for p in ps] == [(3, 4), (4,), (4,), (4, 2), (2,)]
+    assert all(p.requires_grad for p in ps)

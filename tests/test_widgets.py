@@ -1,0 +1,216 @@
+"""mmlib.widgets and mmlib.diagnostics driven programmatically (lesson 03).
+
+The explorers are set the way a learner sets them - by assigning a widget's value - and the test
+reads the statistics the explorer computed for its redraw (`.result`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mmlib.diagnostics import (Recorder, activation_stats, describe, gradient_stats, plot_update_ratios,
+                               retain_grads, update_ratios, weight_stats)
+from mmlib.layers import Linear, Tanh
+from mmlib.widgets import init_explorer, init_stats, training_explorer, training_snapshot
+
+
+@pytest.fixture(scope="module")
+def batch():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(128, 30, generator=g), torch.randint(0, 27, (128,), generator=g)
+
+
+@pytest.fixture()
+def explorer(batch):
+    x, y = batch
+    return init_explorer(x, y, 27, gain=1.0, depth=4, width=60)
+
+
+def first_sat(r):
+    return r.activations[0].saturated
+
+
+def test_saturation_rises_with_gain_for_tanh(explorer):
+    sats = []
+    for gain in (0.5, 1.0, 2.0, 3.0, 5.0):
+        explorer.gain.value = gain
+        assert explorer.result.gain == pytest.approx(gain)
+        sats.append(first_sat(explorer.result))
+    assert sats == sorted(sats) and sats[0] < 0.01 and sats[-1] > 0.5, sats
+    assert "saturated" in explorer.result.notes[0]  # gain 5 explains itself
+
+
+def test_batchnorm_keeps_saturation_low_whatever_the_gain(explorer):
+    explorer.batchnorm.value = True
+    for gain in (0.5, 5.0):
+        explorer.gain.value = gain
+        r = explorer.result
+        assert r.batchnorm
+        # standardised pre-activations: |x| > 2.09 (tanh > 0.97) for ~3.7% of a unit Gaussian
+        assert all(s.saturated < 0.08 for s in r.activations), [s.saturated for s in r.activations]
+
+
+def test_gain_zero_gives_zero_activations_and_a_note(explorer):
+    explorer.gain.value = 0.0
+    r = explorer.result
+    assert all(s.mean == 0 and s.std == 0 for s in r.activations)
+    assert all(s.finite for s in r.activations + r.gradients)
+    assert any("gain 0" in n for n in r.notes)
+    assert "note: gain 0" in r.text()
+    assert r.loss == pytest.approx(math.log(27), abs=0.05)  # zero hidden output: logits = bias only
+
+
+def test_depth_one_and_every_nonlinearity_work(explorer):
+    explorer.depth.value = 1
+    assert len(explorer.result.activations) == 1 and len(explorer.result.gradients) == 1
+    for nl in ("relu", "none", "tanh"):
+        explorer.nonlinearity.value = nl
+        r = explorer.result
+        assert r.nonlinearity == nl and r.depth == 1
+        assert math.isfinite(r.loss)
+    explorer.nonlinearity.value = "relu"
+    assert 0.3 < first_sat(explorer.result) < 0.7  # about half of ReLU outputs are zero
+    explorer.nonlinearity.value = "none"
+    assert explorer.result.activations[0].saturated is None
+
+
+def test_text_line_names_slider_values_and_stats(explorer):
+    explorer.gain.value = 1.67
+    explorer.depth.value = 5
+    text = explorer.result.text()
+    assert text.startswith("gain=1.67 depth=5 width=60 nonlinearity=tanh batchnorm=off")
+    assert "layer 1 tanh: mean" in text and "saturated" in text
+    assert [w.description for w in (explorer.gain, explorer.depth, explorer.width)] == ["gain", "depth", "width"]
+    assert explorer.png.startswith(b"\x89PNG")
+    assert explorer.redraw_seconds > 0
+
+
+def test_width_changes_the_network(explorer):
+    explorer.width.value = 200
+    assert explorer.result.width == 200
+    assert explorer.result.activations[0].numel == 128 * 200
+
+
+def test_linear_stack_grows_geometrically_without_nonlinearity(batch):
+    x, y = batch
+    r = init_stats(x, y, 27, gain=2.0, depth=4, nonlinearity="none")
+    stds = [s.std for s in r.activations]
+    for a, b in zip(stds, stds[1:]):
+        assert b / a == pytest.approx(2.0, rel=0.15)
+
+
+def test_overflow_is_flagged_not_hidden(batch):
+    x, y = batch
+    r = init_stats(x * 1e36, y, 27, gain=5.0, depth=10, nonlinearity="none")
+    assert not all(s.finite for s in r.activations)
+    assert any("inf or NaN" in n for n in r.notes)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(gain=-1.0), "gain must be a finite number >= 0"),
+    (dict(gain=float("nan")), "gain must be a finite number >= 0"),
+    (dict(depth=0), "depth must be a positive integer"),
+    (dict(width=2.5), "width must be a positive integer"),
+    (dict(nonlinearity="sigmoid"), "nonlinearity must be one of"),
+])
+def test_bad_settings_are_rejected_clearly(batch, kwargs, message):
+    x, y = batch
+    with pytest.raises(ValueError, match=message):
+        init_stats(x, y, 27, **kwargs)
+
+
+def test_bad_batches_are_rejected_clearly(batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="x must be a"):
+        init_stats(x[0], y, 27)
+    with pytest.raises(ValueError, match="y must hold one integer class"):
+        init_stats(x, y[:5], 27)
+    with pytest.raises(ValueError, match="class ids must lie in"):
+        init_stats(x, y + 30, 27)
+
+
+def _recorded(steps=30, every=10):
+    g = torch.Generator().manual_seed(1)
+    layers = [Linear(8, 16, generator=g, gain=5 / 3), Tanh(), Linear(16, 16, generator=g, gain=5 / 3), Tanh(),
+              Linear(16, 5, generator=g, gain=0.1)]
+    params = [p for layer in layers for p in layer.parameters()]
+    weights = {f"W{i}": layer.weight for i, layer in enumerate(layers) if isinstance(layer, Linear)}
+    rec = Recorder(every=every)
+    for step in range(steps):
+        x = torch.randn(32, 8, generator=g)
+        y = torch.randint(0, 5, (32,), generator=g)
+        h = x
+        for layer in layers:
+            h = layer(h)
+        loss = torch.nn.functional.cross_entropy(h, y)
+        retain_grads(layers)
+        for p in params:
+            p.grad = None
+        loss.backward()
+        rec.record(step, layers, weights, 0.1, loss.item())
+        with torch.no_grad():
+            for p in params:
+                p -= 0.1 * p.grad
+    return rec, layers, weights
+
+
+def test_training_explorer_follows_its_slider():
+    rec, _, _ = _recorded()
+    assert rec.steps == [0, 10, 20] and len(rec.ud) == 30
+    ex = training_explorer(rec)
+    assert ex.result.step == 0 and ex.step.description == "step"
+    ex.step.value = 20
+    assert ex.result.step == 20
+    assert ex.result.text().startswith("step=20")
+    assert set(ex.result.ud) == set(rec.names)
+    assert ex.result.activations is rec.activations[2]
+    assert training_snapshot(rec, 15).step == 10  # nearest recorded step at or before
+    with pytest.raises(ValueError, match="holds no steps"):
+        training_explorer(Recorder())
+
+
+def test_diagnostics_match_direct_computation():
+    rec, layers, weights = _recorded(steps=1, every=1)
+    t = layers[1].out
+    acts = activation_stats(layers)
+    assert acts[0].mean == pytest.approx(t.mean().item(), abs=1e-6)
+    assert acts[0].std == pytest.approx(t.std().item(), rel=1e-5)
+    assert acts[0].saturated == pytest.approx((t.abs() > 0.97).float().mean().item())
+    grads = gradient_stats(layers)
+    assert grads[0].std == pytest.approx(t.grad.std().item(), rel=1e-5)
+    ws = weight_stats(weights)
+    w = weights["W0"]
+    assert ws[0].grad_data == pytest.approx((w.grad.std() / w.std()).item(), rel=1e-5)
+    ud = update_ratios(weights, 0.1)
+    assert ud[0] == pytest.approx(math.log10((0.1 * w.grad.std() / w.std()).item()), rel=1e-5)
+    # histograms are densities: they integrate to 1
+    s = acts[0]
+    width = (s.centers[1] - s.centers[0]).item()
+    assert (s.density.sum() * width).item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_describe_handles_constant_and_non_finite_tensors():
+    z = describe("zeros", torch.zeros(10), kind="tanh")
+    assert z.mean == 0 and z.std == 0 and z.saturated == 0 and z.finite
+    bad = describe("bad", torch.tensor([1.0, float("inf"), float("nan"), 3.0]))
+    assert not bad.finite and bad.mean == pytest.approx(2.0) and "inf/NaN" in bad.line()
+    empty = describe("nan", torch.tensor([float("nan")]))
+    assert not empty.finite and math.isnan(empty.mean)
+
+
+def test_diagnostics_errors_are_clear():
+    layers = [Linear(3, 4), Tanh()]
+    with pytest.raises(ValueError, match="run a forward pass first"):
+        activation_stats(layers)
+    layers[1](layers[0](torch.randn(5, 3)))
+    with pytest.raises(ValueError, match="call retain_grads"):
+        gradient_stats(layers)
+    with pytest.raises(ValueError, match="run loss.backward"):
+        weight_stats({"W": layers[0].weight})
+    with pytest.raises(ValueError, match="every must be a positive integer"):
+        Recorder(every=0)
+    with pytest.raises(ValueError, match="history must be"):
+        plot_update_ratios([1.0, 2.0])
