@@ -1,6 +1,6 @@
 """Word files, train/dev/test splits and (context, next character) datasets.
 
-`load_words` is taught in lesson 01, `split_words` and `build_dataset` in lesson 02.
+`load_words` and `split_words` are taught in lesson 01, `build_dataset` and `build_splits` in lesson 02.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Sampling words from any next-character model (built by hand in lesson 01, shared from lesson 02).
+"""Sampling words from any next-character model (built by hand in lesson 01; lessons 02 on call this one).
 
 A model is given as a function from a batch of contexts to logits, so one sampler serves the
 bigram table, the MLPs and, later, the transformer.

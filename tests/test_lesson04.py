@@ -81,6 +81,9 @@ def test_float64_shrinks_the_differences_to_round_off(run_lesson):
     ({"lr": 0}, "lr must be a learning rate in (0, 10]"),
     ({"lr_late": "0.01"}, "lr_late must be a learning rate in (0, 10]"),
     ({"lr_decay_step": -1}, "lr_decay_step must be None or a whole number >= 0"),
+    ({"max_steps": 0}, "max_steps must be a positive whole number"),
+    ({"check_steps": 2.5}, "check_steps must be a positive whole number"),
+    ({"max_steps": 3, "check_steps": 5}, "check_steps must be <= max_steps"),
 ])
 def test_nonsense_parameters_give_a_clear_error(bad, message, tmp_path):
     import papermill as pm
@@ -88,6 +91,44 @@ def test_nonsense_parameters_give_a_clear_error(bad, message, tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match=re.escape(message)):
         pm.execute_notebook(str(SOLUTION), str(tmp_path / "out.ipynb"), parameters=bad, cwd=str(SOLUTION.parent),
                             kernel_name="python3", progress_bar=False)
+
+
+def _run_with_backward(tmp_path, old, new):
+    """Run the solution notebook briefly with one line of its exercise-4 `backward` changed."""
+    import papermill as pm
+
+    nb = nbformat.read(SOLUTION, as_version=4)
+    (cell,) = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def backward(")]
+    assert cell.source.count(old) == 1, old
+    cell.source = cell.source.replace(old, new)
+    src, out = tmp_path / "broken.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(nb, src)
+    pm.execute_notebook(str(src), str(out), parameters={"max_steps": 20, "metrics_path": str(tmp_path / "m.json")},
+                        cwd=str(SOLUTION.parent), kernel_name="python3", progress_bar=False)
+    import json
+    text = "\n".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells
+                     if c.cell_type == "code" for o in c.outputs)
+    return json.loads((tmp_path / "m.json").read_text()), text
+
+
+def test_exercise_4_catches_a_backward_that_uses_the_global_batch_size(tmp_path):
+    # Right on the 32-example training batches, wrong on the probe batch of 64: the check must say so.
+    metrics, _ = _run_with_backward(tmp_path, "    n = X.shape[0]\n", "")
+    ex4 = metrics["checks_by_exercise"]["exercise_4"]
+    assert metrics["trained"] is True
+    assert ex4["wrong"] >= 6, ex4  # every gradient but db1 (zero up to round-off) is off by a factor 2
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('"b1": db1, ', "", "missing b1"),
+    ("db2 = dlogits.sum(0)", "db2 = dlogits.sum(0, keepdim=True)", "wrong shape: db2 (1, 27) (want (27,))"),
+    ("dW2 = h.T @ dlogits", "dW2 = h @ dlogits", "backward raised RuntimeError"),
+])
+def test_exercise_4_explains_a_backward_that_does_not_fit_instead_of_crashing(tmp_path, old, new, message):
+    metrics, text = _run_with_backward(tmp_path, old, new)
+    assert message in text and "The cells below skip training." in text
+    assert metrics["trained"] is False and metrics["steps_trained"] == 0
+    assert metrics["checks_by_exercise"]["exercise_4"]["correct"] < N_CHECKS["exercise_4"]
 
 
 def test_forward_steps_table_matches_the_notebook():

@@ -63,3 +63,19 @@ def test_setup_caps_threads_and_rejects_nonsense():
             setup(0, "cpu", threads=0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_parameter_checks_name_the_parameter():
+    from mmlib.setup import check_learning_rates, check_positive_ints, resolve_decay_step
+
+    check_positive_ints(max_steps=10, batch_size=32)
+    for bad in (0, -1, 2.5, True, "10"):
+        with pytest.raises(ValueError, match="max_steps must be a positive whole number"):
+            check_positive_ints(max_steps=bad)
+    check_learning_rates(lr=0.1, lr_late=10)
+    for bad in (0, -0.1, 11, "0.1", None):
+        with pytest.raises(ValueError, match="lr_late must be a learning rate in"):
+            check_learning_rates(lr_late=bad)
+    assert resolve_decay_step(None, 1001) == 500 and resolve_decay_step(7, 10) == 7
+    with pytest.raises(ValueError, match="lr_decay_step must be None or a whole number"):
+        resolve_decay_step(-1, 10)

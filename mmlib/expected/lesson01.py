@@ -41,9 +41,9 @@ def trigram(words: list[str], vocab: Vocab) -> dict[str, object]:
     return {"N3": N3, "nll3": ngram_nll(N3, words, vocab, 1.0)}
 
 
-def splits(words: list[str], vocab: Vocab, seed: int) -> dict[str, float]:
+def splits(words: list[str], vocab: Vocab) -> dict[str, float]:
     """Exercise 2: bigram and trigram models counted on train, scored on every split."""
-    train, dev, test = split_words(words, seed)
+    train, dev, test = split_words(words)
     out = {}
     for n in (2, 3):
         N = ngram_counts(train, vocab, n)
@@ -52,9 +52,9 @@ def splits(words: list[str], vocab: Vocab, seed: int) -> dict[str, float]:
     return out
 
 
-def tune_alpha(words: list[str], vocab: Vocab, seed: int, alphas: Sequence[float]) -> dict[str, float]:
+def tune_alpha(words: list[str], vocab: Vocab, alphas: Sequence[float]) -> dict[str, float]:
     """Exercise 3: the smoothing strength with the lowest trigram dev NLL, and its test NLL."""
-    train, dev, test = split_words(words, seed)
+    train, dev, test = split_words(words)
     N3 = ngram_counts(train, vocab, 3)
     dev_nll = [ngram_nll(N3, dev, vocab, a) for a in alphas]
     best = alphas[min(range(len(alphas)), key=dev_nll.__getitem__)]
