@@ -1,0 +1,208 @@
+"""Lesson 02 (the MLP): its metrics at CI parameters, its committed default run, and mmlib.expected.lesson02."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import nbformat
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import NOTEBOOKS
+from mmlib.checks import TODO
+from mmlib.data import build_dataset, load_words, split_words
+from mmlib.expected import lesson02 as ex
+from mmlib.vocab import Vocab
+
+SOLUTION = NOTEBOOKS / "solutions" / "02_mlp_solutions.ipynb"
+LEARNER = NOTEBOOKS / "02_mlp.ipynb"
+
+
+# ---- the lesson at CI parameters -------------------------------------------------------------
+
+
+def test_solution_passes_every_check(run_lesson):
+    metrics, _ = run_lesson(SOLUTION)
+    c = metrics["checks"]
+    assert c["total"] == 7
+    assert c["correct"] == c["total"], c
+
+
+def test_learner_checks_are_all_not_attempted(run_lesson):
+    metrics, _ = run_lesson(LEARNER)
+    c = metrics["checks"]
+    assert c["total"] == 7
+    assert c["todo"] == c["total"], c
+    assert metrics["exercise1"]["dev_loss_reported"] is None
+
+
+@pytest.mark.parametrize("path", [SOLUTION, LEARNER], ids=["solution", "learner"])
+def test_losses_are_sane(run_lesson, path):
+    metrics, _ = run_lesson(path)
+    uniform = math.log(metrics["vocab_size"])
+    losses = metrics["losses"]
+    assert set(losses) == {"train", "dev", "test"}
+    # The lecture's N(0, 1) initialisation is confidently wrong: far above the uniform loss.
+    assert metrics["initial_loss"] > uniform + 1
+    for name, value in losses.items():
+        assert value is not None and 1.5 < value < metrics["initial_loss"], (name, value)
+    # Even a short run does not overfit this model: dev stays close to train.
+    assert abs(losses["dev"] - losses["train"]) < 0.3, losses
+
+
+def test_exercise_answers_match_independent_reevaluation(run_lesson):
+    metrics, _ = run_lesson(SOLUTION)
+    e1, e2, e3 = metrics["exercise1"], metrics["exercise2"], metrics["exercise3"]
+    assert e1["dev_loss_reported"] == pytest.approx(e1["dev_loss_reevaluated"], abs=1e-4)
+    # The target row reports honestly whatever the budget: met exactly when the re-evaluation is below 2.2.
+    assert e1["below_2_2"] == (e1["dev_loss_reevaluated"] < 2.2)
+    assert e2["uniform"] == pytest.approx(math.log(metrics["vocab_size"]), abs=1e-9)
+    assert abs(e2["init_loss"] - e2["uniform"]) < 0.1
+    assert e3["dev_loss_reported"] == pytest.approx(e3["dev_loss_reevaluated"], abs=1e-4)
+    assert abs(e3["dev_loss_reevaluated"] - e3["dev_loss_without_direct"]) > 1e-3
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"block_size": 0}, "block_size must be a positive whole number, got 0"),
+        ({"batch_size": "32"}, "batch_size must be a positive whole number, got '32'"),
+        ({"lr": -0.1}, "lr must be a learning rate in (0, 10], got -0.1"),
+        ({"lr_decay_step": -5}, "lr_decay_step must be None or a whole number >= 0, got -5"),
+    ],
+)
+def test_nonsense_parameters_fail_with_a_clear_message(tmp_path, overrides, message):
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(str(SOLUTION), str(tmp_path / "out.ipynb"), parameters=overrides,
+                            cwd=str(SOLUTION.parent), kernel_name="python3", progress_bar=False)
+    assert err.value.ename == "ValueError"
+    assert message in err.value.evalue
+
+
+def test_lesson_follows_the_data_it_is_given(run_lesson, tmp_path_factory):
+    """Another word file with another vocabulary: nothing in the lesson may assume 27 characters."""
+    import random
+
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("words") / "words.txt"
+    path.write_text("\n".join("".join(rng.choice("abcde") for _ in range(rng.randint(2, 7))) for _ in range(400)))
+    metrics, _ = run_lesson(SOLUTION, data_path=str(path))
+    assert metrics["vocab_size"] == 6
+    assert metrics["exercise2"]["uniform"] == pytest.approx(math.log(6), abs=1e-9)
+    assert metrics["checks"]["correct"] == metrics["checks"]["total"], metrics["checks"]
+
+
+# ---- the committed run at default parameters -------------------------------------------------
+
+
+def _stdout(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+def test_committed_default_run_beats_the_target_and_its_loss_log_quotes_it():
+    nb = nbformat.read(SOLUTION, as_version=4)
+    cells = nb.cells
+    log_cell = next(i for i, c in enumerate(cells) if c.cell_type == "code" and "in loss_log:" in c.source)
+    printed = _stdout(cells[log_cell])
+    quoted = re.findall(r"\d\.\d{4}", cells[log_cell + 1].source)
+    runs = len(printed.strip().splitlines()) - 1  # one line per run under a header
+    assert len(quoted) == 2 * runs, "the loss-log markdown should quote the train and dev loss of every run"
+    missing = [q for q in quoted if q not in printed]
+    assert not missing, f"the loss log quotes {missing}, which the run above it did not print"
+    # The final dev loss at defaults (lecture: about 2.17 on the original file).
+    final = re.search(r"final: .* (\d\.\d{4}) +(\d\.\d{4})\n", printed)
+    assert final and 2.0 < float(final.group(2)) < 2.25, printed
+    target = next(c for c in cells if c.cell_type == "code" and "dev loss below 2.2" in c.source)
+    html = "".join(o.get("data", {}).get("text/html", "") for o in target.outputs)
+    assert "correct" in html and "wrong" not in html, "the committed tuned run should beat a dev loss of 2.2"
+
+
+# ---- mmlib.expected.lesson02 ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def names():
+    words = load_words()
+    return words, Vocab.from_words(words)
+
+
+@pytest.mark.parametrize("n", [1, 2, 27, 100])
+def test_uniform_loss_is_cross_entropy_of_equal_logits(n):
+    want = F.cross_entropy(torch.zeros(5, n, dtype=torch.float64), torch.arange(5) % n).item()
+    assert ex.uniform_loss(n) == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "27"])
+def test_uniform_loss_rejects_nonsense(bad):
+    with pytest.raises(ValueError, match="vocab_size must be a positive integer"):
+        ex.uniform_loss(bad)
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 5])
+def test_contexts_match_build_dataset(names, block_size):
+    words, vocab = names
+    X, Y = ex.contexts(words[:500], vocab, block_size)
+    Xw, Yw = build_dataset(words[:500], vocab, block_size)
+    assert torch.equal(X, Xw) and torch.equal(Y, Yw)
+
+
+def _random_params(vocab_size, block_size, n_embd, n_hidden, direct, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    p = {
+        "C": torch.randn(vocab_size, n_embd, generator=g),
+        "W1": torch.randn(block_size * n_embd, n_hidden, generator=g) * 0.5,
+        "b1": torch.randn(n_hidden, generator=g),
+        "W2": torch.randn(n_hidden, vocab_size, generator=g) * 0.3,
+        "b2": torch.randn(vocab_size, generator=g),
+    }
+    if direct:
+        p["W_direct"] = torch.randn(block_size * n_embd, vocab_size, generator=g) * 0.3
+    return p
+
+
+@pytest.mark.parametrize("block_size, n_embd, n_hidden, direct", [(3, 10, 200, False), (2, 4, 16, True), (4, 3, 7, True)])
+def test_mlp_loss_matches_torch_nn(names, block_size, n_embd, n_hidden, direct):
+    words, vocab = names
+    _, dev, _ = split_words(words)
+    p = _random_params(len(vocab), block_size, n_embd, n_hidden, direct)
+    # The same model from torch.nn modules, in float32, on mmlib.data's dataset.
+    emb = torch.nn.Embedding.from_pretrained(p["C"])
+    hidden = torch.nn.Linear(block_size * n_embd, n_hidden)
+    out = torch.nn.Linear(n_hidden, len(vocab))
+    with torch.no_grad():
+        hidden.weight.copy_(p["W1"].T), hidden.bias.copy_(p["b1"])
+        out.weight.copy_(p["W2"].T), out.bias.copy_(p["b2"])
+        X, Y = build_dataset(dev, vocab, block_size)
+        e = emb(X).flatten(1)
+        logits = out(torch.tanh(hidden(e)))
+        if direct:
+            logits = logits + e @ p["W_direct"]
+        want = F.cross_entropy(logits, Y).item()
+    assert ex.mlp_loss(p, dev, vocab) == pytest.approx(want, abs=1e-5)
+
+
+def test_mlp_loss_of_todo_is_nan(names):
+    words, vocab = names
+    assert math.isnan(ex.mlp_loss(TODO, words[:10], vocab))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda p: p.pop("b2"), r"params lacks \['b2'\]"),
+        (lambda p: p.update(C=torch.zeros(26, 10)), r"C should be \(27, n_embd\)"),
+        (lambda p: p.update(W1=torch.zeros(31, 200)), r"W1 should be \(block_size \* n_embd, n_hidden\)"),
+        (lambda p: p.update(W2=torch.zeros(27, 200)), r"W2 should have shape \(200, 27\)"),
+        (lambda p: p.update(W_direct=torch.zeros(27, 30)), r"W_direct should have shape \(30, 27\)"),
+    ],
+)
+def test_mlp_loss_says_which_shape_is_off(names, change, message):
+    words, vocab = names
+    p = _random_params(len(vocab), 3, 10, 200, direct=False)
+    change(p)
+    with pytest.raises(ValueError, match=message):
+        ex.mlp_loss(p, words[:10], vocab)
