@@ -34,7 +34,7 @@ def test_conda_environment_installs_the_same_pins():
 def test_ci_runs_the_readme_block():
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"<!-- ci:begin -->(.*?)<!-- ci:end -->", readme, flags=re.S)
-    commands = [line for b in blocks for line in b.splitlines() if re.match(r"(pip|pytest|python|apt-get) ", line)]
+    commands = [line for b in blocks for line in b.splitlines() if re.match(r"(pip|pytest|python|apt-get)( |$)", line)]
     assert commands[0].startswith("pip install") and [c for c in commands if c.startswith("pytest")] == ["pytest"]
     assert "ci:begin" in (ROOT / ".ci" / "run").read_text()
 
