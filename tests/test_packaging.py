@@ -45,3 +45,27 @@ def test_lesson_index_lists_every_lesson():
     for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         assert f"notebooks/{nb.name}" in readme, f"README.md's lesson table lacks {nb.name}"
         assert f"({nb.name})" in index, f"notebooks/README.md lacks {nb.name}"
+
+
+def outputs_text(path: Path) -> str:
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    parts = []
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            parts.append(o.get("text", "") if o.output_type == "stream" else o.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def test_readme_results_are_printed_by_the_committed_lessons():
+    """Every loss in README.md's results table appears in its lesson's committed outputs."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Results"):]
+    rows = re.findall(r"^\| (\d\d) \|(.*)$", table, flags=re.M)
+    assert rows, "README.md has no results table"
+    for lesson, rest in rows:
+        nb = next((ROOT / "notebooks" / "solutions").glob(f"{lesson}_*_solutions.ipynb"))
+        text = outputs_text(nb)
+        for number in re.findall(r"\b\d\.\d{4}\b", rest):
+            assert number in text, f"README says {number} for lesson {lesson}, but {nb.name} never prints it"
