@@ -49,6 +49,17 @@ def _quiet_home(tmp_path_factory):
             os.environ[k] = v
 
 
+def parameter_error(path: Path, tmp_path: Path, **parameters):
+    """Run a lesson with `parameters` that must be refused; return papermill's error (its `ename`
+    and `evalue` are the exception the lesson raised), failing the test if the lesson ran."""
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(str(path), str(tmp_path / path.name), parameters=parameters, cwd=str(path.parent),
+                            kernel_name="python3", progress_bar=False)
+    return err.value
+
+
 _runs: dict[str, tuple[dict, nbformat.NotebookNode | None]] = {}
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import NOTEBOOKS
+from conftest import NOTEBOOKS, parameter_error
 from mmlib.checks import TODO
 from mmlib.data import build_dataset, load_words, split_words
 from mmlib.expected import lesson02 as ex
@@ -74,13 +74,9 @@ def test_exercise_answers_match_independent_reevaluation(run_lesson):
     ],
 )
 def test_nonsense_parameters_fail_with_a_clear_message(tmp_path, overrides, message):
-    import papermill as pm
-
-    with pytest.raises(pm.PapermillExecutionError) as err:
-        pm.execute_notebook(str(SOLUTION), str(tmp_path / "out.ipynb"), parameters=overrides,
-                            cwd=str(SOLUTION.parent), kernel_name="python3", progress_bar=False)
-    assert err.value.ename == "ValueError"
-    assert message in err.value.evalue
+    err = parameter_error(SOLUTION, tmp_path, **overrides)
+    assert err.ename == "ValueError"
+    assert message in err.evalue
 
 
 def test_lesson_follows_the_data_it_is_given(run_lesson, tmp_path_factory):

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import NOTEBOOKS
+from conftest import NOTEBOOKS, parameter_error
 from mmlib.expected import lesson03 as ex
 from mmlib.layers import BatchNorm1d
 
@@ -70,13 +70,9 @@ def test_losses_and_diagnostics_are_sane(run_lesson, path):
     ],
 )
 def test_nonsense_parameters_fail_with_a_clear_message(tmp_path, overrides, message):
-    import papermill as pm
-
-    with pytest.raises(pm.PapermillExecutionError) as err:
-        pm.execute_notebook(str(SOLUTION), str(tmp_path / "out.ipynb"), parameters=overrides,
-                            cwd=str(SOLUTION.parent), kernel_name="python3", progress_bar=False)
-    assert err.value.ename == "ValueError"
-    assert message in err.value.evalue
+    err = parameter_error(SOLUTION, tmp_path, **overrides)
+    assert err.ename == "ValueError"
+    assert message in err.evalue
 
 
 # ---- the committed run at default parameters -------------------------------------------------
