@@ -180,7 +180,7 @@ def train_mode(layers: Iterable, training: bool = True) -> None:
     """Put every layer that has a `training` flag (BatchNorm1d) into training or eval mode.
 
     Sampling and evaluation need `train_mode(layers, False)`; training needs it back on
-    (lesson 03: the lecture sampled with BatchNorm still in training mode).
+    (lesson 03: sampling in training mode is an easy mistake, reported for the original lecture code).
     """
     if not isinstance(training, bool):
         raise ValueError(f"training must be True or False, got {training!r}")

@@ -112,8 +112,21 @@ def _notes(r: InitResult) -> list[str]:
                      "and the loss cannot be trusted - lower the gain or the depth")
     zero = [s for s in acts if s.finite and s.std == 0 and s.mean == 0]
     if r.gain == 0:
-        notes.append("gain 0: every hidden weight is zero, so every activation is exactly 0 and no gradient "
-                     "reaches the hidden weights; only the output layer's bias can learn")
+        # Checked in tests/test_widgets.py against autograd: a hidden weight's gradient is
+        # (its input)^T (its output gradient); below the last block the output gradient is 0
+        # (it comes through a zero weight), and from block 2 on the input is 0.
+        if r.nonlinearity == "relu":
+            notes.append("gain 0: every hidden weight is zero, so every activation is exactly 0, and ReLU's "
+                         "slope at 0 is 0: nothing in the hidden stack gets a gradient; only the output "
+                         "layer's bias learns, and nothing depends on the input")
+        elif r.depth == 1:
+            notes.append("gain 0: the hidden weights are zero, so every activation is exactly 0 and the "
+                         "output ignores the input for now; but the layer's input is the data, so its "
+                         "weights get a gradient and can learn")
+        else:
+            notes.append("gain 0: every hidden weight is zero, so every activation is exactly 0 and no "
+                         "hidden weight gets a gradient; the last block's bias and the output layer "
+                         "still learn, but nothing depends on the input")
     elif zero:
         notes.append(f"{len(zero)} of {len(acts)} layers output exactly 0 everywhere")
     if r.nonlinearity == "tanh":

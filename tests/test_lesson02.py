@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 
@@ -102,7 +103,7 @@ def _stdout(cell) -> str:
 def test_committed_default_run_beats_the_target_and_its_loss_log_quotes_it():
     nb = nbformat.read(SOLUTION, as_version=4)
     cells = nb.cells
-    log_cell = next(i for i, c in enumerate(cells) if c.cell_type == "code" and "in loss_log:" in c.source)
+    log_cell = next(i for i, c in enumerate(cells) if c.cell_type == "code" and "in loss_log.items():" in c.source)
     printed = _stdout(cells[log_cell])
     quoted = re.findall(r"\d\.\d{4}", cells[log_cell + 1].source)
     runs = len(printed.strip().splitlines()) - 1  # one line per run under a header
@@ -115,6 +116,49 @@ def test_committed_default_run_beats_the_target_and_its_loss_log_quotes_it():
     target = next(c for c in cells if c.cell_type == "code" and "dev loss below 2.2" in c.source)
     html = "".join(o.get("data", {}).get("text/html", "") for o in target.outputs)
     assert "correct" in html and "wrong" not in html, "the committed tuned run should beat a dev loss of 2.2"
+
+
+# ---- the notebook's own helpers, run outside the notebook --------------------------------------
+
+
+def _cell(source_contains: str):
+    nb = nbformat.read(SOLUTION, as_version=4)
+    return next(c for c in nb.cells if c.cell_type == "code" and source_contains in c.source)
+
+
+def test_sgd_step_names_a_parameter_that_got_no_gradient():
+    # Exercise 3's extra parameters must take part in the graph; a forgotten one gets a clear error.
+    tree = ast.parse(_cell("def sgd_step(").source)
+    defs = ast.Module([n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "sgd_step"], [])
+    ns = {"F": F, "torch": torch}
+    exec(compile(defs, "sgd_step", "exec"), ns)
+    g = torch.Generator().manual_seed(0)
+    params = {"W": torch.randn(4, 5, generator=g, requires_grad=True),
+              "W_direct": torch.zeros(4, 5, requires_grad=True)}   # never used by forward below
+    X, Y = torch.randn(8, 4, generator=g), torch.randint(0, 5, (8,), generator=g)
+    with pytest.raises(RuntimeError, match="parameter 'W_direct' got no gradient"):
+        ns["sgd_step"](params, lambda p, x: x @ p["W"], X, Y, 0.1)
+    del params["W_direct"]
+    before = params["W"].detach().clone()
+    loss = ns["sgd_step"](params, lambda p, x: x @ p["W"], X, Y, 0.1)
+    assert math.isfinite(loss) and not torch.equal(before, params["W"].detach())
+
+
+def test_exercise3_check_reports_a_wrong_w_direct_shape_instead_of_raising(names):
+    from mmlib.checks import Result, check, check_that, is_todo, report
+
+    words, vocab = names
+    V, block_size = len(vocab), 3
+    g = torch.Generator().manual_seed(0)
+    bad = {"C": torch.randn(V, 10, generator=g), "W1": torch.randn(30, 8, generator=g), "b1": torch.zeros(8),
+           "W2": torch.randn(8, V, generator=g), "b2": torch.zeros(V), "W_direct": torch.zeros(7, V)}
+    ns = dict(TODO=TODO, Result=Result, check=check, check_that=check_that, is_todo=is_todo, report=report,
+              torch=torch, mlp_loss=ex.mlp_loss, words_dev=words[:50], vocab=vocab, block_size=block_size,
+              vocab_size=V, direct_params=bad, direct_dev_loss=3.0)
+    exec(_cell("want_shape = (block_size * 10, vocab_size)").source, ns)
+    statuses = [r.status for r in ns["rep3"].results]
+    assert statuses == ["wrong", "error", "error"], statuses
+    assert "W_direct" in ns["rep3"].results[1].detail
 
 
 # ---- mmlib.expected.lesson02 ------------------------------------------------------------------

@@ -63,6 +63,53 @@ def test_gain_zero_gives_zero_activations_and_a_note(explorer):
     assert r.loss == pytest.approx(math.log(27), abs=0.05)  # zero hidden output: logits = bias only
 
 
+def _gain_zero_grads(batch, *, depth, nonlinearity, batchnorm):
+    """Max |grad| of every parameter of a gain-0 stack, in layer order, as (layer kind, name, value)."""
+    import torch.nn.functional as F
+
+    from mmlib.widgets import build_stack
+
+    x, y = batch
+    layers, _ = build_stack(30, 27, gain=0.0, depth=depth, width=20, nonlinearity=nonlinearity,
+                            batchnorm=batchnorm, generator=torch.Generator().manual_seed(0))
+    h = x
+    for layer in layers:
+        h = layer(h)
+    F.cross_entropy(h, y).backward()
+    out = []
+    for layer in layers:
+        for name in ("weight", "bias", "gamma", "beta"):
+            p = getattr(layer, name, None)
+            if isinstance(p, torch.Tensor):
+                out.append((type(layer).__name__, name, 0.0 if p.grad is None else p.grad.abs().max().item()))
+    return out
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "none", "relu"])
+@pytest.mark.parametrize("depth", [1, 3])
+def test_gain_zero_note_matches_autograd(batch, depth, nonlinearity, batchnorm):
+    """What the gain-0 note claims about gradients, checked against the actual backward pass."""
+    x, y = batch
+    note = init_stats(x, y, 27, gain=0.0, depth=depth, width=20, nonlinearity=nonlinearity,
+                      batchnorm=batchnorm).notes[0]
+    grads = _gain_zero_grads(batch, depth=depth, nonlinearity=nonlinearity, batchnorm=batchnorm)
+    hidden, (out_w, out_b) = grads[:-2], grads[-2:]
+    assert out_w[:2] == ("Linear", "weight") and out_w[2] == 0  # its input is all zeros
+    assert out_b[:2] == ("Linear", "bias") and out_b[2] > 0     # the output bias always learns
+    hidden_w = [v for kind, name, v in hidden if name == "weight"]
+    last_shift = [v for kind, name, v in hidden if name in ("bias", "beta")][-1]
+    if nonlinearity == "relu":
+        assert "nothing in the hidden stack gets a gradient" in note
+        assert all(v == 0 for _, _, v in hidden)
+    elif depth == 1:
+        assert "its weights get a gradient" in note
+        assert hidden_w[0] > 0 and last_shift > 0
+    else:
+        assert "no hidden weight gets a gradient" in note and "last block's bias" in note
+        assert all(v == 0 for v in hidden_w) and last_shift > 0
+
+
 def test_depth_one_and_every_nonlinearity_work(explorer):
     explorer.depth.value = 1
     assert len(explorer.result.activations) == 1 and len(explorer.result.gradients) == 1
