@@ -1,6 +1,7 @@
 """Word files, train/dev/test splits and (context, next character) datasets.
 
-`load_words` and `split_words` are taught in lesson 01, `build_dataset` and `build_splits` in lesson 02.
+`load_words` and `split_words` are taught in lesson 01, `build_dataset` and `build_splits` in lesson 02,
+`build_sequences` (one padded word per example, for models that predict every position) in lesson 06.
 """
 
 from __future__ import annotations
@@ -97,12 +98,49 @@ def build_dataset(words: list[str], vocab: Vocab, block_size: int) -> tuple[torc
     return X, Y
 
 
-def build_splits(
-    words: list[str], vocab: Vocab, block_size: int, seed: int = 42
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """`split_words` then `build_dataset` on each part: {"train": (X, Y), "dev": ..., "test": ...}.
+def sequence_length(words: list[str]) -> int:
+    """The block size a sequence model needs for `words`: the longest word plus its end token."""
+    return max(len(w) for w in words) + 1
 
-    Taught in lesson 02; later lessons call this one line instead of repeating the setup.
+
+def build_sequences(words: list[str], vocab: Vocab, block_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One example per word, for models that predict every position at once (lesson 06).
+
+    X[i] is the start token followed by the word, Y[i] the word followed by the end token, so
+    Y[i, t] is the character after X[i, :t + 1]. Both are padded to `block_size` (None: the
+    longest word + 1); padding is 0 in X and -1 in Y, which the loss leaves out.
+    Returns X and Y of shape (N, block_size), int64.
+    """
+    if not words:
+        raise DataError("build_sequences got no words")
+    T = sequence_length(words) if block_size is None else block_size
+    longest = max(words, key=len)
+    if len(longest) + 1 > T:
+        raise DataError(f"block_size {T} is too short for the word {longest!r} ({len(longest)} characters "
+                        "plus the end token); use a block_size of at least " + str(len(longest) + 1))
+    X = torch.zeros(len(words), T, dtype=torch.long)
+    Y = torch.full((len(words), T), -1, dtype=torch.long)
+    for i, w in enumerate(words):
+        ids = vocab.encode(w)
+        X[i, 1 : len(ids) + 1] = torch.tensor(ids, dtype=torch.long)
+        Y[i, : len(ids) + 1] = torch.tensor(ids + [0], dtype=torch.long)
+    return X, Y
+
+
+def build_splits(
+    words: list[str], vocab: Vocab, block_size: int | None, seed: int = 42, *, per_position: bool = False
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """`split_words` then a dataset of each part: {"train": (X, Y), "dev": ..., "test": ...}.
+
+    Window datasets (`build_dataset`) by default; with `per_position=True`, sequence datasets
+    (`build_sequences`) padded to `block_size` (None: the longest word of all three parts + 1, so
+    the three share one shape). Taught in lesson 02; later lessons call this one line instead of
+    repeating the setup. `mmlib.models` says which kind each model reads (`model.per_position`).
     """
     parts = dict(zip(("train", "dev", "test"), split_words(words, seed)))
+    if per_position:
+        T = sequence_length(words) if block_size is None else block_size
+        return {name: build_sequences(ws, vocab, T) for name, ws in parts.items()}
+    if block_size is None:
+        raise ValueError("window datasets need a block_size (the number of characters of context)")
     return {name: build_dataset(ws, vocab, block_size) for name, ws in parts.items()}

@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from mmlib.layers import ReLU, Tanh
+from mmlib.validate import positive_int
 
 TANH_SATURATION = 0.97
 """|tanh(x)| above this counts as saturated (slope below 1 - 0.97**2 = 0.059), as in the lecture."""
@@ -278,8 +279,7 @@ class Recorder:
     losses: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
-            raise ValueError(f"every must be a positive integer, got {self.every!r}")
+        positive_int("every", self.every)
 
     def record(self, step: int, layers: Sequence, params, lr: float, loss: float | None = None) -> None:
         named = [(n, p) for n, p in _named(params) if p.ndim == 2]

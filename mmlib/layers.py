@@ -19,15 +19,16 @@ a handful of layers it can read in one sitting, not a framework.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 
+from mmlib.validate import boolean, choice, number, positive_int
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+NONLINEARITIES = ("tanh", "relu", "none")
+OUTPUT_GAIN = 0.1
+"""`build_stack` scales the output layer's weights down so the network starts unsure of itself (lesson 03)."""
 
 
 def _check_features(layer: str, x: torch.Tensor, want: int, dim: int = -1) -> None:
@@ -53,10 +54,9 @@ class Linear:
     def __init__(self, fan_in: int, fan_out: int, bias: bool = True, *,
                  generator: torch.Generator | None = None, gain: float = 1.0,
                  device: str | torch.device | None = None):
-        self.fan_in = _positive_int("fan_in", fan_in)
-        self.fan_out = _positive_int("fan_out", fan_out)
-        if not isinstance(gain, (int, float)) or isinstance(gain, bool) or gain != gain or abs(gain) == float("inf"):
-            raise ValueError(f"gain must be a finite number, got {gain!r}")
+        self.fan_in = positive_int("fan_in", fan_in)
+        self.fan_out = positive_int("fan_out", fan_out)
+        number("gain", gain)
         # Drawn on the CPU with the (CPU) generator, then moved: the same seed gives the same
         # weights on every device.
         w = torch.randn((fan_in, fan_out), generator=generator) * (gain / fan_in**0.5)
@@ -95,7 +95,7 @@ class BatchNorm1d:
 
     def __init__(self, dim: int, eps: float = 1e-5, momentum: float = 0.1, *,
                  device: str | torch.device | None = None):
-        self.dim = _positive_int("dim", dim)
+        self.dim = positive_int("dim", dim)
         if not eps > 0:
             raise ValueError(f"eps must be positive (it keeps the division finite), got {eps!r}")
         if not 0 <= momentum <= 1:
@@ -182,8 +182,77 @@ def train_mode(layers: Iterable, training: bool = True) -> None:
     Sampling and evaluation need `train_mode(layers, False)`; training needs it back on
     (lesson 03: sampling in training mode is an easy mistake, reported for the original lecture code).
     """
-    if not isinstance(training, bool):
-        raise ValueError(f"training must be True or False, got {training!r}")
+    boolean("training", training)
     for layer in layers:
         if hasattr(layer, "training"):
             layer.training = training
+
+
+def _modes(obj) -> list:
+    """Every object under `obj` that has a `training` flag: a torch.nn.Module's submodules, or the
+    layers of a list (or of an object with a `.layers` list)."""
+    if isinstance(obj, torch.nn.Module):
+        return list(obj.modules())
+    if isinstance(obj, (list, tuple)):
+        return [x for item in obj for x in _modes(item)]
+    found = [obj] if hasattr(obj, "training") else []
+    return found + [x for x in getattr(obj, "layers", []) for x in _modes(x)]
+
+
+@contextmanager
+def eval_mode(*models) -> Iterator[None]:
+    """Evaluation mode inside the `with` block, and back to the mode each layer was in after it.
+
+    Works on `torch.nn.Module`s and on lists of this module's layers alike:
+
+        with eval_mode(model):
+            logits, _ = model(X)      # BatchNorm uses its running statistics
+
+    Restoring the mode found (rather than switching training back on) means a model that was
+    already in eval mode stays there, and a nested `eval_mode` does not undo the outer one.
+    """
+    layers = [x for m in models for x in _modes(m)]
+    before = [x.training for x in layers]
+    for x in layers:
+        x.training = False
+    try:
+        yield
+    finally:
+        for x, mode in zip(layers, before):
+            x.training = mode
+
+
+def check_stack_settings(gain: float, depth: int, width: int, nonlinearity: str) -> None:
+    """The settings of `build_stack` (and of lesson 03's explorer sliders), with clear errors."""
+    number("gain", gain, 0, None)
+    positive_int("depth", depth)
+    positive_int("width", width)
+    choice("nonlinearity", nonlinearity, NONLINEARITIES)
+
+
+def build_stack(n_in: int, n_out: int, *, gain: float, depth: int, width: int, nonlinearity: str = "tanh",
+                batchnorm: bool = False, output_gain: float = OUTPUT_GAIN,
+                generator: torch.Generator | None = None,
+                device: str | torch.device | None = None) -> tuple[list, list[int]]:
+    """`depth` blocks of `Linear(gain) -> [BatchNorm1d] -> [Tanh | ReLU]`, then `Linear(width, n_out)` (lesson 03).
+
+    Returns the layers and the index of each block's last layer (whose output the diagnostics show).
+    The hidden Linear layers have no bias when BatchNorm follows (BatchNorm would remove it anyway);
+    the output layer's weights are scaled by `output_gain`.
+    """
+    check_stack_settings(gain, depth, width, nonlinearity)
+    layers: list = []
+    ends: list[int] = []
+    fan_in = n_in
+    for _ in range(depth):
+        layers.append(Linear(fan_in, width, bias=not batchnorm, generator=generator, gain=float(gain), device=device))
+        if batchnorm:
+            layers.append(BatchNorm1d(width, device=device))
+        if nonlinearity == "tanh":
+            layers.append(Tanh())
+        elif nonlinearity == "relu":
+            layers.append(ReLU())
+        ends.append(len(layers) - 1)
+        fan_in = width
+    layers.append(Linear(width, n_out, generator=generator, gain=output_gain, device=device))
+    return layers, ends

@@ -1,4 +1,4 @@
-"""One call at the top of every lesson: seed, pick the device, set notebook defaults (lesson 01).
+"""The run-time set-up every lesson starts with: seed, device, threads, plot style (lesson 01).
 
 Seeding matters in a course: with the same seed a learner's numbers match the ones in the text.
 """
@@ -8,6 +8,9 @@ from __future__ import annotations
 import random
 
 import torch
+
+from mmlib import validate
+from mmlib.validate import choice, positive_int
 
 DEVICES = ("cpu", "cuda", "mps")
 
@@ -19,8 +22,7 @@ def pick_device(name: str = "cpu") -> torch.device:
     when asked for, and asking for one this machine lacks is an error rather than a silent
     fallback, so a learner always knows where the work ran.
     """
-    if name not in DEVICES:
-        raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {name!r}")
+    choice("device", name, DEVICES)
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was asked for but PyTorch sees no CUDA GPU here; use device='cpu'")
     if name == "mps" and not torch.backends.mps.is_available():
@@ -34,8 +36,7 @@ def seed_everything(seed: int) -> torch.Generator:
     Lessons pass the returned generator explicitly (`torch.randn(..., generator=g)`) wherever
     randomness enters, as the lectures do, so a cell's output depends only on the cells above it.
     """
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+    validate.seed("seed", seed)
     random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
@@ -52,9 +53,7 @@ def setup(seed: int = 42, device: str = "cpu", threads: int | None = None) -> tu
     from mmlib.plots import use_course_style
 
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(positive_int("threads", threads))
     dev = pick_device(device)
     g = seed_everything(seed)
     use_course_style()

@@ -30,13 +30,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mmlib.diagnostics import Recorder, Stats, describe, plot_distributions, plot_update_ratios
-from mmlib.layers import BatchNorm1d, Linear, ReLU, Tanh
+from mmlib.layers import NONLINEARITIES, build_stack, check_stack_settings
 from mmlib.plots import compact_png
-
-NONLINEARITIES = ("tanh", "relu", "none")
-OUTPUT_SCALE = 0.1
-"""The output layer's weights are scaled down so the network starts unsure of itself (lesson 03)."""
-
 
 # ---- the computation -----------------------------------------------------------------------------
 
@@ -66,42 +61,6 @@ class InitResult:
         lines += ["  " + s.line() for s in self.gradients]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
-
-
-def _check_settings(gain, depth, width, nonlinearity) -> None:
-    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain < 0:
-        raise ValueError(f"gain must be a finite number >= 0, got {gain!r}")
-    for name, v in (("depth", depth), ("width", width)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    if nonlinearity not in NONLINEARITIES:
-        raise ValueError(f"nonlinearity must be one of {', '.join(NONLINEARITIES)}; got {nonlinearity!r}")
-
-
-def build_stack(n_in: int, n_out: int, *, gain: float, depth: int, width: int, nonlinearity: str,
-                batchnorm: bool, generator: torch.Generator | None = None) -> tuple[list, list[int]]:
-    """`depth` blocks of `Linear(gain) -> [BatchNorm1d] -> [Tanh | ReLU]`, then `Linear(width, n_out)`.
-
-    Returns the layers and the index of each block's last layer (whose output the explorer shows).
-    The hidden Linear layers have no bias when BatchNorm follows (BatchNorm would remove it anyway);
-    the output layer's weights are scaled by `OUTPUT_SCALE`.
-    """
-    _check_settings(gain, depth, width, nonlinearity)
-    layers: list = []
-    ends: list[int] = []
-    fan_in = n_in
-    for _ in range(depth):
-        layers.append(Linear(fan_in, width, bias=not batchnorm, generator=generator, gain=float(gain)))
-        if batchnorm:
-            layers.append(BatchNorm1d(width))
-        if nonlinearity == "tanh":
-            layers.append(Tanh())
-        elif nonlinearity == "relu":
-            layers.append(ReLU())
-        ends.append(len(layers) - 1)
-        fan_in = width
-    layers.append(Linear(width, n_out, generator=generator, gain=OUTPUT_SCALE))
-    return layers, ends
 
 
 def _notes(r: InitResult) -> list[str]:
@@ -175,7 +134,7 @@ def init_stats(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, gain: float 
     `x` is (B, n_in) float, `y` is (B,) class ids below `n_classes`. The same `seed` gives the same
     weights, so moving one slider changes only what that slider controls.
     """
-    _check_settings(gain, depth, width, nonlinearity)
+    check_stack_settings(gain, depth, width, nonlinearity)
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or not x.is_floating_point():
         raise ValueError(f"x must be a (batch, features) float tensor, got {getattr(x, 'shape', type(x))}")
     if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],) or y.is_floating_point():

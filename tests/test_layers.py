@@ -45,7 +45,7 @@ def test_linear_init_scale_and_options():
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "4"])
 def test_linear_rejects_bad_sizes(bad):
-    with pytest.raises(ValueError, match="fan_in must be a positive integer"):
+    with pytest.raises(ValueError, match="fan_in must be a positive whole number"):
         Linear(bad, 3)
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mmlib.metrics import save_metrics
+from mmlib.models import Bigram, BigramConfig
 from mmlib.sample import sample_words
 from mmlib.setup import pick_device, seed_everything, setup
 from mmlib.vocab import Vocab
@@ -18,7 +19,7 @@ def test_seeding_makes_draws_repeatable():
     a = torch.randn(3, generator=seed_everything(7)), torch.randn(3)
     b = torch.randn(3, generator=seed_everything(7)), torch.randn(3)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    with pytest.raises(ValueError, match="seed must be an integer"):
+    with pytest.raises(ValueError, match="seed must be a whole number"):
         seed_everything("42")
 
 
@@ -35,9 +36,14 @@ def test_device_choice():
 
 def test_save_metrics_writes_plain_json_and_nulls_for_nan(tmp_path):
     p = tmp_path / "sub" / "m.json"
-    out = save_metrics(p, {"loss": torch.tensor(2.5), "bad": float("nan"), "nested": {"x": [torch.tensor(1)]}})
-    assert json.loads(p.read_text()) == out == {"loss": 2.5, "bad": None, "nested": {"x": [1]}}
-    assert save_metrics(None, {"a": 1}) == {"a": 1}
+    base = {"lesson": "02", "model": "MLP", "parameters": {}, "train_seconds": 1.5, "n_parameters": 10,
+            "checks": {"correct": 0, "exact": 0, "wrong": 0, "todo": 0, "total": 0}}
+    m = {**base, "losses": {"train": torch.tensor(2.5), "dev": float("nan"), "test": None}, "nested": {"x": [torch.tensor(1)]}}
+    out = save_metrics(p, m)
+    assert json.loads(p.read_text()) == out
+    assert out["losses"] == {"train": 2.5, "dev": None, "test": None} and out["nested"] == {"x": [1]}
+    assert out["schema"] == "mmlib.metrics/1"
+    assert save_metrics(None, {**base, "losses": {"train": 1, "dev": 2, "test": 3}})["losses"]["dev"] == 2
 
 
 def test_sample_words_follows_the_model_and_stops():
@@ -45,12 +51,17 @@ def test_sample_words_follows_the_model_and_stops():
     # A model that always says: after '.', 'a'; after 'a', 'b'; after 'b', end.
     table = torch.full((3, 3), -1e9)
     table[0, 1] = table[1, 2] = table[2, 0] = 0.0
-    words = sample_words(lambda ctx: table[ctx[:, -1]], vocab, block_size=2, n=4, g=torch.Generator().manual_seed(0))
+    model = Bigram(BigramConfig(vocab_size=3))
+    with torch.no_grad():
+        model.W.copy_(table)
+    words = sample_words(model, vocab, n=4, g=torch.Generator().manual_seed(0))
     assert words == ["ab"] * 4
     # A model that never ends a word is cut at max_len.
     never = torch.zeros(3, 3)
     never[:, 0] = -math.inf
-    out = sample_words(lambda ctx: never[ctx[:, -1]], vocab, 1, n=2, max_len=5, g=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.W.copy_(never)
+    out = sample_words(model, vocab, n=2, max_len=5, g=torch.Generator().manual_seed(0))
     assert [len(w) for w in out] == [5, 5]
 
 
@@ -59,7 +70,7 @@ def test_setup_caps_threads_and_rejects_nonsense():
     try:
         setup(0, "cpu", threads=1)
         assert torch.get_num_threads() == 1
-        with pytest.raises(ValueError, match="threads must be a positive integer"):
+        with pytest.raises(ValueError, match="threads must be a positive whole number"):
             setup(0, "cpu", threads=0)
     finally:
         torch.set_num_threads(before)

@@ -159,8 +159,8 @@ def test_overflow_is_flagged_not_hidden(batch):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(gain=-1.0), "gain must be a finite number >= 0"),
     (dict(gain=float("nan")), "gain must be a finite number >= 0"),
-    (dict(depth=0), "depth must be a positive integer"),
-    (dict(width=2.5), "width must be a positive integer"),
+    (dict(depth=0), "depth must be a positive whole number"),
+    (dict(width=2.5), "width must be a positive whole number"),
     (dict(nonlinearity="sigmoid"), "nonlinearity must be one of"),
 ])
 def test_bad_settings_are_rejected_clearly(batch, kwargs, message):
@@ -257,7 +257,7 @@ def test_diagnostics_errors_are_clear():
         gradient_stats(layers)
     with pytest.raises(ValueError, match="run loss.backward"):
         weight_stats({"W": layers[0].weight})
-    with pytest.raises(ValueError, match="every must be a positive integer"):
+    with pytest.raises(ValueError, match="every must be a positive whole number"):
         Recorder(every=0)
     with pytest.raises(ValueError, match="history must be"):
         plot_update_ratios([1.0, 2.0])

@@ -1,0 +1,294 @@
+"""The course's models behind one interface (lesson 02 onwards; the command line uses all of them).
+
+Every model is a `torch.nn.Module` with the same call, as in makemore:
+
+    logits, loss = model(idx, targets=None)
+
+and a `block_size`, the number of characters it reads. There are two kinds:
+
+- window models (`per_position = False`: bigram, MLP, WaveNet) read the last `block_size`
+  characters, idx (B, block_size), and predict the one after them: logits (B, V), targets (B,).
+  Their data is `mmlib.data.build_dataset`: one example per character of every word.
+- sequence models (`per_position = True`: transformer, RNN, GRU) read a whole padded word,
+  idx (B, T) with T <= block_size, and predict the next character at every position at once:
+  logits (B, T, V), targets (B, T), where the target -1 marks padding and is left out of the loss.
+  Their data is `mmlib.data.build_sequences`: one example per word.
+
+`loss` is the mean cross-entropy over the targets given (None when `targets` is None), so one
+trainer (`mmlib.train`), one evaluation and one sampler (`mmlib.sample`) serve every model.
+
+Each model has a config dataclass (one comment per field, as makemore's `ModelConfig`) that
+checks itself when made, and is registered by name, so the command line can build any of them
+from a name and a dict: `create("mlp", vocab_size=27, n_hidden=300)`.
+
+The MLP keeps the lectures' names and layout (`C`, `W1`, `b1`, `bngain`, `bnbias`, `W2`, `b2`;
+`W` has shape (fan_in, fan_out) and the layer is `x @ W + b`), so the dict of tensors a learner
+builds by hand in lessons 02-04 loads into it with `load_state_dict`, and the lessons' numbers
+are reproduced exactly. Models added later use `torch.nn`'s own layers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmlib.validate import boolean, non_negative_int, number, positive_int
+
+IGNORE = -1
+"""The target that marks padding in sequence data; `F.cross_entropy(..., ignore_index=IGNORE)` skips it."""
+
+
+# ---- the interface ---------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """What every model config has: the vocabulary and how many characters the model reads."""
+
+    vocab_size: int = 27   # characters the model predicts, the start/end token `.` included
+    block_size: int = 3    # characters of context the model reads (sequence models: longest word + 1)
+
+    def __post_init__(self) -> None:
+        positive_int("vocab_size", self.vocab_size)
+        positive_int("block_size", self.block_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Model(nn.Module):
+    """The base of every course model: `forward(idx, targets=None) -> (logits, loss)`."""
+
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    name: ClassVar[str] = ""
+    per_position: ClassVar[bool] = False
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}")
+        self.config = config
+        self.block_size = config.block_size
+        self.vocab_size = config.vocab_size
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | None:
+        """Mean cross-entropy of `logits` against `targets`; padding (-1) is left out."""
+        if targets is None:
+            return None
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+
+    def check_input(self, idx: torch.Tensor) -> None:
+        """A clear error for contexts of the wrong shape (the usual cause: data built for another block size)."""
+        if idx.ndim != 2:
+            raise ValueError(f"{type(self).__name__} expects idx of shape (batch, positions), got {tuple(idx.shape)}")
+        T = idx.shape[1]
+        if (self.per_position and T > self.block_size) or (not self.per_position and T != self.block_size):
+            want = f"at most {self.block_size}" if self.per_position else f"exactly {self.block_size}"
+            raise ValueError(f"{type(self).__name__} reads {want} characters, got idx of shape {tuple(idx.shape)}: "
+                             "was the data built with another block_size?")
+
+    def n_parameters(self) -> int:
+        """How many numbers training adjusts."""
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in fields(self.config))
+
+
+MODELS: dict[str, type[Model]] = {}
+"""Every model by name: "bigram", "mlp", ... (lessons 05-06 and the command line add theirs)."""
+
+
+def register(name: str):
+    """Class decorator: make a model buildable by `create(name, ...)`."""
+
+    def add(cls: type[Model]) -> type[Model]:
+        if name in MODELS and MODELS[name] is not cls:
+            raise ValueError(f"a model named {name!r} is already registered ({MODELS[name].__name__})")
+        cls.name = name
+        MODELS[name] = cls
+        return cls
+
+    return add
+
+
+def create(name: str, *, generator: torch.Generator | None = None, **config: Any) -> Model:
+    """The model registered as `name`, made from the config fields given (the rest at their defaults)."""
+    if name not in MODELS:
+        raise ValueError(f"no model named {name!r}; the models are {', '.join(sorted(MODELS))}")
+    cls = MODELS[name]
+    known = {f.name for f in fields(cls.Config)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"{name} has no setting {', '.join(unknown)}; its settings are {', '.join(sorted(known))}")
+    return cls(cls.Config(**config), generator=generator)
+
+
+def _randn(*shape: int, generator: torch.Generator | None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, dtype=dtype or torch.float32)
+
+
+# ---- lesson 01: the bigram model as a table ----------------------------------------------------
+
+
+@dataclass
+class BigramConfig(ModelConfig):
+    vocab_size: int = 27   # characters, `.` included
+    block_size: int = 1    # a bigram model reads only the previous character
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.block_size != 1:
+            raise ValueError(f"a bigram model reads exactly 1 character, so block_size must be 1, got {self.block_size!r}")
+
+
+@register("bigram")
+class Bigram(Model):
+    """Lesson 01's one-layer net: a (V, V) table of logits, row = previous character.
+
+    `one_hot(x) @ W` picks row x of W, so the net is a lookup: logits = W[x]. Trained to the
+    end, softmax(W) is the table of normalised bigram counts (the maximum-likelihood estimate).
+    """
+
+    Config = BigramConfig
+
+    def __init__(self, config: BigramConfig, *, generator: torch.Generator | None = None):
+        super().__init__(config)
+        self.W = nn.Parameter(_randn(config.vocab_size, config.vocab_size, generator=generator))
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        self.check_input(idx)
+        logits = self.W[idx[:, -1]]          # (B, V)
+        return logits, self.loss(logits, targets)
+
+
+# ---- lessons 02-04: the MLP of Bengio et al. (2003), optionally with BatchNorm -----------------
+
+
+@dataclass
+class MLPConfig(ModelConfig):
+    vocab_size: int = 27          # characters, `.` included
+    block_size: int = 3           # characters of context
+    n_embd: int = 10              # dimensions of each character's embedding (rows of C)
+    n_hidden: int = 200           # tanh units in the hidden layer
+    batchnorm: bool = False       # lesson 03: normalise the hidden pre-activations over the batch
+    bn_momentum: float = 0.001    # how far each batch moves BatchNorm's running statistics (lesson 03)
+    bn_eps: float = 1e-5          # added to the variance before the square root, as torch.nn does
+    # Initialisation, as the lectures do it: every tensor is drawn from N(0, 1), in the order
+    # C, W1, b1, [bngain, bnbias], W2, b2, and multiplied by its scale.
+    emb_scale: float = 1.0        # C
+    w1_scale: float | str = 1.0   # W1; "kaiming": (5/3) / sqrt(block_size * n_embd), tanh's gain (lesson 03)
+    b1_scale: float = 1.0         # b1
+    w2_scale: float = 1.0         # W2; lesson 03 uses 0.01 so the untrained net predicts near-uniformly
+    b2_scale: float = 1.0         # b2; lesson 03 uses 0
+    hidden_bias: bool | None = None  # keep b1; None: only without BatchNorm, whose mean subtraction cancels it
+    bn_init_noise: float = 0.0    # lesson 04: bngain = 1 + noise * N(0, 1), bnbias = noise * N(0, 1), so no
+                                  # gradient is hidden by a gain of exactly 1 or a bias of exactly 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive_int("n_embd", self.n_embd)
+        positive_int("n_hidden", self.n_hidden)
+        boolean("batchnorm", self.batchnorm)
+        number("bn_momentum", self.bn_momentum, 0, 1)
+        number("bn_eps", self.bn_eps, 0, None, low_open=True)
+        for name in ("emb_scale", "b1_scale", "w2_scale", "b2_scale", "bn_init_noise"):
+            number(name, getattr(self, name), 0, None)
+        if self.w1_scale != "kaiming":
+            number("w1_scale", self.w1_scale, 0, None)
+        if self.hidden_bias is not None:
+            boolean("hidden_bias", self.hidden_bias)
+
+    @property
+    def fan_in(self) -> int:
+        return self.block_size * self.n_embd
+
+    @property
+    def w1_std(self) -> float:
+        """The standard deviation W1 is drawn with."""
+        return (5 / 3) / math.sqrt(self.fan_in) if self.w1_scale == "kaiming" else float(self.w1_scale)
+
+    @property
+    def has_b1(self) -> bool:
+        return (not self.batchnorm) if self.hidden_bias is None else self.hidden_bias
+
+
+@register("mlp")
+class MLP(Model):
+    """Embed each of the `block_size` characters, concatenate, one tanh layer, logits (lessons 02-04).
+
+        emb    = C[idx]                      (B, block_size, n_embd)
+        hpre   = emb.view(B, -1) @ W1 + b1   (B, n_hidden)
+        hpre   = bngain * (hpre - mean) / sqrt(var + eps) + bnbias      with BatchNorm (lesson 03)
+        logits = tanh(hpre) @ W2 + b2        (B, vocab_size)
+
+    With BatchNorm, training mode normalises with the batch's mean and (biased) variance and moves
+    the running statistics towards them (the running variance with the unbiased estimate, as
+    `torch.nn.BatchNorm1d` does); eval mode normalises with the running statistics.
+    """
+
+    Config = MLPConfig
+
+    def __init__(self, config: MLPConfig, *, generator: torch.Generator | None = None,
+                 dtype: torch.dtype | None = None):
+        super().__init__(config)
+        c, H = config, config.n_hidden
+
+        def draw(*shape: int) -> torch.Tensor:
+            return _randn(*shape, generator=generator, dtype=dtype)
+
+        self.C = nn.Parameter(draw(c.vocab_size, c.n_embd) * c.emb_scale)
+        self.W1 = nn.Parameter(draw(c.fan_in, H) * c.w1_std)
+        b1 = draw(H) * c.b1_scale   # drawn even when not kept, so the draws after it do not move
+        self.register_parameter("b1", nn.Parameter(b1) if c.has_b1 else None)
+        if c.batchnorm:
+            noise = c.bn_init_noise
+            gain = 1.0 + noise * draw(H) if noise else torch.ones(H, dtype=dtype)
+            bias = noise * draw(H) if noise else torch.zeros(H, dtype=dtype)
+            self.bngain = nn.Parameter(gain)
+            self.bnbias = nn.Parameter(bias)
+            self.register_buffer("bnmean_running", torch.zeros(1, H, dtype=dtype))
+            self.register_buffer("bnvar_running", torch.ones(1, H, dtype=dtype))
+        self.W2 = nn.Parameter(draw(H, c.vocab_size) * c.w2_scale)
+        self.b2 = nn.Parameter(draw(c.vocab_size) * c.b2_scale)
+
+    def hidden(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The hidden layer's input (after BatchNorm, if any) and output, each (B, n_hidden)."""
+        self.check_input(idx)
+        emb = self.C[idx]                                   # (B, block_size, n_embd)
+        hpre = emb.view(emb.shape[0], -1) @ self.W1         # (B, n_hidden)
+        if self.b1 is not None:
+            hpre = hpre + self.b1
+        if self.config.batchnorm:
+            hpre = self._batchnorm(hpre)
+        return hpre, torch.tanh(hpre)
+
+    def _batchnorm(self, hpre: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            n = hpre.shape[0]
+            if n < 2:
+                raise ValueError("BatchNorm in training mode needs a batch of at least 2 to compute a variance; "
+                                 "use model.eval() (or mmlib.layers.eval_mode) for single examples")
+            mean = hpre.mean(0, keepdim=True)                        # (1, n_hidden)
+            var = hpre.var(0, keepdim=True, correction=0)            # (1, n_hidden)
+            with torch.no_grad():
+                m = self.config.bn_momentum
+                self.bnmean_running.copy_((1 - m) * self.bnmean_running + m * mean)
+                self.bnvar_running.copy_((1 - m) * self.bnvar_running + m * var * (n / (n - 1)))
+        else:
+            mean, var = self.bnmean_running, self.bnvar_running
+        return self.bngain * (hpre - mean) / torch.sqrt(var + self.config.bn_eps) + self.bnbias
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        _, h = self.hidden(idx)
+        logits = h @ self.W2 + self.b2                      # (B, vocab_size)
+        return logits, self.loss(logits, targets)

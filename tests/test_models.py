@@ -1,0 +1,132 @@
+"""mmlib.models: one interface, the registry, and the library MLP against lesson 03's from-scratch layers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmlib.layers import BatchNorm1d, Linear, Tanh, eval_mode
+from mmlib.models import MODELS, MLP, Bigram, BigramConfig, MLPConfig, Model, create
+
+
+def test_registry_builds_every_model_by_name_and_refuses_unknown_names():
+    assert {"bigram", "mlp"} <= set(MODELS)
+    for name, cls in MODELS.items():
+        assert issubclass(cls, Model) and cls.name == name
+    with pytest.raises(ValueError, match="no model named 'mpl'; the models are"):
+        create("mpl")
+    with pytest.raises(ValueError, match="mlp has no setting n_hiden; its settings are"):
+        create("mlp", n_hiden=3)
+
+
+@pytest.mark.parametrize("name", ["bigram", "mlp"])
+def test_window_models_share_one_call(name):
+    model = create(name, generator=torch.Generator().manual_seed(0), vocab_size=7)
+    idx = torch.randint(0, 7, (5, model.block_size))
+    logits, loss = model(idx)
+    assert logits.shape == (5, 7) and loss is None
+    targets = torch.randint(0, 7, (5,))
+    logits, loss = model(idx, targets)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, targets))
+    assert not model.per_position and model.n_parameters() == sum(p.numel() for p in model.parameters())
+
+
+def test_a_context_of_the_wrong_length_is_named():
+    model = create("mlp", block_size=3)
+    with pytest.raises(ValueError, match="reads exactly 3 characters, got idx of shape \\(2, 5\\)"):
+        model(torch.zeros(2, 5, dtype=torch.long))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("n_hidden", 0, "n_hidden must be a positive whole number, got 0"),
+    ("block_size", 2.5, "block_size must be a positive whole number, got 2.5"),
+    ("w1_scale", "kaiming-ish", "w1_scale must be a finite number >= 0"),
+    ("bn_momentum", 2.0, "bn_momentum must be a finite number in \\[0, 1\\]"),
+    ("batchnorm", 1, "batchnorm must be True or False"),
+])
+def test_mlp_config_refuses_nonsense(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        MLPConfig(**{field: value})
+
+
+def test_bigram_is_the_one_hot_net_of_lesson_01():
+    g = torch.Generator().manual_seed(1)
+    model = Bigram(BigramConfig(vocab_size=27), generator=g)
+    xs = torch.randint(0, 27, (50,))
+    logits, _ = model(xs[:, None])
+    torch.testing.assert_close(logits, F.one_hot(xs, 27).float() @ model.W)
+    with pytest.raises(ValueError, match="block_size must be 1"):
+        BigramConfig(block_size=3)
+
+
+def test_mlp_draws_its_weights_as_the_lectures_do():
+    """Lesson 02's init: C, W1, b1, W2, b2 from N(0, 1), in that order, from one generator."""
+    g = torch.Generator().manual_seed(2147483647)
+    want = [torch.randn((27, 10), generator=g), torch.randn((30, 200), generator=g), torch.randn(200, generator=g),
+            torch.randn((200, 27), generator=g), torch.randn(27, generator=g)]
+    model = MLP(MLPConfig(), generator=torch.Generator().manual_seed(2147483647))
+    for w, p in zip(want, (model.C, model.W1, model.b1, model.W2, model.b2)):
+        assert torch.equal(w, p.detach())
+    # Lesson 03's BatchNorm MLP: the same draws, b1 dropped, W1 Kaiming-scaled.
+    bn = MLP(MLPConfig(batchnorm=True, w1_scale="kaiming", w2_scale=0.01, b2_scale=0.0),
+             generator=torch.Generator().manual_seed(2147483647))
+    assert bn.b1 is None and torch.equal(bn.W2.detach(), want[3] * 0.01)
+    torch.testing.assert_close(bn.W1.detach(), want[1] * (5 / 3) / 30**0.5)
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_mlp_agrees_with_the_from_scratch_layers_on_the_same_weights(batchnorm):
+    """mmlib.layers (lesson 03, plain tensors) and mmlib.models.MLP compute the same function."""
+    g = torch.Generator().manual_seed(0)
+    cfg = MLPConfig(vocab_size=11, block_size=4, n_embd=5, n_hidden=16, batchnorm=batchnorm, bn_momentum=0.1)
+    model = MLP(cfg, generator=g)
+    layers = [Linear(20, 16, bias=not batchnorm)] + ([BatchNorm1d(16, momentum=0.1)] if batchnorm else []) + [
+        Tanh(), Linear(16, 11)]
+    with torch.no_grad():
+        layers[0].weight.copy_(model.W1)
+        if not batchnorm:
+            layers[0].bias.copy_(model.b1)
+        else:
+            model.bngain.mul_(1.5)
+            layers[1].gamma.copy_(model.bngain)
+            layers[1].beta.copy_(model.bnbias)
+        layers[-1].weight.copy_(model.W2)
+        layers[-1].bias.copy_(model.b2)
+
+    def scratch(idx):
+        x = model.C.detach()[idx].view(len(idx), -1)
+        for layer in layers:
+            x = layer(x)
+        return x
+
+    for _ in range(3):  # training mode: batch statistics, and the running statistics move alike
+        idx = torch.randint(0, 11, (32, 4), generator=g)
+        torch.testing.assert_close(model(idx)[0], scratch(idx), atol=1e-5, rtol=1e-5)
+    if batchnorm:
+        torch.testing.assert_close(model.bnmean_running[0], layers[1].running_mean, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(model.bnvar_running[0], layers[1].running_var, atol=1e-6, rtol=1e-5)
+    idx = torch.randint(0, 11, (1, 4), generator=g)  # eval mode: one example at a time
+    with eval_mode(model, layers):
+        torch.testing.assert_close(model(idx)[0], scratch(idx), atol=1e-5, rtol=1e-5)
+    assert model.training and all(getattr(layer, "training", True) for layer in layers)
+
+
+def test_batchnorm_mlp_needs_a_batch_in_training_mode_and_not_in_eval_mode():
+    model = create("mlp", batchnorm=True)
+    one = torch.zeros(1, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="needs a batch of at least 2"):
+        model(one)
+    with eval_mode(model):
+        assert model(one)[0].shape == (1, 27)
+
+
+def test_lessons_hand_built_dict_loads_into_the_mlp():
+    g = torch.Generator().manual_seed(3)
+    params = {"C": torch.randn(27, 10, generator=g), "W1": torch.randn(30, 200, generator=g),
+              "b1": torch.randn(200, generator=g), "W2": torch.randn(200, 27, generator=g), "b2": torch.randn(27, generator=g)}
+    model = create("mlp")
+    model.load_state_dict(params)
+    X = torch.randint(0, 27, (8, 3), generator=g)
+    h = torch.tanh(params["C"][X].view(8, -1) @ params["W1"] + params["b1"])
+    assert torch.equal(model(X)[0], h @ params["W2"] + params["b2"])

@@ -1,0 +1,192 @@
+"""mmlib.train: the schedules, determinism, resuming, divergence, evaluation with padding, and eval_mode."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmlib.data import build_sequences
+from mmlib.layers import BatchNorm1d, eval_mode
+from mmlib.models import IGNORE, Model, ModelConfig, create
+from mmlib.train import TrainConfig, TrainingDiverged, TrainState, evaluate, lr_at, train
+from mmlib.vocab import Vocab
+
+
+def toy_splits(n=600, block_size=3, seed=0):
+    """A learnable task: the next id is (sum of the context) mod 5."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randint(0, 5, (n, block_size), generator=g)
+    Y = X.sum(1) % 5
+    return {"train": (X[: n // 2], Y[: n // 2]), "dev": (X[n // 2:], Y[n // 2:])}
+
+
+def small_mlp(seed=0, **kw):
+    kw = {"w1_scale": "kaiming", "b1_scale": 0.01, "w2_scale": 0.1, "b2_scale": 0.0, **kw}
+    return create("mlp", generator=torch.Generator().manual_seed(seed), vocab_size=5, n_embd=4, n_hidden=32, **kw)
+
+
+def cfg(**kw):
+    return TrainConfig(**{"steps": 200, "batch_size": 16, "progress": False, **kw})
+
+
+def test_schedules():
+    step = cfg(steps=100, lr=0.1, lr_late=0.01)
+    assert [lr_at(s, step) for s in (0, 49, 50, 99)] == [0.1, 0.1, 0.01, 0.01]
+    assert lr_at(30, cfg(steps=100, decay_step=30, lr=0.1, lr_late=0.01)) == 0.01
+    cos = cfg(steps=110, optimizer="adamw", schedule="cosine", lr=1e-3, warmup=10, lr_min=1e-4)
+    assert lr_at(0, cos) == pytest.approx(1e-4) and lr_at(9, cos) == pytest.approx(1e-3)
+    assert lr_at(10, cos) == pytest.approx(1e-3) and lr_at(109, cos) == pytest.approx(1e-4)
+    mid = lr_at(60, cos)
+    assert 1e-4 < mid < 1e-3
+    assert lr_at(5, cfg(schedule="constant", lr=0.3)) == 0.3
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"steps": 0}, "steps must be a positive whole number, got 0"),
+    ({"batch_size": "32"}, "batch_size must be a positive whole number, got '32'"),
+    ({"lr": 11}, "lr must be a learning rate in \\(0, 10\\], got 11"),
+    ({"optimizer": "adam"}, "optimizer must be one of sgd, adamw; got 'adam'"),
+    ({"decay_step": -1}, "decay_step must be a whole number >= 0, got -1"),
+    ({"seed": None}, "seed must be a whole number"),
+    ({"device": "tpu"}, "device must be one of cpu, cuda, mps"),
+    ({"weight_decay": 0.1}, "weight_decay is applied by AdamW only"),
+])
+def test_config_refuses_nonsense(kw, message):
+    with pytest.raises(ValueError, match=message):
+        cfg(**kw)
+
+
+@pytest.mark.parametrize("recipe", [{}, {"optimizer": "adamw", "schedule": "cosine", "lr": 1e-2, "warmup": 20,
+                                         "weight_decay": 0.01, "grad_clip": 1.0}])
+def test_training_learns_and_is_deterministic_under_a_seed(recipe):
+    splits = toy_splits(n=2000)
+    a = train(small_mlp(), splits, cfg(steps=600, **recipe))
+    b = train(small_mlp(), splits, cfg(steps=600, **recipe))
+    assert a.losses == b.losses and a.final == b.final
+    assert a.final["dev"] < math.log(5) - 0.3, a.final   # uniform guessing: ln 5 = 1.61
+    assert a.steps == 600 and a.steps_per_second > 0 and set(a.final) == {"train", "dev"}
+
+
+def test_sgd_is_the_lessons_loop_to_the_last_bit():
+    splits = toy_splits()
+    X, Y = splits["train"]
+    g = torch.Generator().manual_seed(5)
+    model = small_mlp(seed=5)
+    P = {k: p.detach().clone().requires_grad_() for k, p in model.named_parameters()}
+    for i in range(100):
+        ix = torch.randint(0, len(X), (16,), generator=g)
+        h = torch.tanh(P["C"][X[ix]].view(16, -1) @ P["W1"] + P["b1"])
+        loss = F.cross_entropy(h @ P["W2"] + P["b2"], Y[ix])
+        for p in P.values():
+            p.grad = None
+        loss.backward()
+        with torch.no_grad():
+            for p in P.values():
+                p -= (0.1 if i < 50 else 0.01) * p.grad
+    train(model, splits, cfg(steps=100), generator=torch.Generator().manual_seed(5))
+    for k, p in model.named_parameters():
+        assert torch.equal(p, P[k]), k
+
+
+def test_an_interrupted_run_resumes_exactly_where_it_stopped():
+    """Ctrl-C (here: an exception from on_step, before step 50's update) then resume == never stopped."""
+    splits = toy_splits()
+    recipe = cfg(steps=120, optimizer="adamw", schedule="cosine", lr=3e-3, warmup=10)
+    full = train(small_mlp(), splits, recipe)
+
+    model, state = small_mlp(), TrainState(torch.Generator().manual_seed(recipe.seed))
+    with pytest.raises(_Stop):
+        train(model, splits, recipe, state=state, on_step=lambda info: _stop_at(info, 50))
+    assert state.step == 50 and len(state.losses) == 50
+    saved, weights = state.state_dict(), {k: v.clone() for k, v in model.state_dict().items()}
+
+    resumed = small_mlp(seed=99)           # a fresh process: other weights until the checkpoint loads
+    resumed.load_state_dict(weights)
+    out = train(resumed, splits, recipe, state=TrainState.from_state_dict(saved))
+    assert out.losses == full.losses and out.final == full.final
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_at(info, step):
+    if info.step == step:
+        raise _Stop
+
+
+def test_a_diverging_run_stops_with_one_line_naming_the_step_and_the_fix():
+    with pytest.raises(TrainingDiverged, match=r"(became nan|diverging).*at step|lower the learning rate"):
+        train(small_mlp(), toy_splits(), cfg(steps=2000, lr=10.0, lr_late=10.0))
+
+
+def test_on_step_sees_gradients_before_the_update():
+    model = small_mlp()
+    seen = []
+
+    def look(info):
+        seen.append((info.step, info.lr, model.W2.grad.abs().sum().item(), model.W2.detach().clone()))
+
+    train(model, toy_splits(), cfg(steps=3), on_step=look)
+    assert [s for s, *_ in seen] == [0, 1, 2] and all(g > 0 for _, _, g, _ in seen)
+    assert not torch.equal(seen[0][3], seen[1][3])  # the update came after the first look
+
+
+class Echo(Model):
+    """A sequence model whose logits put all weight on its own input: loss = 0 where input == target."""
+
+    per_position = True
+
+    def __init__(self, config, generator=None):
+        super().__init__(config)
+        self.scale = torch.nn.Parameter(torch.tensor(50.0))
+
+    def forward(self, idx, targets=None):
+        logits = F.one_hot(idx, self.vocab_size).float() * self.scale
+        return logits, self.loss(logits, targets)
+
+
+def test_evaluate_leaves_padding_out_and_weights_chunks_by_targets():
+    vocab = Vocab.from_words(["ab"])
+    X, Y = build_sequences(["a", "abab", "b"], vocab)
+    assert X.shape == Y.shape == (3, 5) and (Y == IGNORE).sum() == 6
+    model = Echo(ModelConfig(vocab_size=3, block_size=5))
+    logits, _ = model(X)
+    mask = Y != IGNORE
+    want = F.cross_entropy(logits[mask], Y[mask]).item()
+    assert evaluate(model, X, Y) == pytest.approx(want, rel=1e-6)
+    import mmlib.train as t
+
+    old = t.EVAL_TOKENS
+    try:
+        t.EVAL_TOKENS = 5  # one word per chunk: the words hold 2, 5 and 2 targets
+        assert evaluate(model, X, Y) == pytest.approx(want, rel=1e-6)
+    finally:
+        t.EVAL_TOKENS = old
+
+
+def test_eval_mode_restores_the_mode_it_found():
+    model = small_mlp(batchnorm=True)
+    bn = BatchNorm1d(4)
+    model.eval()
+    with eval_mode(model, [bn]):
+        assert not model.training and not bn.training
+    assert not model.training and bn.training
+    model.train()
+    try:
+        with eval_mode(model):
+            raise KeyError
+    except KeyError:
+        pass
+    assert model.training
+
+
+def test_empty_splits_are_named():
+    X = torch.zeros(0, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="training split is empty"):
+        train(small_mlp(), {"train": (X, X[:, 0])}, cfg())
+    with pytest.raises(ValueError, match="cannot evaluate on an empty split"):
+        evaluate(small_mlp(), X, X[:, 0])
