@@ -292,3 +292,193 @@ class MLP(Model):
         _, h = self.hidden(idx)
         logits = h @ self.W2 + self.b2                      # (B, vocab_size)
         return logits, self.loss(logits, targets)
+
+
+# ---- lesson 05: WaveNet (van den Oord et al. 2016), fusing neighbours two at a time -----------
+
+
+@dataclass
+class WaveNetConfig(ModelConfig):
+    vocab_size: int = 27     # characters, `.` included
+    block_size: int = 8      # characters of context; a power of two (each level halves it)
+    n_embd: int = 24         # dimensions of each character's embedding
+    n_hidden: int = 128      # units of every fusing layer
+    bn_momentum: float = 0.1  # how far each batch moves BatchNorm's running statistics
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive_int("n_embd", self.n_embd)
+        positive_int("n_hidden", self.n_hidden)
+        number("bn_momentum", self.bn_momentum, 0, 1)
+        if self.block_size < 2 or self.block_size & (self.block_size - 1):
+            raise ValueError(f"WaveNet fuses pairs of positions level by level, so block_size must be a power of "
+                             f"two (2, 4, 8, 16, ...), got {self.block_size!r}")
+
+    @property
+    def n_levels(self) -> int:
+        return self.block_size.bit_length() - 1
+
+
+class BatchNormTime(nn.BatchNorm1d):
+    """`torch.nn.BatchNorm1d` for (B, T, C) inputs: statistics over batch *and* time (lesson 05's fix)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2:
+            return super().forward(x)
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)   # torch.nn wants (B, C, T)
+
+
+@register("wavenet")
+class WaveNet(Model):
+    """Embed the `block_size` characters, then fuse neighbouring pairs level by level (lesson 05).
+
+        x = emb(idx)                                   (B, 8, n_embd)
+        level 1: pairs -> Linear -> BatchNorm -> tanh  (B, 4, n_hidden)
+        level 2                                        (B, 2, n_hidden)
+        level 3                                        (B, n_hidden)
+        logits = Linear(x)                             (B, vocab_size)
+
+    Each level sees twice as many characters as the one below, as in WaveNet's dilated
+    convolutions, instead of squashing all of them into one layer at once. The Linear layers
+    before BatchNorm have no bias (BatchNorm's mean subtraction would cancel it); weights are drawn
+    as lesson 05 does, N(0, 1) / sqrt(fan_in), and the output layer's are scaled by 0.1.
+    """
+
+    Config = WaveNetConfig
+
+    def __init__(self, config: WaveNetConfig, *, generator: torch.Generator | None = None):
+        super().__init__(config)
+        c = config
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+        levels = []
+        fan_in = 2 * c.n_embd
+        for _ in range(c.n_levels):
+            levels.append(nn.ModuleDict({
+                "fuse": nn.Linear(fan_in, c.n_hidden, bias=False),
+                "bn": BatchNormTime(c.n_hidden, momentum=c.bn_momentum),
+            }))
+            fan_in = 2 * c.n_hidden
+        self.levels = nn.ModuleList(levels)
+        self.lm_head = nn.Linear(c.n_hidden, c.vocab_size)
+        with torch.no_grad():
+            nn.init.normal_(self.wte.weight, generator=generator)
+            for level in self.levels:
+                w = level["fuse"].weight
+                nn.init.normal_(w, std=w.shape[1] ** -0.5, generator=generator)
+            nn.init.normal_(self.lm_head.weight, std=0.1 * c.n_hidden ** -0.5, generator=generator)
+            nn.init.zeros_(self.lm_head.bias)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        self.check_input(idx)
+        x = self.wte(idx)                                     # (B, T, n_embd)
+        for level in self.levels:
+            B, T, C = x.shape
+            x = x.reshape(B, T // 2, 2 * C)                   # (B, T/2, 2C): neighbours side by side
+            x = torch.tanh(level["bn"](level["fuse"](x)))     # (B, T/2, n_hidden)
+        logits = self.lm_head(x.squeeze(1))                   # (B, vocab_size)
+        return logits, self.loss(logits, targets)
+
+
+# ---- lesson 06: a GPT-style transformer, predicting every position at once ---------------------
+
+
+@dataclass
+class TransformerConfig(ModelConfig):
+    vocab_size: int = 27      # characters, `.` included
+    block_size: int = 16      # positions it reads: the longest word + 1 (set from the data)
+    n_layer: int = 4          # transformer blocks
+    n_head: int = 4           # attention heads per block
+    n_embd: int = 64          # width of the residual stream (a multiple of n_head)
+    dropout: float = 0.0      # dropout on attention weights and residual branches, in training only
+    pos_emb: bool = True      # learned position embeddings (without them, attention cannot tell order)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive_int("n_layer", self.n_layer)
+        positive_int("n_head", self.n_head)
+        positive_int("n_embd", self.n_embd)
+        number("dropout", self.dropout, 0, 1, high_open=True)
+        boolean("pos_emb", self.pos_emb)
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd must be a multiple of n_head (each head gets n_embd / n_head dimensions), "
+                             f"got n_embd={self.n_embd}, n_head={self.n_head}")
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention in which position t sees positions 0..t only (lesson 06)."""
+
+    def __init__(self, c: TransformerConfig):
+        super().__init__()
+        self.n_head, self.dropout = c.n_head, c.dropout
+        self.qkv = nn.Linear(c.n_embd, 3 * c.n_embd)
+        self.proj = nn.Linear(c.n_embd, c.n_embd)
+        self.drop = nn.Dropout(c.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)      # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)                                          # heads side by side
+        return self.drop(self.proj(y))
+
+
+class Block(nn.Module):
+    """Communication (attention), then computation (an MLP), each on a pre-normalised residual branch."""
+
+    def __init__(self, c: TransformerConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(c.n_embd)
+        self.attn = CausalSelfAttention(c)
+        self.ln2 = nn.LayerNorm(c.n_embd)
+        self.mlp = nn.Sequential(nn.Linear(c.n_embd, 4 * c.n_embd), nn.GELU(),
+                                 nn.Linear(4 * c.n_embd, c.n_embd), nn.Dropout(c.dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+@register("transformer")
+class Transformer(Model):
+    """A GPT-style decoder: token (+ position) embeddings, `n_layer` blocks, LayerNorm, logits (lesson 06).
+
+    Reads idx (B, T), T <= block_size, and returns logits (B, T, vocab_size): position t predicts
+    the character after idx[:, :t + 1]. Weights are drawn from N(0, 0.02) as in GPT-2, the
+    projections back into the residual stream with a smaller std, 0.02 / sqrt(2 * n_layer), so the
+    stream's variance does not grow with depth.
+    """
+
+    Config = TransformerConfig
+    per_position = True
+
+    def __init__(self, config: TransformerConfig, *, generator: torch.Generator | None = None):
+        super().__init__(config)
+        c = config
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+        self.wpe = nn.Embedding(c.block_size, c.n_embd) if c.pos_emb else None
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
+        self.ln_f = nn.LayerNorm(c.n_embd)
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size)
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name.endswith("bias"):
+                    nn.init.zeros_(p)
+                elif p.ndim == 2:
+                    small = name.endswith("proj.weight") or name.endswith("mlp.2.weight")
+                    std = 0.02 / math.sqrt(2 * c.n_layer) if small else 0.02
+                    nn.init.normal_(p, std=std, generator=generator)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        self.check_input(idx)
+        T = idx.shape[1]
+        x = self.wte(idx)                                                    # (B, T, n_embd)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=idx.device))             # (T, n_embd) broadcast over B
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))                                  # (B, T, vocab_size)
+        return logits, self.loss(logits, targets)

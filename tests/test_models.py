@@ -130,3 +130,54 @@ def test_lessons_hand_built_dict_loads_into_the_mlp():
     X = torch.randint(0, 27, (8, 3), generator=g)
     h = torch.tanh(params["C"][X].view(8, -1) @ params["W1"] + params["b1"])
     assert torch.equal(model(X)[0], h @ params["W2"] + params["b2"])
+
+
+def test_wavenet_fuses_pairs_and_refuses_a_block_size_that_does_not_halve():
+    model = create("wavenet", generator=torch.Generator().manual_seed(0))
+    assert model.n_parameters() == 76_579   # the lecture's scaled-up WaveNet: 24-dim embeddings, 128 hidden
+    logits, _ = model(torch.randint(0, 27, (4, 8)))
+    assert logits.shape == (4, 27)
+    assert create("wavenet", block_size=16).config.n_levels == 4
+    for bad in (3, 6, 12, 1):
+        with pytest.raises(ValueError, match="block_size must be a power of two"):
+            create("wavenet", block_size=bad)
+
+
+def test_wavenet_batchnorm_keeps_statistics_per_channel_over_batch_and_time():
+    model = create("wavenet")
+    model(torch.randint(0, 27, (32, 8)))
+    for level in model.levels:
+        assert level["bn"].running_mean.shape == (128,)
+
+
+def test_transformer_predicts_every_position_and_never_looks_ahead():
+    g = torch.Generator().manual_seed(0)
+    model = create("transformer", generator=g, block_size=10, n_layer=2, n_head=2, n_embd=16).eval()
+    assert model.per_position
+    idx = torch.randint(1, 27, (3, 10), generator=g)
+    logits, _ = model(idx)
+    assert logits.shape == (3, 10, 27)
+    changed = idx.clone()
+    changed[:, 6:] = (changed[:, 6:] + 5) % 27   # change the future of position 5
+    logits2, _ = model(changed)
+    torch.testing.assert_close(logits[:, :6], logits2[:, :6])
+    assert not torch.allclose(logits[:, 6:], logits2[:, 6:])
+    # shorter inputs are fine, longer ones are refused
+    assert model(idx[:, :4])[0].shape == (3, 4, 27)
+    with pytest.raises(ValueError, match="reads at most 10 characters"):
+        model(torch.zeros(1, 11, dtype=torch.long))
+    with pytest.raises(ValueError, match="n_embd must be a multiple of n_head"):
+        create("transformer", n_embd=10, n_head=4)
+
+
+def test_padding_never_reaches_the_loss():
+    g = torch.Generator().manual_seed(0)
+    model = create("transformer", generator=g, block_size=6, n_layer=1, n_head=1, n_embd=8).eval()
+    X = torch.tensor([[0, 3, 4, 0, 0, 0]])
+    Y = torch.tensor([[3, 4, 0, -1, -1, -1]])
+    _, loss = model(X, Y)
+    logits, _ = model(X[:, :3])
+    torch.testing.assert_close(loss, F.cross_entropy(logits[0], Y[0, :3]))
+    X2 = X.clone()
+    X2[0, 3:] = torch.tensor([7, 8, 9])   # whatever sits in the padding
+    torch.testing.assert_close(model(X2, Y)[1], loss)
