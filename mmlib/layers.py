@@ -96,12 +96,8 @@ class BatchNorm1d:
     def __init__(self, dim: int, eps: float = 1e-5, momentum: float = 0.1, *,
                  device: str | torch.device | None = None):
         self.dim = positive_int("dim", dim)
-        if not eps > 0:
-            raise ValueError(f"eps must be positive (it keeps the division finite), got {eps!r}")
-        if not 0 <= momentum <= 1:
-            raise ValueError(f"momentum must be between 0 and 1, got {momentum!r}")
-        self.eps = eps
-        self.momentum = momentum
+        self.eps = number("eps", eps, 0, None, low_open=True)   # > 0: it keeps the division finite
+        self.momentum = number("momentum", momentum, 0, 1)
         self.training = True
         # parameters, trained with backprop
         self.gamma = torch.ones(dim, device=device, requires_grad=True)

@@ -22,7 +22,7 @@ checks itself when made, and is registered by name, so the command line can buil
 from a name and a dict: `create("mlp", vocab_size=27, n_hidden=300)`.
 
 The MLP keeps the lectures' names and layout (`C`, `W1`, `b1`, `bngain`, `bnbias`, `W2`, `b2`;
-`W` has shape (fan_in, fan_out) and the layer is `x @ W + b`), so the dict of tensors a learner
+`W` has shape (fan_in, fan_out) and the layer is `x @ W + b`; `bngain` and `bnbias` are (1, n_hidden)), so the dict of tensors a learner
 builds by hand in lessons 02-04 loads into it with `load_state_dict`, and the lessons' numbers
 are reproduced exactly. Models added later use `torch.nn`'s own layers.
 """
@@ -252,8 +252,9 @@ class MLP(Model):
         self.register_parameter("b1", nn.Parameter(b1) if c.has_b1 else None)
         if c.batchnorm:
             noise = c.bn_init_noise
-            gain = 1.0 + noise * draw(H) if noise else torch.ones(H, dtype=dtype)
-            bias = noise * draw(H) if noise else torch.zeros(H, dtype=dtype)
+            # (1, n_hidden), as the lectures write them: they broadcast over the batch's rows
+            gain = 1.0 + noise * draw(1, H) if noise else torch.ones(1, H, dtype=dtype)
+            bias = noise * draw(1, H) if noise else torch.zeros(1, H, dtype=dtype)
             self.bngain = nn.Parameter(gain)
             self.bnbias = nn.Parameter(bias)
             self.register_buffer("bnmean_running", torch.zeros(1, H, dtype=dtype))

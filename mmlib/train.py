@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from mmlib.layers import eval_mode
+from mmlib.runtime import DEVICES, pick_device
 from mmlib.validate import (boolean, choice, learning_rate, non_negative_int, number, optional, positive_int,
                             seed as check_seed)
 
@@ -90,7 +91,6 @@ class TrainConfig:
         non_negative_int("eval_every", self.eval_every)
         optional(positive_int, "eval_rows", self.eval_rows)
         check_seed("seed", self.seed)
-        from mmlib.setup import DEVICES
         choice("device", self.device, DEVICES)
         optional(positive_int, "threads", self.threads)
         optional(boolean, "progress", self.progress)
@@ -287,8 +287,6 @@ def train(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: T
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     _check_splits(splits, cfg)
-    from mmlib.setup import pick_device
-
     device = pick_device(cfg.device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)

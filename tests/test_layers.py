@@ -99,9 +99,9 @@ def test_batchnorm_errors_are_clear():
         BatchNorm1d(3)(torch.randn(1, 3))
     with pytest.raises(ValueError, match="expects inputs with 3 features"):
         BatchNorm1d(3)(torch.randn(4, 2))
-    with pytest.raises(ValueError, match="momentum must be between 0 and 1"):
+    with pytest.raises(ValueError, match=r"momentum must be a finite number in \[0, 1\], got 1.5"):
         BatchNorm1d(3, momentum=1.5)
-    with pytest.raises(ValueError, match="eps must be positive"):
+    with pytest.raises(ValueError, match="eps must be a finite number > 0, got 0"):
         BatchNorm1d(3, eps=0)
     with pytest.raises(ValueError, match="training must be True or False"):
         train_mode([BatchNorm1d(3)], "eval")

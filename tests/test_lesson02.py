@@ -178,7 +178,7 @@ def test_uniform_loss_is_cross_entropy_of_equal_logits(n):
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, "27"])
 def test_uniform_loss_rejects_nonsense(bad):
-    with pytest.raises(ValueError, match="vocab_size must be a positive integer"):
+    with pytest.raises(ValueError, match="vocab_size must be a positive whole number"):
         ex.uniform_loss(bad)
 
 

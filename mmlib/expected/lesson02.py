@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from mmlib.checks import is_todo
+from mmlib.validate import positive_int
 from mmlib.vocab import Vocab
 
 REQUIRED = ("C", "W1", "b1", "W2", "b2")
@@ -26,16 +27,14 @@ def uniform_loss(vocab_size: int) -> float:
 
     Computed as the entropy -sum(p log p) of the uniform distribution (it equals ln(vocab_size)).
     """
-    if not isinstance(vocab_size, int) or vocab_size < 1:
-        raise ValueError(f"vocab_size must be a positive integer, got {vocab_size!r}")
+    positive_int("vocab_size", vocab_size)
     p = torch.full((vocab_size,), 1.0 / vocab_size, dtype=torch.float64)
     return float(-(p * p.log()).sum())
 
 
 def contexts(words: Sequence[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every (context, next character) pair, built one character at a time as in the lecture."""
-    if not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    positive_int("block_size", block_size)
     xs, ys = [], []
     for w in words:
         context = [0] * block_size
