@@ -13,6 +13,10 @@ Shapes follow `torch.nn` (`Linear` maps (..., fan_in) to (..., fan_out), `BatchN
 shape (fan_in, fan_out), so the forward pass is `x @ W + b` with no transpose. `tests/test_layers.py`
 checks each layer against its `torch.nn` twin with tolerances.
 
+`DeepMLP` puts an embedding table in front of a list of layers and gives the whole the course's
+model call, `logits, loss = model(idx, targets)`, so lesson 03 trains its deep network with
+`mmlib.train.train`. `build_stack` builds such a list.
+
 Left out on purpose: modules-within-modules, hooks, `state_dict`, dtype handling. The course needs
 a handful of layers it can read in one sitting, not a framework.
 """
@@ -23,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 
 from mmlib.validate import boolean, choice, number, positive_int
 
@@ -172,6 +177,18 @@ def parameters(layers: Iterable) -> list[torch.Tensor]:
     return [p for layer in layers for p in layer.parameters()]
 
 
+def retain_grads(layers: Iterable) -> None:
+    """Ask autograd to keep the gradient of every layer's output (call between forward and backward).
+
+    Autograd frees the gradients of intermediate tensors once it has passed them on; lesson 03's
+    gradient diagnostics (`mmlib.diagnostics.gradient_stats`) read them, so they must be kept.
+    """
+    for layer in layers:
+        out = getattr(layer, "out", None)
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            out.retain_grad()
+
+
 def train_mode(layers: Iterable, training: bool = True) -> None:
     """Put every layer that has a `training` flag (BatchNorm1d) into training or eval mode.
 
@@ -252,3 +269,50 @@ def build_stack(n_in: int, n_out: int, *, gain: float, depth: int, width: int, n
         fan_in = width
     layers.append(Linear(width, n_out, generator=generator, gain=output_gain, device=device))
     return layers, ends
+
+
+class DeepMLP:
+    """Lesson 03's deep MLP: an embedding table `C`, then a list of this module's layers.
+
+        logits, loss = model(idx, targets=None)       idx (B, block_size) -> logits (B, vocab_size)
+
+    The same call as every model of `mmlib.models`, so `mmlib.train.train` trains it,
+    `mmlib.train.evaluate` scores it and `mmlib.sample.sample_words` samples from it; `eval_mode`
+    finds its BatchNorm layers through `.layers`. With `keep_grads=True` every forward pass that
+    builds a graph keeps each layer's output gradient (`retain_grads`), for the gradient diagnostics.
+    """
+
+    per_position = False
+
+    def __init__(self, C: torch.Tensor, layers: Iterable, *, keep_grads: bool = False):
+        self.C = C                                   # (vocab_size, n_embd), requires_grad
+        self.layers = list(layers)
+        first = self.layers[0] if self.layers else None
+        if not isinstance(first, Linear) or first.fan_in % C.shape[1]:
+            raise ValueError(f"the first layer must be a Linear whose fan_in is a multiple of C's {C.shape[1]} "
+                             f"columns (block_size * n_embd), got {first!r}")
+        self.block_size = first.fan_in // C.shape[1]
+        self.keep_grads = boolean("keep_grads", keep_grads)
+
+    def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        x = self.C[idx].view(idx.shape[0], -1)      # (B, block_size * n_embd)
+        for layer in self.layers:
+            x = layer(x)
+        if self.keep_grads:
+            retain_grads(self.layers)
+        loss = None if targets is None else F.cross_entropy(x, targets)
+        return x, loss                               # logits (B, vocab_size)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.C] + parameters(self.layers)
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The embedding table and every Linear layer's weight, named for the diagnostics: `C`, `0: Linear`, ..."""
+        return {"C": self.C} | {f"{i}: Linear": layer.weight for i, layer in enumerate(self.layers)
+                                if isinstance(layer, Linear)}
+
+    def __repr__(self) -> str:
+        return f"DeepMLP(C {tuple(self.C.shape)}, layers {self.layers})"
