@@ -303,6 +303,18 @@ class DeepMLP:
         loss = None if targets is None else F.cross_entropy(x, targets)
         return x, loss                               # logits (B, vocab_size)
 
+    @classmethod
+    def build(cls, vocab_size: int, block_size: int, n_embd: int, *, generator: torch.Generator | None = None,
+              device: str | torch.device | None = None, keep_grads: bool = False, **stack) -> "DeepMLP":
+        """A fresh deep MLP: `C` drawn from N(0, 1), then `build_stack(block_size * n_embd, vocab_size, **stack)`,
+        both from `generator` in that order (the lecture's), e.g. `gain=5/3, depth=5, width=100, batchnorm=True`."""
+        positive_int("vocab_size", vocab_size)
+        positive_int("block_size", block_size)
+        positive_int("n_embd", n_embd)
+        C = torch.randn((vocab_size, n_embd), generator=generator).to(device).requires_grad_()
+        layers, _ = build_stack(block_size * n_embd, vocab_size, generator=generator, device=device, **stack)
+        return cls(C, layers, keep_grads=keep_grads)
+
     def parameters(self) -> list[torch.Tensor]:
         return [self.C] + parameters(self.layers)
 
