@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmlib.layers import BatchNorm1d, Linear, ReLU, Tanh, parameters, train_mode
+from mmlib.layers import BatchNorm1d, DeepMLP, Linear, ReLU, Tanh, parameters, retain_grads, train_mode
 
 ATOL = 1e-5  # float32 arithmetic done in a different order
 
@@ -119,3 +119,65 @@ def test_parameters_in_layer_order():
     ps = parameters(layers)
     assert [tuple(p.shape) for p in ps] == [(3, 4), (4,), (4,), (4, 2), (2,)]
     assert all(p.requires_grad for p in ps)
+
+
+def _deep(batchnorm=False, seed=0, keep_grads=False):
+    return DeepMLP.build(11, 3, 4, gain=5 / 3, depth=3, width=16, batchnorm=batchnorm, keep_grads=keep_grads,
+                         generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_deep_mlp_trains_under_mmlib_train_exactly_as_by_hand(batchnorm):
+    """Lesson 03's deep network: mmlib.train.train takes the same steps as the lesson's old hand-written loop."""
+    import torch.nn.functional as F
+
+    from mmlib.diagnostics import Recorder
+    from mmlib.train import TrainConfig, train
+
+    g = torch.Generator().manual_seed(5)
+    X, Y = torch.randint(0, 11, (200, 3), generator=g), torch.randint(0, 11, (200,), generator=g)
+    cfg = TrainConfig(steps=40, batch_size=8, lr=0.1, lr_late=0.01, progress=False)
+
+    by_hand, gh = _deep(batchnorm, keep_grads=True), torch.Generator().manual_seed(9)
+    rec_hand = Recorder(every=10)
+    losses = []
+    for i in range(cfg.steps):
+        ix = torch.randint(0, len(X), (8,), generator=gh)
+        x = by_hand.C[X[ix]].view(8, -1)
+        for layer in by_hand.layers:
+            x = layer(x)
+        loss = F.cross_entropy(x, Y[ix])
+        retain_grads(by_hand.layers)
+        for p in by_hand.parameters():
+            p.grad = None
+        loss.backward()
+        rate = 0.1 if i < 20 else 0.01
+        rec_hand.record(i, by_hand.layers, by_hand.weights(), rate, loss.item())
+        with torch.no_grad():
+            for p in by_hand.parameters():
+                p -= rate * p.grad
+        losses.append(loss.item())
+
+    model = _deep(batchnorm, keep_grads=True)
+    rec = Recorder(every=10)
+    result = train(model, {"train": (X, Y)}, cfg, generator=torch.Generator().manual_seed(9),
+                   on_step=rec.on_step(model.layers, model.weights()))
+    assert result.losses == losses
+    assert rec.ud == rec_hand.ud and rec.steps == [0, 10, 20, 30] and rec.names == rec_hand.names
+    for a, b in zip(model.parameters(), by_hand.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_deep_mlp_has_the_course_call_and_samples_in_eval_mode():
+    from mmlib.sample import sample_words
+    from mmlib.vocab import Vocab
+
+    model = _deep(batchnorm=True)
+    logits, loss = model(torch.randint(0, 11, (5, 3)))
+    assert logits.shape == (5, 11) and loss is None and model.block_size == 3
+    assert model.n_parameters() == 11 * 4 + sum(p.numel() for p in parameters(model.layers))
+    assert list(model.weights()) == ["C", "0: Linear", "3: Linear", "6: Linear", "9: Linear"]
+    words = sample_words(model, Vocab.from_words(["abcdefghij"]), n=3, g=torch.Generator().manual_seed(0))
+    assert len(words) == 3 and all(layer.training for layer in model.layers if hasattr(layer, "training"))
+    with pytest.raises(ValueError, match="the first layer must be a Linear"):
+        DeepMLP(torch.zeros(11, 4), [Tanh()])
