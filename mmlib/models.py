@@ -80,7 +80,9 @@ class Model(nn.Module):
         """Mean cross-entropy of `logits` against `targets`; padding (-1) is left out."""
         if targets is None:
             return None
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+        if logits.ndim > 2:   # (B, T, V) -> (B * T, V); window models' (B, V) go in as they are (no extra ops per step)
+            logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        return F.cross_entropy(logits, targets, ignore_index=IGNORE)
 
     def check_input(self, idx: torch.Tensor) -> None:
         """A clear error for contexts of the wrong shape (the usual cause: data built for another block size)."""
