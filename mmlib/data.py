@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 import random
+from importlib.resources import files
 from pathlib import Path
 
 import torch
 
 from mmlib.vocab import Vocab
 
-NAMES = Path(__file__).resolve().parent.parent / "data" / "names.txt"
-"""The names file that ships with the course (see data/README.md)."""
+NAMES = Path(str(files("mmlib.words") / "names.txt"))
+"""The names file that ships with the course (data/names.txt in the repository; see data/README.md)."""
 
 
 class DataError(ValueError):
