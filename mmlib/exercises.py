@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import sys
 from pathlib import Path
 
@@ -135,15 +134,13 @@ def build(check: bool = False, only: list[str] | None = None) -> list[str]:
 
 
 def execute(paths: list[Path], timeout: int | None = None) -> None:
-    """Run notebooks top to bottom in place at their default parameters (execution counts 1..N).
+    """Run notebooks top to bottom in place at their default parameters (execution counts 1..N)."""
+    import os
 
-    The kernels run with `MMLIB_QUIET=1`, so `mmlib.train`'s progress bars (useful while a learner
-    waits, noise in a committed notebook) stay out of the saved outputs.
-    """
     from nbclient import NotebookClient
 
-    os.environ.setdefault("MMLIB_QUIET", "1")
-
+    # No progress bars in committed outputs: a tqdm widget would be saved as a dead widget.
+    os.environ["MMLIB_QUIET"] = "1"
     for p in paths:
         nb = nbformat.read(p, as_version=4)
         NotebookClient(nb, timeout=timeout, kernel_name="python3",
