@@ -1,6 +1,6 @@
 """What `mmlib.train.train` costs over a bare training loop, on lesson 02's MLP: steps per second, side by side.
 
-    python benchmarks/train_overhead.py [--steps 20000] [--rounds 3]
+    python benchmarks/train_overhead.py [--steps 10000] [--rounds 6]
 
 Three loops train lesson 02's final model (context 3, 10-dim embeddings, 200 tanh units, batches of 32,
 SGD at 0.1 then 0.01) from the same initialisation on the same minibatches:
@@ -10,8 +10,8 @@ SGD at 0.1 then 0.01) from the same initialisation on the same minibatches:
 - train:       `mmlib.train.train(model, splits, TrainConfig(...))` (the trainer's cost on top: schedule,
                divergence watch, bookkeeping).
 
-The three are timed in turn, round after round, and each one's fastest round is kept, so a busy moment
-of the machine does not decide the comparison. One CPU thread, as the lessons use. The three must
+The three are timed in turn, round after round (in a rotating order), and each one's fastest round is
+kept, so a busy moment of the machine does not decide the comparison. One CPU thread, as the lessons use. The three must
 produce the same losses to the last bit (checked), so the comparison is of the same work. A figure,
 not a test: timings belong to the machine they were measured on.
 """
@@ -85,8 +85,8 @@ def with_train(cfg: MLPConfig, X: torch.Tensor, Y: torch.Tensor, steps: int, bat
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=20_000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=10_000)
+    ap.add_argument("--rounds", type=int, default=6)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     words = load_words()
@@ -96,8 +96,10 @@ def main(argv: list[str] | None = None) -> None:
     loops = {"bare": bare, "bare+module": bare_module, "train": with_train}
     best: dict[str, float] = {name: float("inf") for name in loops}
     losses: dict[str, list[float]] = {}
+    names = list(loops)
     for r in range(args.rounds):
-        for name, loop in loops.items():
+        for name in names[r % 3:] + names[:r % 3]:   # a different order each round: no loop always goes first
+            loop = loops[name]
             seconds, losses[name] = loop(cfg, X, Y, args.steps, 32)
             best[name] = min(best[name], seconds)
             print(f"round {r + 1}: {name:<12} {args.steps / seconds:8,.0f} steps/s")
