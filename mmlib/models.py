@@ -482,3 +482,130 @@ class Transformer(Model):
             x = block(x)
         logits = self.lm_head(self.ln_f(x))                                  # (B, T, vocab_size)
         return logits, self.loss(logits, targets)
+
+
+# ---- the command line: recurrent models, RNN (Mikolov et al. 2010) and GRU (Cho et al. 2014) ------
+
+
+@dataclass
+class RNNConfig(ModelConfig):
+    vocab_size: int = 27     # characters, `.` included
+    block_size: int = 16     # positions it reads: the longest word + 1 (set from the data)
+    n_embd: int = 64         # dimensions of each character's embedding
+    n_hidden: int = 128      # dimensions of the hidden state carried from one position to the next
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive_int("n_embd", self.n_embd)
+        positive_int("n_hidden", self.n_hidden)
+
+
+def _uniform_linear(layer: nn.Linear, generator: torch.Generator | None) -> None:
+    """torch.nn's default Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn from `generator`."""
+    bound = layer.weight.shape[1] ** -0.5
+    nn.init.uniform_(layer.weight, -bound, bound, generator=generator)
+    if layer.bias is not None:
+        nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+
+
+class RNNCell(nn.Module):
+    """One step of Elman's recurrent net: h_t = tanh(W [x_t; h_{t-1}] + b)."""
+
+    def __init__(self, c: RNNConfig):
+        super().__init__()
+        self.xh = nn.Linear(c.n_embd + c.n_hidden, c.n_hidden)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.xh(torch.cat([x, h], dim=1)))               # (B, n_hidden)
+
+
+class GRUCell(nn.Module):
+    """One step of the gated recurrent unit (Cho et al. 2014).
+
+        r  = sigmoid(W_r [x; h])          reset gate: how much of the old state the candidate sees
+        z  = sigmoid(W_z [x; h])          update gate: how much of the state is replaced
+        h~ = tanh(W_h [x; r * h])         the candidate state
+        h' = (1 - z) * h + z * h~
+
+    With z near 0 the state passes through unchanged, so information (and gradient) survives
+    many steps, which the plain RNN's repeated tanh squashes.
+    """
+
+    def __init__(self, c: RNNConfig):
+        super().__init__()
+        self.xr = nn.Linear(c.n_embd + c.n_hidden, c.n_hidden)
+        self.xz = nn.Linear(c.n_embd + c.n_hidden, c.n_hidden)
+        self.xh = nn.Linear(c.n_embd + c.n_hidden, c.n_hidden)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        xh = torch.cat([x, h], dim=1)                                       # (B, n_embd + n_hidden)
+        r = torch.sigmoid(self.xr(xh))
+        z = torch.sigmoid(self.xz(xh))
+        hbar = torch.tanh(self.xh(torch.cat([x, r * h], dim=1)))
+        return (1 - z) * h + z * hbar                                       # (B, n_hidden)
+
+
+class Recurrent(Model):
+    """Read a word one character at a time, carrying a hidden state from each position to the next.
+
+        h_0    = a learned start state                      (1, n_hidden)
+        h_t    = cell(emb(idx[:, t]), h_{t-1})              (B, n_hidden)
+        logits = lm_head(h_t) at every position t           (B, T, vocab_size)
+
+    Position t's state has seen idx[:, :t + 1] and nothing after, so, like the transformer, the
+    model predicts every position at once and never looks ahead. The state of step t feeds step
+    t + 1; feeding the start state to every step instead (a bug of the original makemore) turns
+    the model into a bigram model that cannot see past the last character.
+    """
+
+    per_position = True
+    Cell: ClassVar[type[nn.Module]] = RNNCell
+    Config = RNNConfig
+
+    def __init__(self, config: RNNConfig, *, generator: torch.Generator | None = None):
+        super().__init__(config)
+        c = config
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+        self.h0 = nn.Parameter(torch.zeros(1, c.n_hidden))
+        self.cell = self.Cell(c)
+        self.lm_head = nn.Linear(c.n_hidden, c.vocab_size)
+        with torch.no_grad():
+            nn.init.normal_(self.wte.weight, generator=generator)
+            for m in self.cell.modules():
+                if isinstance(m, nn.Linear):
+                    _uniform_linear(m, generator)
+            _uniform_linear(self.lm_head, generator)
+
+    def states(self, idx: torch.Tensor) -> torch.Tensor:
+        """The hidden state after each position, (B, T, n_hidden)."""
+        self.check_input(idx)
+        B, T = idx.shape
+        emb = self.wte(idx)                                                 # (B, T, n_embd)
+        h = self.h0.expand(B, -1)                                           # (B, n_hidden)
+        hs = []
+        for t in range(T):
+            h = self.cell(emb[:, t], h)                                     # this step's state feeds the next
+            hs.append(h)
+        return torch.stack(hs, dim=1)                                       # (B, T, n_hidden)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        logits = self.lm_head(self.states(idx))                             # (B, T, vocab_size)
+        return logits, self.loss(logits, targets)
+
+
+@dataclass
+class GRUConfig(RNNConfig):
+    pass
+
+
+@register("rnn")
+class RNN(Recurrent):
+    """Elman's recurrent net as a language model (Mikolov et al. 2010)."""
+
+
+@register("gru")
+class GRU(Recurrent):
+    """The recurrent net with gated updates of Cho et al. (2014)."""
+
+    Cell = GRUCell
+    Config = GRUConfig
