@@ -39,6 +39,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -71,8 +72,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     # The command line's default recipe per model: AdamW, a short warm-up and a cosine decay, on
     # batches larger than the lectures' 32 (benchmarks/speed.py measures them against the lectures).
     "bigram": {**COMMON, "steps": 2_000, "batch_size": 512, "lr": 0.1, "warmup": 0, "eval_every": 200},
-    "mlp": {**COMMON, "steps": 6_000, "batch_size": 256, "lr": 1e-2, "warmup": 100},
-    "wavenet": {**COMMON, "steps": 6_000, "batch_size": 256, "lr": 1e-2, "warmup": 100},
+    "mlp": {**COMMON, "steps": 3_000, "batch_size": 512, "lr": 2e-2, "warmup": 200},
+    "wavenet": {**COMMON, "steps": 3_000, "batch_size": 512, "lr": 2e-2, "warmup": 200},
     "rnn": {**COMMON, "steps": 4_000, "batch_size": 64, "lr": 3e-3, "warmup": 100},
     "gru": {**COMMON, "steps": 4_000, "batch_size": 64, "lr": 3e-3, "warmup": 100},
     "transformer": {**COMMON, "steps": 4_000, "batch_size": 64, "lr": 2e-3, "warmup": 100},
@@ -410,11 +411,13 @@ class Stopper:
         self.previous = None
 
     def __enter__(self) -> "Stopper":
-        self.previous = signal.signal(signal.SIGINT, self._handle)
+        if threading.current_thread() is threading.main_thread():   # Python delivers signals there only
+            self.previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        signal.signal(signal.SIGINT, self.previous)
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
