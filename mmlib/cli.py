@@ -648,7 +648,7 @@ def _train(run: Path, meta: dict[str, Any], words: list[str], vocab: Vocab, spli
             drawn = sample_words_of(model, vocab, n_samples, g_samples)
             new = [w for w in drawn if w not in known]
             say(f"  samples ({len(new)}/{len(drawn)} new, marked *): "
-                + "  ".join(w + ("*" if w not in known else "") for w in drawn))
+                + " | ".join(w + ("*" if w not in known else "") for w in drawn))
 
     stopper = Stopper()
     try:
