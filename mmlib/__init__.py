@@ -16,6 +16,7 @@ One module per idea, so a helper can be found from the file names:
 - `mmlib.checks`    exercise checks that tell a learner what is wrong and by how much          (lesson 01 onwards)
 - `mmlib.expected`  the independent computations the exercise checks compare against           (lesson 01 onwards)
 - `mmlib.exercises` builds the learner notebooks from the solution notebooks                   (course tooling)
+- `mmlib.cli`       `makemore train/sample/eval`: any word list from the command line (also `python -m mmlib`)
 
 Lessons import from the submodules (`from mmlib.data import load_words`), so the reader sees
 where each helper lives.
