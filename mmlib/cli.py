@@ -395,9 +395,12 @@ def _dist_device() -> str:
 
 
 def parameters_digest(model: torch.nn.Module) -> str:
-    """A fingerprint of every parameter and buffer, to check that all processes hold the same model."""
+    """A fingerprint of every parameter, to check that all processes hold the same model.
+
+    Buffers are left out: BatchNorm's running statistics follow each process's own batches until
+    DDP copies process 0's over them at the next forward pass."""
     h = hashlib.sha256()
-    for k, v in model.state_dict().items():
+    for k, v in model.named_parameters():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
@@ -453,8 +456,10 @@ def _configs(args: argparse.Namespace, model_name: str) -> tuple[dict[str, Any],
     mcfg = {**MODEL_DEFAULTS.get(model_name, {}),
             **{n: parse_value(flag_of(n), v, hints[n]) for n, v in given.items()}}
     thints = typing.get_type_hints(TrainConfig)
-    tcfg = {**RECIPES[model_name],
-            **{n: parse_value(flag_of(n), v, thints[n]) for n, v in _explicit(args, _train_fields()).items()}}
+    given_train = _explicit(args, _train_fields())
+    tcfg = {**RECIPES[model_name], **{n: parse_value(flag_of(n), v, thints[n]) for n, v in given_train.items()}}
+    if tcfg["optimizer"] == "sgd" and "weight_decay" not in given_train:
+        tcfg["weight_decay"] = 0.0      # the recipe's weight decay is AdamW's; plain SGD has none
     return mcfg, tcfg
 
 

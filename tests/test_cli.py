@@ -94,6 +94,15 @@ def test_every_model_trains_samples_and_evaluates(model, words, tmp_path, capsys
     assert dev == pytest.approx(meta["best"]["dev"], abs=6e-5), "eval reloads the best checkpoint"
 
 
+def test_the_lectures_sgd_recipe_from_the_command_line(words, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(*train_args(words, out, "mlp"), "--optimizer", "sgd", "--schedule", "step", "--lr", "0.1") == 0
+    cfg = cli.read_run(out)["train_config"]
+    assert cfg["optimizer"] == "sgd" and cfg["weight_decay"] == 0.0, "the AdamW recipe's weight decay is dropped"
+    one_line_error(capsys, [*train_args(words, tmp_path / "x", "mlp"), "--optimizer", "sgd", "--weight-decay", "0.1"],
+                   match="weight_decay is applied by AdamW only")
+
+
 def test_samples_can_start_with_a_prefix_and_be_cut_to_the_top_k(words, tmp_path, capsys):
     out = tmp_path / "run"
     assert run(*train_args(words, out, "transformer")) == 0
