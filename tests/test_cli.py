@@ -94,6 +94,23 @@ def test_every_model_trains_samples_and_evaluates(model, words, tmp_path, capsys
     assert dev == pytest.approx(meta["best"]["dev"], abs=6e-5), "eval reloads the best checkpoint"
 
 
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_model_on_the_second_word_list(model, tmp_path, capsys):
+    """data/cities.txt: spaces, hyphens and apostrophes inside words, and words up to 57 characters long."""
+    cities = tmp_path / "cities.txt"
+    lines = (ROOT / "data" / "cities.txt").read_text(encoding="utf-8").splitlines(keepends=True)
+    cities.write_text("".join(lines[:300] + [max(lines, key=len)]), encoding="utf-8")
+    out = tmp_path / "run"
+    assert run(*train_args(cities, out, model, 4)) == 0
+    meta = cli.read_run(out)
+    assert set(" -'") <= set(meta["vocab"])
+    if MODELS[model].per_position:
+        assert meta["model_config"]["block_size"] == 58, "the longest city name (57 characters) + 1"
+    capsys.readouterr()
+    assert run("sample", "-o", out, "-n", "3") == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
 def test_the_lectures_sgd_recipe_from_the_command_line(words, tmp_path, capsys):
     out = tmp_path / "run"
     assert run(*train_args(words, out, "mlp"), "--optimizer", "sgd", "--schedule", "step", "--lr", "0.1") == 0
