@@ -277,7 +277,8 @@ def save(path: Path, obj: dict[str, Any]) -> None:
 def load_checkpoint(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """A .pt file of the run `meta` describes; a clear line for one of another model or vocabulary."""
     if not path.exists():
-        raise CLIError(f"{path} does not exist: the run saved no checkpoint yet (it stops at its first evaluation)")
+        hint = "; use --checkpoint last" if path.name == "best.pt" and path.with_name("last.pt").exists() else ""
+        raise CLIError(f"{path} does not exist: the run stopped before its first evaluation{hint}")
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for a damaged or foreign file

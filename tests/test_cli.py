@@ -199,6 +199,22 @@ def test_resume_after_ctrl_c_gives_the_numbers_of_an_uninterrupted_run(words, tm
     assert "finished at step 60 already" in capsys.readouterr().out
 
 
+def test_a_run_stopped_before_its_first_evaluation_keeps_what_it_has(words, tmp_path, capsys, monkeypatch):
+    def ctrl_c_at_step_3(self, step, dist):
+        if step == 3:
+            self.requested = True
+        return real(self, step, dist)
+
+    real = cli.Stopper.check
+    monkeypatch.setattr(cli.Stopper, "check", ctrl_c_at_step_3)
+    out = tmp_path / "run"
+    assert run(*train_args(words, out, "gru")) == 130
+    assert not (out / "best.pt").exists() and _last(out)["state"]["step"] == 3
+    capsys.readouterr()
+    one_line_error(capsys, ["sample", "-o", out], match="stopped before its first evaluation; use --checkpoint last")
+    assert run("sample", "-o", out, "--checkpoint", "last", "-n", "2") == 0
+
+
 def test_ctrl_c_in_a_real_process_saves_a_checkpoint(words, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "mmlib", *map(str, train_args(words, out, "bigram", 10**7)),
