@@ -70,7 +70,7 @@ COMMON = {"optimizer": "adamw", "schedule": "cosine", "eval_every": 500, "eval_r
           "weight_decay": 0.01, "grad_clip": 1.0}
 RECIPES: dict[str, dict[str, Any]] = {
     # The command line's default recipe per model: AdamW, a short warm-up and a cosine decay, on
-    # batches larger than the lectures' 32 (benchmarks/speed.py measures them against the lectures).
+    # batches larger than the lectures' 32 (benchmarks/recipes.py measures them against the lectures).
     "bigram": {**COMMON, "steps": 2_000, "batch_size": 512, "lr": 0.1, "warmup": 0, "eval_every": 200},
     "mlp": {**COMMON, "steps": 3_000, "batch_size": 512, "lr": 2e-2, "warmup": 200},
     "wavenet": {**COMMON, "steps": 3_000, "batch_size": 512, "lr": 2e-2, "warmup": 200},
