@@ -207,4 +207,4 @@ def beat_target(name: str, dev: float, target: float) -> Result:
     if margin > 0:
         return Result(name, "close", f"dev {dev:.4f} beats the lesson's {target:.4f} by {margin:.4f}")
     return Result(name, "wrong", f"dev {dev:.4f} misses the lesson's {target:.4f} by {-margin:.4f}",
-                  "more capacity (n_embd, n_hidden, block_size 16), or AdamW with a cosine schedule")
+                  "more capacity (n_embd, n_hidden), AdamW with a cosine schedule (section 8), or both")
