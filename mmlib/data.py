@@ -100,6 +100,30 @@ def _warn_hidden_characters(path: Path, lines: list[str]) -> None:
                       f"({counts[cat]} such characters in the file): {fix}", stacklevel=3)
 
 
+def _split_sizes(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
+    n1, n2 = int(fractions[0] * n), int((fractions[0] + fractions[1]) * n)
+    return n1, n2 - n1, n - n2
+
+
+def min_words(fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> int:
+    """The fewest words `split_words` can cut into three non-empty parts: 6 for 80/10/10 (lesson 01)."""
+    return next(n for n in range(3, 10_000) if min(_split_sizes(n, fractions)) > 0)
+
+
+def require_words(words: list[str], minimum: int, why: str, path: str | os.PathLike | None = None) -> list[str]:
+    """Stop a lesson in its data cell when the word file is smaller than the lesson can use (lesson 01 onwards).
+
+    `minimum` is the smallest file the lesson accepts, `why` what needs it; without this check a
+    small file fails many cells later, in an exercise or deep inside a helper.
+    """
+    validate.positive_int("minimum", minimum)
+    if len(words) < minimum:
+        where = f"{path} holds" if path is not None else "the word file holds"
+        raise DataError(f"{where} {len(words)} word{'s' if len(words) != 1 else ''}; this lesson needs at least "
+                        f"{minimum} ({why}): use a longer word file (data_path)")
+    return words
+
+
 def split_words(
     words: list[str], seed: int = 42, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
 ) -> tuple[list[str], list[str], list[str]]:
@@ -107,28 +131,20 @@ def split_words(
 
     The split is by word, not by example, so no word's characters leak from train into dev or test.
     The same seed always gives the same split; every part gets at least one word, or a clear error
-    says how many words the file needs.
+    says how many words the file needs (`min_words`).
     """
     validate.seed("seed", seed)
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
-
-    def cuts(n: int) -> tuple[int, int]:
-        return int(fractions[0] * n), int((fractions[0] + fractions[1]) * n)
-
-    def sizes(n: int) -> tuple[int, int, int]:
-        n1, n2 = cuts(n)
-        return n1, n2 - n1, n - n2
-
-    if min(sizes(len(words))) == 0:
-        need = next(n for n in range(3, 10_000) if min(sizes(n)) > 0)
-        empty = [name for name, k in zip(("train", "dev", "test"), sizes(len(words))) if k == 0]
+    sizes = _split_sizes(len(words), fractions)
+    if min(sizes) == 0:
+        empty = [name for name, k in zip(("train", "dev", "test"), sizes) if k == 0]
         raise DataError(f"{len(words)} words are too few to split {fractions[0]:g}/{fractions[1]:g}/{fractions[2]:g} "
                         f"into train/dev/test: the {' and '.join(empty)} split would be empty; "
-                        f"use a file with at least {need} words")
+                        f"use a file with at least {min_words(fractions)} words")
     words = list(words)
     random.Random(seed).shuffle(words)
-    n1, n2 = cuts(len(words))
+    n1, n2 = sizes[0], sizes[0] + sizes[1]
     return words[:n1], words[n1:n2], words[n2:]
 
 

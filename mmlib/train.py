@@ -45,7 +45,50 @@ EVAL_TOKENS = 2**20
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf or grew far above where it started: the learning rate is too high."""
+    """The loss became NaN/inf or grew far above where it started: the learning rate is too high.
+
+    In a notebook it shows as its one-line message, not a traceback: the cause is a parameter, not
+    a line of code.
+    """
+
+    def _render_traceback_(self) -> list[str]:   # IPython shows these lines instead of the traceback
+        return [f"TrainingDiverged: {self}"]
+
+
+class DivergenceGuard:
+    """Stops a training loop whose loss blew up, with one line: at which step, and what to lower.
+
+        guard = DivergenceGuard(vocab_size)          # before the loop
+        guard(step, loss.item(), lr)                 # after every step; raises TrainingDiverged
+
+    The loss has diverged when it is NaN/inf, or when, after `window` steps, its mean over the last
+    `window` steps is more than twice where it started or twice the loss of a uniform guess,
+    ln(vocab_size) (whichever is higher): a run that learns never climbs there. `lr_name` is the
+    parameter to lower, as the lesson's parameters cell calls it. The one place this rule lives:
+    `train` uses it, and so do the loops lessons 01 and 02 write in the open.
+    """
+
+    def __init__(self, vocab_size: int, *, window: int = 100, lr_name: str = "lr"):
+        self.uniform = math.log(positive_int("vocab_size", vocab_size))
+        self.window: deque[float] = deque(maxlen=positive_int("window", window))
+        self.first: float | None = None
+        self.lr_name = lr_name
+
+    def __call__(self, step: int, value: float, lr: float) -> None:
+        if self.first is None:
+            self.first = value
+        self.window.append(value)
+        fix = f"lower the learning rate ({self.lr_name}, now {lr:g}) and run again"
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"training stopped at step {step:,}: the loss became {value}; {fix}")
+        if len(self.window) == self.window.maxlen and step >= self.window.maxlen:
+            mean = sum(self.window) / len(self.window)
+            ceiling = 2 * max(self.first, self.uniform)
+            if mean > ceiling:
+                raise TrainingDiverged(
+                    f"training stopped at step {step:,}: the loss is diverging (its mean over the last "
+                    f"{len(self.window)} steps, {mean:.2f}, is above {ceiling:.2f}: twice the larger of its start, "
+                    f"{self.first:.2f}, and a uniform guess, {self.uniform:.2f}); {fix}")
 
 
 @dataclass
@@ -308,8 +351,7 @@ def train(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: T
 
     bar = _ProgressBar(cfg.steps, state.step) if _progress_wanted(cfg) else None
     plot = _LivePlot() if cfg.live_plot else None
-    first = state.losses[0] if state.losses else None
-    window: deque[float] = deque(maxlen=100)
+    guard = None   # made at the first step, when the logits say how many classes there are
     drawn_from = state.generator.get_state()
     if hasattr(model, "train") and callable(model.train):
         model.train()
@@ -337,10 +379,10 @@ def train(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: T
             value = loss.item()
             state.losses.append(value)
             state.step += 1
-            if first is None:
-                first = value
-            window.append(value)
-            _check_divergence(step, value, window, first, logits.shape[-1], lr)
+            if guard is None:
+                guard = DivergenceGuard(logits.shape[-1])
+                guard.first = state.losses[0]   # a resumed run compares with where the whole run started
+            guard(step, value, lr)
             if bar is not None:
                 bar.update(value)
             if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < cfg.steps:
@@ -372,19 +414,6 @@ def train(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: T
 def _subset_loss(model, X: torch.Tensor, Y: torch.Tensor, rows: int | None) -> float:
     """The loss on the first `rows` rows (a fixed subset, so evaluations are comparable over a run)."""
     return evaluate(model, X[:rows], Y[:rows]) if rows else evaluate(model, X, Y)
-
-
-def _check_divergence(step: int, value: float, window: deque[float], first: float, vocab_size: int, lr: float) -> None:
-    if not math.isfinite(value):
-        raise TrainingDiverged(f"the loss became {value} at step {step:,} (learning rate {lr:g}): "
-                               "lower the learning rate (lr) and train again")
-    if step >= 100:
-        mean = sum(window) / len(window)
-        ceiling = 2 * max(first, math.log(vocab_size))
-        if mean > ceiling:
-            raise TrainingDiverged(f"the loss is diverging: its mean over steps {step - 99:,}-{step:,} is {mean:.2f}, "
-                                   f"more than twice where it started ({first:.2f}) at learning rate {lr:g}: "
-                                   "lower the learning rate (lr) and train again")
 
 
 class _ProgressBar:

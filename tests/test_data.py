@@ -154,3 +154,25 @@ def test_split_needs_a_seed_and_enough_words_for_every_part():
     with pytest.raises(DataError, match="5 words are too few .* the dev split would be empty; use a file with at least 6"):
         split_words(list("abcde"))
     assert [len(part) for part in split_words(list("abcdef"))] == [4, 1, 1]
+
+
+def test_min_words_is_the_smallest_file_split_words_accepts():
+    from mmlib.data import min_words
+
+    n = min_words()
+    assert n == 6
+    assert all(len(part) > 0 for part in split_words([f"w{i}" for i in range(n)]))
+    with pytest.raises(DataError, match=f"at least {n} words"):
+        split_words([f"w{i}" for i in range(n - 1)])
+
+
+def test_require_words_names_the_file_the_count_and_the_reason():
+    from mmlib.data import require_words
+
+    words = ["anna", "bob"]
+    assert require_words(words, 2, "why") is words
+    with pytest.raises(DataError, match=r"tiny.txt holds 2 words; this lesson needs at least 6 \(a split\): "
+                                        r"use a longer word file \(data_path\)"):
+        require_words(words, 6, "a split", "tiny.txt")
+    with pytest.raises(ValueError, match="minimum must be a positive whole number"):
+        require_words(words, 0, "why")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from conftest import NOTEBOOKS
+from conftest import NOTEBOOKS, parameter_error
 from mmlib.data import load_words
 from mmlib.expected import lesson01 as expected
 from mmlib.vocab import Vocab
@@ -58,3 +58,39 @@ def test_lesson_runs_unchanged_on_another_word_list(tmp_path, run_lesson):
     m, _ = run_lesson(SOLUTION, data_path=str(other), max_steps=50)
     assert m["n_words"] == 30 and m["vocab_size"] == len(set("".join(open(other).read().split()))) + 1
     assert m["checks"]["correct"] == m["checks"]["total"]
+
+
+# --- parameters and data that fail fast (issue: lessons 01-04 hardened) ---------------------------
+
+@pytest.mark.parametrize("bad, message", [
+    ({"max_steps": 1.5}, "max_steps must be a positive whole number"),
+    ({"lr": 1e6}, "lr must be a finite number in (0, 1000]"),
+])
+def test_nonsense_parameters_stop_in_the_first_cells(bad, message, tmp_path):
+    err = parameter_error(SOLUTION, tmp_path, **bad)
+    assert err.ename == "ValueError" and message in err.evalue, err.evalue
+    assert "check_metrics_path" in err.source, "the cell after the parameters cell must refuse it"
+
+
+def test_too_small_a_word_file_stops_in_the_data_cell(tmp_path):
+    five = tmp_path / "five.txt"
+    five.write_text("anna\nbob\ncarl\ndora\nemil\n")
+    err = parameter_error(LEARNER, tmp_path, data_path=str(five))
+    assert err.ename == "DataError" and "holds 5 words; this lesson needs at least 6" in err.evalue, err.evalue
+    assert "require_words(load_words(data_path)" in err.source, "the data cell, not an exercise's check, must refuse it"
+
+
+def test_the_smallest_word_file_runs_and_the_learners_checks_wait(tmp_path, run_lesson):
+    six = tmp_path / "six.txt"
+    six.write_text("anna\nbob\ncarl\ndora\nemil\nfred\n")
+    m, _ = run_lesson(LEARNER, data_path=str(six), max_steps=20)
+    assert m["n_words"] == 6 and m["checks"]["todo"] == m["checks"]["total"]
+
+
+def test_a_diverging_training_cell_stops_with_one_line(tmp_path):
+    words = tmp_path / "w.txt"
+    words.write_text("\n".join(load_words()[:40]) + "\n")
+    err = parameter_error(SOLUTION, tmp_path, data_path=str(words), lr=999)
+    assert err.ename == "TrainingDiverged"
+    assert "training stopped at step" in err.evalue and "lower the learning rate (lr, now 999)" in err.evalue
+    assert len([line for line in err.traceback if line.strip()]) == 1, err.traceback

@@ -71,12 +71,46 @@ def test_exercise_answers_match_independent_reevaluation(run_lesson):
         ({"batch_size": "32"}, "batch_size must be a positive whole number, got '32'"),
         ({"lr": -0.1}, "lr must be a learning rate in (0, 10], got -0.1"),
         ({"lr_decay_step": -5}, "lr_decay_step must be a whole number >= 0, got -5"),
+        ({"noise_warmup_steps": -1}, "noise_warmup_steps must be a whole number >= 0, got -1"),
     ],
 )
 def test_nonsense_parameters_fail_with_a_clear_message(tmp_path, overrides, message):
     err = parameter_error(SOLUTION, tmp_path, **overrides)
     assert err.ename == "ValueError"
     assert message in err.evalue
+
+
+def test_a_diverging_loop_in_the_open_stops_with_one_line(tmp_path):
+    words = tmp_path / "w.txt"
+    words.write_text("\n".join(load_words()[:40]) + "\n")
+    err = parameter_error(SOLUTION, tmp_path, data_path=str(words), lr=10)
+    assert err.ename == "TrainingDiverged" and "DivergenceGuard" in err.source   # a loop of the lesson's own
+    assert "training stopped at step" in err.evalue and "lower the learning rate (lr, now 10)" in err.evalue
+    assert len([line for line in err.traceback if line.strip()]) == 1, err.traceback
+
+
+def test_overfitting_one_batch_gets_near_its_floor_but_not_below(run_lesson):
+    m, _ = run_lesson(SOLUTION)
+    o = m["overfit_one_batch"]
+    assert o["steps"] == 50 and 0 < o["floor"] <= o["loss"]
+    assert m["parameters"]["noise_warmup_steps"] == 20   # the CI value: the warm-up is a parameter
+
+
+def test_loss_floor_is_the_loss_of_the_batchs_own_frequencies():
+    X = torch.tensor([[0, 0, 0]] * 4 + [[0, 0, 1]] * 2 + [[1, 2, 3]])
+    Y = torch.tensor([1, 1, 2, 3, 4, 4, 5])
+    # '...' -> 1 1 2 3 (frequencies 1/2, 1/4, 1/4); '..a' -> 4 4 and 'abc' -> 5 are certain
+    want = -(2 * math.log(0.5) + 2 * math.log(0.25)) / 7
+    assert ex.loss_floor(X, Y) == pytest.approx(want)
+    # no model does better: the logits of those frequencies reach it exactly
+    logits = torch.full((7, 6), -1e9, dtype=torch.float64)
+    for i in range(7):
+        counts = torch.bincount(Y[(X == X[i]).all(1)], minlength=6).double()
+        logits[i] = torch.where(counts > 0, counts.log(), torch.full_like(counts, -1e9))
+    assert F.cross_entropy(logits, Y).item() == pytest.approx(want)
+    assert ex.loss_floor(torch.tensor([[0, 1], [2, 3]]), torch.tensor([4, 5])) == 0.0
+    with pytest.raises(ValueError, match="X must be"):
+        ex.loss_floor(torch.zeros(3, 2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
 
 
 def test_lesson_follows_the_data_it_is_given(run_lesson, tmp_path_factory):

@@ -142,3 +142,23 @@ def test_fold_batchnorm_matches_linear_then_eval_batchnorm():
     Wf, bf = ex.fold_batchnorm(W, bn.running_mean, bn.running_var, bn.gamma, bn.beta, eps=bn.eps)
     assert Wf.shape == W.shape and bf.shape == (20,)
     torch.testing.assert_close(x @ Wf + bf, bn(x @ W), atol=1e-4, rtol=1e-5)
+
+
+# --- what a learner's read found (issue: lessons 01-04 hardened) ----------------------------------
+
+def test_a_word_file_too_small_to_split_stops_in_the_data_cell(tmp_path):
+    five = tmp_path / "five.txt"
+    five.write_text("anna\nbob\ncarl\ndora\nemil\n")
+    err = parameter_error(SOLUTION, tmp_path, data_path=str(five))
+    assert err.ename == "DataError" and "holds 5 words; this lesson needs at least 6" in err.evalue, err.evalue
+    assert "require_words(load_words(data_path)" in err.source
+
+
+def test_exercise_1_asks_before_it_shows_and_its_check_does_not_name_the_answer():
+    nb = nbformat.read(LEARNER, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    asks = next(i for i, s in enumerate(code) if s.startswith("learns = TODO"))
+    checks = next(i for i, s in enumerate(code) if "want_learns = expected.zero_init_learners" in s)
+    shows = next(i for i, s in enumerate(code) if "max |grad|" in s and "gradients_on(zero_model" in s)
+    assert asks < checks < shows, "predict, check, then print the gradients"
+    assert "b2" not in code[checks] and "b2" not in code[asks]

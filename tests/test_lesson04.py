@@ -121,10 +121,80 @@ def test_probe_catches_a_backward_that_uses_the_notebooks_batch_size():
     def wrong_n(params, cache, Y):
         return {k: v * len(Y) / 12 for k, v in _backward(params, cache, Y).items()}
 
-    _, probe = _probe(wrong_n)
+    p, probe = _probe(wrong_n)
     assert probe.ready   # the shapes fit, so it trains; the check says what is wrong
     rep = probe.check(atol=1e-12, rtol=1e-9, show=False)
     assert rep.counts["wrong"] >= 6, rep.counts   # every gradient but db1 (zero up to round-off)
+    # With training steps on the 12-example batches it was written for, the rows say the error is the probe's only.
+    steps = [_batch(n=12, seed=s) for s in (2, 3)]
+    rep = probe.check([wrong_n(p, {"X": X}, Y) for X, Y in steps], [E.autograd_grads(p, X, Y) for X, Y in steps],
+                      atol=1e-12, rtol=1e-9, show=False)
+    row = next(r for r in rep.results if r.name == "dW2")
+    assert row.status == "wrong" and "wrong only on the probe batch of 24" in row.detail, row.text()
+    assert "2 x autograd's" in row.detail and "global batch size" in row.detail and "X.shape[0]" in row.hint
+
+
+def test_probe_names_a_key_that_is_not_a_parameter():
+    def renamed(params, cache, Y):
+        grads = _backward(params, cache, Y)
+        grads["db1"] = grads.pop("b1")
+        return grads
+
+    _, probe = _probe(renamed)
+    assert not probe.ready and "unexpected key 'db1'" in probe.problem
+    row = next(r for r in probe.check(atol=1e-12, rtol=1e-9, show=False).results if r.name == "db1")
+    assert row.status == "error" and "'db1', which is not a parameter name" in row.detail, row.text()
+    assert "not attempted" not in row.text()
+
+
+# --- constant factors and stale references in the exercise checks -------------------------------
+
+def test_a_missing_division_by_n_in_exercise_2_is_named_with_its_own_hint():
+    p, (X, Y) = _params(), _batch(n=12)
+    ref, v = E.autograd_grads(p, X, Y), E.forward_steps(p, X, Y)
+    no_n = F.softmax(v["logits"], 1) - F.one_hot(Y, 27)
+    row = check_grads({"logits": no_n}, ref, atol=1e-12, rtol=1e-9, hints=E.FUSED_HINTS, show=False).results[0]
+    assert row.status == "wrong" and "12 x the expected value everywhere" in row.detail
+    assert "a missing division by n = 12 (the batch size)" in row.detail
+    assert row.hint == E.FUSED_HINTS["logits"] and "step" not in row.hint   # not the step-by-step hint
+
+
+def test_n_for_n_minus_1_in_dbndiff2_is_named_as_bessels_correction():
+    p, (X, Y) = _params(), _batch(n=12)
+    ref = E.autograd_grads(p, X, Y)
+    biased = torch.ones(12, 16, dtype=torch.float64) / 12 * ref["bnvar"]
+    row = check_grads({"bndiff2": biased}, ref, atol=1e-12, rtol=1e-9, show=False).results[0]
+    assert "n where n - 1 belongs (Bessel's correction, n = 12)" in row.detail, row.text()
+
+
+def test_fused_hints_are_used_by_exercises_2_and_3():
+    nb = nbformat.read(SOLUTION, as_version=4)
+    for name in ("dlogits_fused", "dhprebn_fused"):
+        cell = next(c.source for c in nb.cells if c.cell_type == "code" and c.source.startswith(f"ex{2 if 'logits' in name else 3} ="))
+        assert name in cell and "hints=FUSED_HINTS" in cell
+    assert set(E.FUSED_HINTS) == {"logits", "hprebn"}
+
+
+def test_a_reference_from_another_batch_or_forward_pass_says_which_cell_to_rerun():
+    p, (X, Y) = _params(), _batch(n=12)
+    X2, Y2 = _batch(n=12, seed=5)
+    ref, ref2 = E.autograd_grads(p, X, Y), E.autograd_grads(p, X2, Y2)
+    loss, loss2 = E.forward_steps(p, X, Y)["loss"], E.forward_steps(p, X2, Y2)["loss"]
+    answer = {"W2": ref2["W2"]}   # a right answer on the new batch
+    fresh = check_grads(answer, ref2, atol=1e-12, rtol=1e-9, batch=(X2, Y2), loss=loss2, show=False)
+    assert fresh.all_passed and fresh.counts["total"] == 1
+    # minibatch and forward pass re-run, references not: re-run the references cell
+    rep = check_grads(answer, ref, atol=1e-12, rtol=1e-9, batch=(X2, Y2), loss=loss2, show=False)
+    assert rep.results[0].name == "ref" and rep.results[0].status == "error"
+    assert "earlier minibatch" in rep.results[0].detail and "ref = autograd_grads" in rep.results[0].detail
+    # minibatch re-run only: re-run the forward pass and the references
+    rep = check_grads(answer, ref, atol=1e-12, rtol=1e-9, batch=(X2, Y2), loss=loss, show=False)
+    assert "changed after the forward pass" in rep.results[0].detail and "forward-pass cell" in rep.results[0].detail
+    # same batch, other parameters (the network cell re-run)
+    rep = check_grads(answer, ref, atol=1e-12, rtol=1e-9, batch=(X, Y), loss=loss + 0.5, show=False)
+    assert "forward pass's loss" in rep.results[0].detail
+    # nothing answered yet: nothing to warn about
+    assert check_grads({"W2": TODO}, ref, atol=1e-12, rtol=1e-9, batch=(X2, Y2), loss=loss2, show=False).counts["total"] == 1
 
 
 @pytest.mark.parametrize("change, message", [
@@ -355,3 +425,9 @@ def test_tolerances_separate_round_off_from_a_wrong_formula():
     assert [r.status for r in rep.results][0] in ("exact", "close")
     assert rep.results[1].status == "wrong"
     assert not math.isnan(rep.max_abs_diff)
+
+
+def test_the_data_cell_states_and_checks_the_smallest_word_file():
+    nb = nbformat.read(SOLUTION, as_version=4)
+    data = next(c for c in nb.cells if c.cell_type == "code" and "load_words(data_path)" in c.source)
+    assert "require_words(load_words(data_path), min_words()" in data.source

@@ -190,3 +190,22 @@ def test_empty_splits_are_named():
         train(small_mlp(), {"train": (X, X[:, 0])}, cfg())
     with pytest.raises(ValueError, match="cannot evaluate on an empty split"):
         evaluate(small_mlp(), X, X[:, 0])
+
+
+def test_divergence_guard_is_the_one_rule_and_says_where_and_what_to_lower():
+    from mmlib.train import DivergenceGuard
+
+    guard = DivergenceGuard(27, lr_name="lr")
+    for step, value in enumerate([3.8, 3.0, 2.7] + [2.5] * 200):   # a run that learns is never stopped
+        guard(step, value, 0.1)
+    with pytest.raises(TrainingDiverged, match=r"^training stopped at step 7: the loss became nan; "
+                                                r"lower the learning rate \(lr, now 50\) and run again$"):
+        DivergenceGuard(27)(7, float("nan"), 50.0)
+    climbing = DivergenceGuard(27)
+    with pytest.raises(TrainingDiverged, match=r"at step 100: the loss is diverging .* lower the learning rate \(lr, now 10\)"):
+        for step in range(200):
+            climbing(step, 3.3 + step, 10.0)
+    err = TrainingDiverged("training stopped at step 3: the loss became inf; lower the learning rate")
+    assert err._render_traceback_() == [f"TrainingDiverged: {err}"]   # one line in a notebook, no traceback
+    with pytest.raises(ValueError, match="vocab_size must be a positive whole number"):
+        DivergenceGuard(0)

@@ -13,6 +13,7 @@ so that the notebook's check cell is one call and the tests can call it directly
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -144,3 +145,24 @@ def check_direct_connections(direct_params, direct_dev_loss, words: Sequence[str
     if display:
         show(rep)
     return rep, {"dev_loss_reevaluated": with_direct, "dev_loss_without_direct": without_direct}
+
+
+def loss_floor(X: torch.Tensor, Y: torch.Tensor) -> float:
+    """The lowest mean cross-entropy any model can reach on the examples (X, Y) (lesson 02's overfit-one-batch step).
+
+    A model sees only the context, so examples with the same context and different next
+    characters cannot all be predicted with certainty: the best it can do is give each context's
+    next characters their frequencies within the batch. The floor is the mean of -log of those
+    frequencies; it is 0 only when every context has a single next character.
+    """
+    if X.ndim != 2 or Y.shape != (X.shape[0],) or X.shape[0] == 0:
+        raise ValueError(f"X must be (n, block_size) and Y (n,) with n >= 1, got {tuple(X.shape)} and {tuple(Y.shape)}")
+    seen: dict[tuple[int, ...], dict[int, int]] = {}
+    for x, y in zip(X.tolist(), Y.tolist()):
+        nexts = seen.setdefault(tuple(x), {})
+        nexts[y] = nexts.get(y, 0) + 1
+    total = 0.0
+    for nexts in seen.values():
+        n = sum(nexts.values())
+        total -= sum(k * math.log(k / n) for k in nexts.values())
+    return total / X.shape[0]

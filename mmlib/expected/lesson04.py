@@ -92,12 +92,34 @@ def forward_steps(params: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.T
     return v
 
 
+class References(dict):
+    """name -> autograd's gradient, remembering what it was computed from: the batch `X`, `Y`, its
+    size `n` and the `loss`. `mmlib.gradcheck.check_grads` reads them to name a constant-factor error
+    by the batch size and to notice references left over from an earlier minibatch or forward pass."""
+
+    def __init__(self, grads: dict[str, torch.Tensor], X: torch.Tensor, Y: torch.Tensor, loss: torch.Tensor):
+        super().__init__(grads)
+        self.X, self.Y, self.loss, self.n = X.detach().cpu(), Y.detach().cpu(), float(loss), int(X.shape[0])
+
+
+FUSED_HINTS = {
+    "logits": "softmax along dim 1 (each row of logits is one example), minus 1 at each row's target "
+              "(F.one_hot(Yb, vocab_size)), all divided by n because the loss is a mean over the batch",
+    "hprebn": "the bracket has three terms - n * dhpreact, its sum over the batch (dim 0), and n / (n - 1) times bnraw "
+              "times the batch sum of dhpreact * bnraw - and the prefactor bngain * bnvar_inv / n multiplies all three; "
+              "compare each with the formula above (n / (n - 1) is Bessel's correction of step 7)",
+}
+"""Hints for the fused exercises 2 and 3: what the one expression is made of (the step-by-step hints
+name forward steps 13-20 and 4-10, which the fused expressions skip)."""
+
+
 def autograd_grads(params: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.Tensor,
-                   eps: float = EPS) -> dict[str, torch.Tensor]:
+                   eps: float = EPS) -> References:
     """Autograd's gradient of the loss with respect to every intermediate and every parameter.
 
     The parameters are copied, so the caller's tensors and their `.grad` are left alone, and the
-    computation runs with gradients on even when called inside `torch.no_grad()`.
+    computation runs with gradients on even when called inside `torch.no_grad()`. The result is a
+    dict that also remembers the batch, its size and the loss (`References`).
     """
     with torch.enable_grad():
         leaves = {k: params[k].detach().clone().requires_grad_(True) for k in PARAMS}
@@ -105,7 +127,7 @@ def autograd_grads(params: dict[str, torch.Tensor], Xb: torch.Tensor, Yb: torch.
         names = list(INTERMEDIATES) + list(PARAMS)
         tensors = [v[k] for k in INTERMEDIATES] + [leaves[k] for k in PARAMS]
         grads = torch.autograd.grad(v["loss"], tensors)
-    return {k: g.detach() for k, g in zip(names, grads)}
+    return References({k: g.detach() for k, g in zip(names, grads)}, Xb, Yb, v["loss"].detach())
 
 
 def cross_entropy_grad(logits: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
