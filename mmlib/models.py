@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmlib.layers import eval_mode
 from mmlib.validate import boolean, non_negative_int, number, positive_int
 
 IGNORE = -1
@@ -414,10 +415,27 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(c.n_embd, c.n_embd)
         self.drop = nn.Dropout(c.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of every head, each (B, n_head, T, head_size)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        return tuple(t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention weights (B, n_head, T, T): row t is how much position t takes from each position.
+
+        softmax(q k^T / sqrt(head_size)) with the future masked out, as `forward` computes them
+        (there inside `F.scaled_dot_product_attention`, which never shows them), without dropout.
+        """
+        q, k, _ = self.heads(x)
+        T = q.shape[2]
+        att = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])                        # (B, nh, T, T)
+        future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+        return att.masked_fill(future, float("-inf")).softmax(dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.heads(x)                                                                   # (B, nh, T, hs)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                            dropout_p=self.dropout if self.training else 0.0)      # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)                                          # heads side by side
@@ -482,3 +500,18 @@ class Transformer(Model):
             x = block(x)
         logits = self.lm_head(self.ln_f(x))                                  # (B, T, vocab_size)
         return logits, self.loss(logits, targets)
+
+    @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """The attention weights of every layer for `idx` (B, T), in eval mode: a list of n_layer
+        tensors (B, n_head, T, T), row t of a head's map summing to 1 over positions 0..t."""
+        self.check_input(idx)
+        maps = []
+        with eval_mode(self):
+            x = self.wte(idx)
+            if self.wpe is not None:
+                x = x + self.wpe(torch.arange(idx.shape[1], device=idx.device))
+            for block in self.blocks:
+                maps.append(block.attn.weights(block.ln1(x)))
+                x = block(x)
+        return maps
