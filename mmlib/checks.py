@@ -15,6 +15,7 @@ the tolerance printed in every row so a learner knows how close is close enough.
 from __future__ import annotations
 
 import html
+import math
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,11 +100,47 @@ def _where(idx: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(i) for i in idx) + "]"
 
 
-def check(name: str, got: Any, want: Any, *, atol: float = 1e-6, rtol: float = 0.0, hint: str = "") -> Result:
+def scale_factor(got: torch.Tensor, want: torch.Tensor, atol: float, rtol: float) -> float | None:
+    """c when `got` is c times `want` everywhere (within the tolerances scaled by c), else None.
+
+    A wrong answer that is off by one constant factor has one cause to name (a missing division,
+    a flipped sign), not "900 of 900 entries wrong". Needs at least two entries of `want` that are
+    not negligible, so a single number is never called "proportional".
+    """
+    signal = want.abs() > atol
+    if got.shape != want.shape or int(signal.sum()) < 2 or not torch.isfinite(got).all():
+        return None
+    c = ((got[signal] * want[signal]).sum() / (want[signal] ** 2).sum()).item()
+    if not math.isfinite(c) or abs(c - 1) < 1e-6 or abs(c) < 1e-12:
+        return None
+    if ((got - c * want).abs() <= atol * abs(c) + max(rtol, 1e-5) * (c * want).abs()).all():
+        return c
+    return None
+
+
+def factor_cause(c: float, n: int | None = None) -> str:
+    """The usual reason an answer comes out `c` times too large (`n`: the batch size, if one is involved)."""
+    causes = [(-1.0, "the sign is flipped"), (2.0, "a factor of 2 too many"), (0.5, "half of what it should be")]
+    if n and n > 1:
+        causes += [(float(n), f"a missing division by n = {n} (the batch size)?"),
+                   (1 / n, f"divided by n = {n} once too often?"),
+                   (n / (n - 1), f"n - 1 where n belongs (Bessel's correction, n = {n})?"),
+                   ((n - 1) / n, f"n where n - 1 belongs (Bessel's correction, n = {n})?"),
+                   (-float(n), f"a flipped sign and a missing division by n = {n}?")]
+    for value, why in causes:
+        if abs(c - value) <= 1e-3 * abs(value):
+            return why
+    return "one constant factor is off: look for a scale in the formula"
+
+
+def check(name: str, got: Any, want: Any, *, atol: float = 1e-6, rtol: float = 0.0, hint: str = "",
+          n: int | None = None) -> Result:
     """Compare a learner's answer with the expected value.
 
     `got` and `want` may be tensors, numpy arrays, numbers or (nested) lists. The tolerance is
     |got - want| <= atol + rtol * |want| elementwise; `hint` says what to look at when it fails.
+    An answer that is a constant multiple of the expected one is reported as such, with its
+    likely cause; `n` (the batch size, where one is involved) lets that cause be named exactly.
     """
     tol = f"atol={atol:g}" + (f", rtol={rtol:g}" if rtol else "")
     if got is TODO:
@@ -138,6 +175,10 @@ def check(name: str, got: Any, want: Any, *, atol: float = 1e-6, rtol: float = 0
     if torch.isnan(g).any() and not torch.isnan(w).any():
         where = _where(tuple(int(i) for i in torch.isnan(g).nonzero()[0]))
         return Result(name, "wrong", f"{int(torch.isnan(g).sum())} NaN entries, the first at {where}", hint)
+    c = scale_factor(g, w, atol, rtol)
+    if c is not None:
+        return Result(name, "wrong", f"got {_fmt(c)} x the expected value everywhere (shape {tuple(g.shape)}): "
+                      f"{factor_cause(c, n)}", hint)
     worst = int(torch.where(bad, diff, torch.full_like(diff, -1.0)).argmax())
     idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), g.shape))
     detail = (f"max |difference| {_fmt(diff[idx].item())} at {_where(idx)} (got {_fmt(g[idx].item())}, "

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import os
 import random
+import unicodedata
+import warnings
+from importlib.resources import files
 from pathlib import Path
 
 import torch
 
+from mmlib import validate
 from mmlib.vocab import Vocab
 
-NAMES = Path(__file__).resolve().parent.parent / "data" / "names.txt"
-"""The names file that ships with the course (see data/README.md)."""
+NAMES = Path(str(files("mmlib.words") / "names.txt"))
+"""The names file that ships with the course (data/names.txt in the repository; see data/README.md)."""
 
 
 class DataError(ValueError):
@@ -27,14 +31,27 @@ def load_words(path: str | os.PathLike | None = None) -> list[str]:
 
     A byte-order mark and Windows line endings are accepted; surrounding whitespace is stripped
     and blank lines are dropped. Nothing else is changed: no lowercasing, no filtering of
-    characters, so the vocabulary is exactly what the file holds.
+    characters, so the vocabulary is exactly what the file holds. Characters that are easy to
+    miss (tabs and other control characters, zero-width characters, combining accents) are kept
+    too, but each kind gets a warning naming the first line that holds it.
+    Only regular files are read: a pipe would wait forever and a device such as /dev/zero never ends.
     """
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise DataError(f"data_path must be None (the course's names) or the path of a text file, "
+                        f"got {path!r} ({type(path).__name__})")
     path = Path(NAMES if path is None else path)
     if not path.exists():
         raise DataError(f"no word file at {path}: check data_path (the course ships {NAMES})")
     if path.is_dir():
         raise DataError(f"{path} is a folder; data_path must name a text file with one word per line")
+    if not path.is_file():
+        raise DataError(f"{path} is not a regular file (a pipe, socket or device); "
+                        "data_path must name a text file with one word per line")
     raw = path.read_bytes()
+    even, odd = raw[0:8:2].count(0), raw[1:8:2].count(0)   # UTF-16 puts a NUL beside every ASCII letter
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(raw) >= 8 and {even, odd} & {0} and max(even, odd) >= 3):
+        raise DataError(f"{path} looks like UTF-16 text; save it as UTF-8, e.g. "
+                        f"`iconv -f utf-16 -t utf-8 {path.name} > words-utf8.txt`")
     if b"\x00" in raw:
         raise DataError(
             f"{path} looks binary (it contains NUL bytes at offset {raw.index(0)}); "
@@ -48,11 +65,39 @@ def load_words(path: str | os.PathLike | None = None) -> list[str]:
             f"{path} is not valid UTF-8 (byte {raw[e.start]:#04x} on line {line}); "
             "save it as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
         ) from None
-    words = [w.strip() for w in text.splitlines()]
-    words = [w for w in words if w]
+    lines = [w.strip() for w in text.splitlines()]
+    _warn_hidden_characters(path, lines)
+    words = [w for w in lines if w]
     if not words:
         raise DataError(f"{path} holds no words (it is empty or only blank lines)")
     return words
+
+
+HIDDEN = {
+    "Cc": "a control character such as a tab",
+    "Cf": "an invisible formatting character such as a zero-width space",
+    "Mn": "a combining accent (a letter written as two code points)",
+    "Me": "a combining mark",
+}
+"""Unicode categories that become vocabulary tokens a reader cannot see; `load_words` warns about them."""
+
+
+def _warn_hidden_characters(path: Path, lines: list[str]) -> None:
+    first: dict[str, tuple[int, str, str]] = {}
+    counts: dict[str, int] = {}
+    for n, line in enumerate(lines, 1):
+        for ch in line:
+            cat = unicodedata.category(ch)
+            if cat in HIDDEN:
+                first.setdefault(cat, (n, ch, line))
+                counts[cat] = counts.get(cat, 0) + 1
+    for cat, (n, ch, line) in first.items():
+        fix = ("normalise the file to NFC (e.g. `python -c \"import unicodedata,sys; "
+               "sys.stdout.write(unicodedata.normalize('NFC', sys.stdin.read()))\" < in.txt > out.txt`)"
+               if cat in ("Mn", "Me") else "remove it from the file if it is not meant to be a character of the words")
+        warnings.warn(f"{path.name}, line {n} ({line!r}): U+{ord(ch):04X} "
+                      f"{unicodedata.name(ch, 'unnamed')} is {HIDDEN[cat]}; it becomes a token of its own "
+                      f"({counts[cat]} such characters in the file): {fix}", stacklevel=3)
 
 
 def split_words(
@@ -61,16 +106,29 @@ def split_words(
     """Shuffle a copy of `words` with `seed` and cut it into train, dev and test lists.
 
     The split is by word, not by example, so no word's characters leak from train into dev or test.
-    The same seed always gives the same split.
+    The same seed always gives the same split; every part gets at least one word, or a clear error
+    says how many words the file needs.
     """
+    validate.seed("seed", seed)
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
-    if len(words) < 3:
-        raise DataError(f"need at least 3 words to make train/dev/test splits, got {len(words)}")
+
+    def cuts(n: int) -> tuple[int, int]:
+        return int(fractions[0] * n), int((fractions[0] + fractions[1]) * n)
+
+    def sizes(n: int) -> tuple[int, int, int]:
+        n1, n2 = cuts(n)
+        return n1, n2 - n1, n - n2
+
+    if min(sizes(len(words))) == 0:
+        need = next(n for n in range(3, 10_000) if min(sizes(n)) > 0)
+        empty = [name for name, k in zip(("train", "dev", "test"), sizes(len(words))) if k == 0]
+        raise DataError(f"{len(words)} words are too few to split {fractions[0]:g}/{fractions[1]:g}/{fractions[2]:g} "
+                        f"into train/dev/test: the {' and '.join(empty)} split would be empty; "
+                        f"use a file with at least {need} words")
     words = list(words)
     random.Random(seed).shuffle(words)
-    n1 = int(fractions[0] * len(words))
-    n2 = int((fractions[0] + fractions[1]) * len(words))
+    n1, n2 = cuts(len(words))
     return words[:n1], words[n1:n2], words[n2:]
 
 

@@ -135,8 +135,12 @@ def build(check: bool = False, only: list[str] | None = None) -> list[str]:
 
 def execute(paths: list[Path], timeout: int | None = None) -> None:
     """Run notebooks top to bottom in place at their default parameters (execution counts 1..N)."""
+    import os
+
     from nbclient import NotebookClient
 
+    # No progress bars in committed outputs: a tqdm widget would be saved as a dead widget.
+    os.environ["MMLIB_QUIET"] = "1"
     for p in paths:
         nb = nbformat.read(p, as_version=4)
         NotebookClient(nb, timeout=timeout, kernel_name="python3",

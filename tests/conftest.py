@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -32,6 +34,22 @@ def nb_id(path: Path) -> str:
 def ci_parameters(path: Path) -> dict:
     nb = nbformat.read(path, as_version=4)
     return dict(nb.metadata.get("mmlib", {}).get("ci_parameters", {}))
+
+
+# The unit tests train toy models: one thread is faster than several there, and far faster on a busy
+# machine where extra threads wait for each other. (Notebooks set their own threads in their kernels.)
+torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, every test that runs a lesson joins that lesson's group, so the lesson's
+    CI-sized run (cached per worker by `run_lesson`) happens once rather than once per worker."""
+    for item in items:
+        if "run_lesson" not in getattr(item, "fixturenames", ()):
+            continue
+        m = re.search(r"test_lesson(\d\d)|\[(\d\d)_", item.nodeid)
+        if m:
+            item.add_marker(pytest.mark.xdist_group(f"lesson{m.group(1) or m.group(2)}"))
 
 
 @pytest.fixture(autouse=True, scope="session")

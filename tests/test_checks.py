@@ -84,3 +84,29 @@ def test_exact_matches_are_mentioned_only_where_asked():
     rows = [check("a", 1.0, 1.0), check("b", 1.0 + 1e-9, 1.0)]
     assert Report(rows).summary() == "2/2 correct"
     assert Report(rows, mention_exact=True).summary() == "2/2 correct (1 exact)"
+
+
+@pytest.mark.parametrize("factor, n, cause", [
+    (32, 32, "a missing division by n = 32 (the batch size)?"),
+    (1 / 32, 32, "divided by n = 32 once too often?"),
+    (31 / 32, 32, "n where n - 1 belongs (Bessel's correction, n = 32)?"),
+    (32 / 31, 32, "n - 1 where n belongs (Bessel's correction, n = 32)?"),
+    (-1, None, "the sign is flipped"),
+    (2, None, "a factor of 2 too many"),
+    (0.5, None, "half of what it should be"),
+    (3.7, None, "one constant factor is off"),
+])
+def test_a_constant_factor_is_named_with_its_likely_cause(factor, n, cause):
+    want = torch.randn(32, 27, generator=torch.Generator().manual_seed(0))
+    r = check("dlogits", want * factor, want, atol=1e-6, rtol=1e-4, n=n)
+    assert r.status == "wrong"
+    assert f"x the expected value everywhere (shape (32, 27)): {cause}" in r.detail, r.detail
+
+
+def test_a_partly_wrong_answer_is_not_called_a_factor():
+    want = torch.randn(8, 5, generator=torch.Generator().manual_seed(1))
+    got = want.clone()
+    got[0] *= 32          # one row scaled: a partial error, reported by where and how many
+    r = check("x", got, want, n=32)
+    assert "everywhere" not in r.detail and "5 of 40 entries outside" in r.detail
+    assert "everywhere" not in check("s", 3.0, 1.5).detail   # one number is never "proportional"

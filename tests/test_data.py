@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -33,6 +37,10 @@ def test_load_words_tolerates_bom_crlf_whitespace_and_blank_lines(tmp_path):
     (lambda d: write(d, b"\n  \n\r\n"), "holds no words"),
     (lambda d: write(d, b"\x89PNG\r\n\x1a\n\x00\x00"), "looks binary"),
     (lambda d: write(d, "ana\nJosé\n".encode("latin-1")), "not valid UTF-8 (byte 0xe9 on line 2)"),
+    (lambda d: write(d, "ana\nbob\n".encode("utf-16")), "looks like UTF-16 text; save it as UTF-8"),
+    (lambda d: write(d, "ana\nbob\n".encode("utf-16-le")), "looks like UTF-16 text"),
+    (lambda d: write(d, "ana\nbob\n".encode("utf-16-be")), "looks like UTF-16 text"),
+    (lambda d: Path("/dev/zero"), "not a regular file"),
 ])
 def test_load_words_errors_say_what_is_wrong(tmp_path, make, message):
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -100,7 +108,7 @@ def test_split_is_deterministic_disjoint_and_80_10_10():
     assert sorted(train + dev + test) == sorted(words)
     with pytest.raises(ValueError, match="fractions"):
         split_words(words, fractions=(0.5, 0.6, 0.1))
-    with pytest.raises(DataError, match="at least 3 words"):
+    with pytest.raises(DataError, match="use a file with at least 6 words"):
         split_words(["a", "b"])
 
 
@@ -110,3 +118,39 @@ def test_build_splits_covers_every_example_once():
     parts = build_splits(words, v, block_size=3, seed=42)
     assert list(parts) == ["train", "dev", "test"]
     assert sum(len(Y) for _, Y in parts.values()) == sum(len(w) + 1 for w in words)
+
+
+def test_load_words_refuses_a_pipe_instead_of_waiting_forever(tmp_path):
+    fifo = tmp_path / "words.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="not a regular file"):
+        load_words(fifo)
+
+
+@pytest.mark.parametrize("bad", [123, 1.5, ["names.txt"]])
+def test_load_words_names_a_data_path_of_the_wrong_type(bad):
+    with pytest.raises(DataError, match="data_path must be None .* or the path of a text file, got"):
+        load_words(bad)
+
+
+@pytest.mark.parametrize("text, what, line", [
+    ("ana\nbo\tb\n", "U\\+0009 .* control character", 2),
+    ("ana\nzoe\u200b\n", "U\\+200B ZERO WIDTH SPACE .* invisible", 2),
+    ("Jose\u0301\nana\n", "U\\+0301 COMBINING ACUTE ACCENT .* NFC", 1),
+])
+def test_invisible_characters_are_kept_but_named_with_their_line(tmp_path, text, what, line):
+    p = write(tmp_path, text.encode("utf-8"))
+    with pytest.warns(UserWarning, match=f"line {line} .*{what}"):
+        words = load_words(p)
+    assert len(words) == 2, "the words are kept as they are"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_words(write(tmp_path, "New York\nJosé\n".encode("utf-8"), "ok.txt"))  # spaces, accents: no warning
+
+
+def test_split_needs_a_seed_and_enough_words_for_every_part():
+    with pytest.raises(ValueError, match="seed must be a whole number"):
+        split_words(["a"] * 20, seed=None)
+    with pytest.raises(DataError, match="5 words are too few .* the dev split would be empty; use a file with at least 6"):
+        split_words(list("abcde"))
+    assert [len(part) for part in split_words(list("abcdef"))] == [4, 1, 1]

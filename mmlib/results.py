@@ -1,0 +1,138 @@
+"""Every lesson's headline results, read from the committed notebooks, never typed (course tooling).
+
+Each lesson's results cell calls `mmlib.metrics.save_metrics`, which shows the metrics in the
+notebook as an `application/json` output. The committed solution notebooks are real runs at the
+default parameters, so their metrics are the course's results. This module reads them back:
+
+    collect()                 {"01": metrics, "02": ..., ...} from notebooks/solutions/
+    results_table(collected)  the README's markdown table
+    plot_results(collected)   dev loss against training time, one point per lesson (lesson 06)
+
+    python -m mmlib.results           print the table
+    python -m mmlib.results --write   put it into README.md between the results markers
+    python -m mmlib.results --check   exit 1 if README.md's table differs (a test runs this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from mmlib.metrics import SCHEMA, MetricsError, validate_metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS = ROOT / "notebooks" / "solutions"
+README = ROOT / "README.md"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def notebook_metrics(path: str | Path) -> dict[str, Any] | None:
+    """The metrics a notebook's results cell displayed (the last, if several), or None if it has none."""
+    nb = nbformat.read(Path(path), as_version=4)
+    found = None
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {}).get("application/json")
+            if isinstance(data, dict) and data.get("schema") == SCHEMA:
+                found = dict(data)
+    return found
+
+
+def collect(folder: str | Path = SOLUTIONS) -> dict[str, dict[str, Any]]:
+    """Lesson number -> metrics, for every solution notebook in `folder` that displays them.
+
+    A notebook without metrics in the schema (not yet re-run since the schema came in) is left
+    out; one whose metrics break the schema raises `MetricsError` naming the notebook.
+    """
+    out = {}
+    for path in sorted(Path(folder).glob("[0-9][0-9]_*.ipynb")):
+        m = notebook_metrics(path)
+        if m is None:
+            continue
+        try:
+            validate_metrics(m)
+        except MetricsError as e:
+            raise MetricsError(f"{path.name}: {e}") from None
+        out[m["lesson"]] = m
+    return out
+
+
+def _loss(v: float | None) -> str:
+    return "" if v is None else f"{v:.4f}"
+
+
+def _seconds(v: float | None) -> str:
+    if v is None:
+        return ""
+    return f"{v:.0f} s" if v < 120 else f"{v / 60:.1f} min"
+
+
+def results_table(collected: dict[str, dict[str, Any]]) -> str:
+    """A markdown table: lesson, model, parameters, train/dev/test loss, training time."""
+    lines = ["| lesson | model | parameters | train | dev | test | training time |",
+             "|---|---|---|---|---|---|---|"]
+    for lesson, m in sorted(collected.items()):
+        n = "" if m["n_parameters"] is None else f"{m['n_parameters']:,}"
+        losses = m["losses"]
+        lines.append(f"| {lesson} | {m['model']} | {n} | {_loss(losses['train'])} | {_loss(losses['dev'])} | "
+                     f"{_loss(losses['test'])} | {_seconds(m['train_seconds'])} |")
+    return "\n".join(lines)
+
+
+def plot_results(collected: dict[str, dict[str, Any]], ax=None):
+    """Dev loss against training time (log scale), one labelled point per lesson that has both."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    for lesson, m in sorted(collected.items()):
+        dev, t = m["losses"]["dev"], m["train_seconds"]
+        if dev is None or not t:
+            continue
+        ax.scatter([t], [dev])
+        ax.annotate(f"{lesson}: {m['model']}", (t, dev), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("training time (s, log scale)")
+    ax.set_ylabel("dev loss")
+    ax.set_title("every lesson's main model on the same dev split")
+    return ax
+
+
+def readme_with_table(readme: str, table: str) -> str:
+    """`readme` with the text between the results markers replaced by `table`."""
+    if BEGIN not in readme or END not in readme:
+        raise ValueError(f"README.md needs the markers {BEGIN} and {END} around the results table")
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{table}\n{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mmlib.results",
+                                 description="The results table, from the committed solution notebooks' metrics.")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="write the table into README.md")
+    mode.add_argument("--check", action="store_true", help="exit 1 if README.md's table is out of date")
+    args = ap.parse_args(argv)
+    table = results_table(collect())
+    if not (args.write or args.check):
+        print(table)
+        return 0
+    readme = README.read_text(encoding="utf-8")
+    new = readme_with_table(readme, table)
+    if args.check:
+        if new != readme:
+            print("README.md's results table differs from the notebooks' metrics: run "
+                  "`python -m mmlib.results --write`", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(new, encoding="utf-8")
+    print(f"wrote the results of {table.count(chr(10)) - 1} lessons into {README.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
