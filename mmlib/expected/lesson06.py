@@ -107,30 +107,39 @@ def probe_attention(fn: Callable, seed: int = 0) -> list[Result]:
 
 # ---- exercise 2: one head, and the causal test ---------------------------------------------------
 
+def _shape_row(name: str, out, want: tuple[int, ...], hint: str) -> Result:
+    """A row for the output's shape: right, wrong (both shapes named), or not a tensor at all."""
+    if not isinstance(out, torch.Tensor):
+        return Result(name, "error", f"expected a tensor, got {type(out).__name__}", hint)
+    if tuple(out.shape) != want:
+        return Result(name, "shape", f"expected {want} for an input of that batch and length, got {tuple(out.shape)}", hint)
+    return Result(name, "exact", f"{want}")
+
+
 def _head_reference(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Causal attention of the head's own projections (its `query`, `key`, `value` layers)."""
     with torch.no_grad():
         return attention_reference(head.query(x), head.key(x), head.value(x))
 
 
-def future_leaks(fn: Callable[[torch.Tensor], torch.Tensor], idx: torch.Tensor, emb: torch.Tensor,
+def future_leaks(fn: Callable[[torch.Tensor], torch.Tensor], idx: torch.Tensor, vocab_size: int,
                  generator: torch.Generator, atol: float = 1e-6) -> list[tuple[int, int, float]]:
     """For every t, replace the characters after position t and compare `fn`'s output at 0..t.
 
-    `idx` (B, T) are character ids, `emb` (V, C) the embedding table that turns them into the
-    head's input. Returns (t, p, change) for every position p <= t whose output moved by more
-    than `atol` when only characters after t changed: empty for a causal `fn`.
+    `fn` maps character ids (B, T) to outputs (B, T, ...); `idx` are the ids to start from.
+    Returns (t, p, change) for every position p <= t whose output moved by more than `atol` when
+    only characters after t changed: empty for a causal `fn`.
     """
     B, T = idx.shape
     with torch.no_grad():
-        base = fn(emb[idx])
+        base = fn(idx)
         leaks = []
         for t in range(T - 1):
             other = idx.clone()
             # a different character at every later position (shifting the id by 1..V-1 never keeps it)
-            shift = torch.randint(1, emb.shape[0], (B, T - t - 1), generator=generator)
-            other[:, t + 1:] = (idx[:, t + 1:] + shift) % emb.shape[0]
-            moved = (fn(emb[other])[:, : t + 1] - base[:, : t + 1]).abs().amax(dim=(0, 2))   # (t + 1,)
+            shift = torch.randint(1, vocab_size, (B, T - t - 1), generator=generator)
+            other[:, t + 1:] = (idx[:, t + 1:] + shift) % vocab_size
+            moved = (fn(other)[:, : t + 1] - base[:, : t + 1]).abs().reshape(B, t + 1, -1).amax(dim=(0, 2))  # (t + 1,)
             leaks += [(t, p, float(m)) for p, m in enumerate(moved) if m > atol]
     return leaks
 
@@ -176,9 +185,8 @@ def probe_causal_head(make_head: Callable[[int, int], nn.Module], n_embd: int = 
         return [Result(names[0], "error", f"head(x) on x of shape {tuple(x.shape)} raised {type(err).__name__}: {err}")]
     if out is TODO:
         return [Result(n, "todo", "replace TODO with your answer") for n in names]
-    rows = [check(names[0], torch.tensor(tuple(out.shape)), torch.tensor((4, block_size, head_size)), atol=0,
-                  hint="the head maps (B, T, n_embd) to (B, T, head_size)")]
-    if tuple(out.shape) != (4, block_size, head_size):
+    rows = [_shape_row(names[0], out, (4, block_size, head_size), "the head maps (B, T, n_embd) to (B, T, head_size)")]
+    if not rows[0].passed:
         return rows
     rows.append(check(names[1], out, _head_reference(head, x), atol=ATOL,
                       hint=diagnose_attention(out, head.query(x), head.key(x), head.value(x))))
@@ -190,7 +198,7 @@ def probe_causal_head(make_head: Callable[[int, int], nn.Module], n_embd: int = 
     else:
         rows.append(check(names[2], got, _head_reference(head, short), atol=ATOL,
                           hint="cut the mask to the input's length: tril[:T, :T]"))
-    leaks = future_leaks(head, idx, emb, g)
+    leaks = future_leaks(lambda i: head(emb[i]), idx, vocab_size, g)
     rows.append(check_that(names[3], out, not leaks,
                            "changing the characters after each position t left every output at 0..t unchanged "
                            "(tolerance 1e-6)" if not leaks else _describe_leaks(leaks),
@@ -240,10 +248,9 @@ def probe_multihead(make_mh: Callable[[int, int], nn.Module], n_embd: int = 32, 
         return [Result(names[0], "error", f"on x of shape {tuple(x.shape)} it raised {type(err).__name__}: {err}")]
     if out is TODO:
         return [Result(n, "todo", "replace TODO with your answer") for n in names]
-    rows = [check(names[0], torch.tensor(tuple(out.shape)), torch.tensor(tuple(x.shape)), atol=0,
-                  hint=f"concatenate the {n_head} heads' outputs (each n_embd // n_head wide) on the last "
-                       "dimension, then apply proj")]
-    if tuple(out.shape) != tuple(x.shape):
+    rows = [_shape_row(names[0], out, tuple(x.shape), f"concatenate the {n_head} heads' outputs (each n_embd // n_head "
+                                                     "wide) on the last dimension, then apply proj")]
+    if not rows[0].passed:
         return rows
     heads = getattr(mh, "heads", None)
     if heads is None or len(heads) != n_head or getattr(mh, "proj", None) is None:
