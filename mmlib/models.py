@@ -463,9 +463,13 @@ class Transformer(Model):
     """A GPT-style decoder: token (+ position) embeddings, `n_layer` blocks, LayerNorm, logits (lesson 06).
 
     Reads idx (B, T), T <= block_size, and returns logits (B, T, vocab_size): position t predicts
-    the character after idx[:, :t + 1]. Weights are drawn from N(0, 0.02) as in GPT-2, the
-    projections back into the residual stream with a smaller std, 0.02 / sqrt(2 * n_layer), so the
-    stream's variance does not grow with depth.
+    the character after idx[:, :t + 1].
+
+    The weights start as PyTorch's layers start them (and makemore's transformer), drawn from
+    `generator`: embeddings from N(0, 1), like lesson 02's `C`; every Linear's weights and biases
+    from U(-1/sqrt(fan_in), 1/sqrt(fan_in)); LayerNorm's gain 1 and bias 0. GPT-2's N(0, 0.02) suits
+    its 768-wide layers (about 1/sqrt(768)); for the course's 64-wide ones it is four times smaller
+    than 1/sqrt(64), and in lesson 06's recipe search that model learned markedly slower.
     """
 
     Config = TransformerConfig
@@ -481,13 +485,13 @@ class Transformer(Model):
         self.ln_f = nn.LayerNorm(c.n_embd)
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size)
         with torch.no_grad():
-            for name, p in self.named_parameters():
-                if name.endswith("bias"):
-                    nn.init.zeros_(p)
-                elif p.ndim == 2:
-                    small = name.endswith("proj.weight") or name.endswith("mlp.2.weight")
-                    std = 0.02 / math.sqrt(2 * c.n_layer) if small else 0.02
-                    nn.init.normal_(p, std=std, generator=generator)
+            for m in self.modules():
+                if isinstance(m, nn.Embedding):
+                    nn.init.normal_(m.weight, generator=generator)
+                elif isinstance(m, nn.Linear):
+                    bound = 1 / math.sqrt(m.in_features)
+                    nn.init.uniform_(m.weight, -bound, bound, generator=generator)
+                    nn.init.uniform_(m.bias, -bound, bound, generator=generator)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         self.check_input(idx)
