@@ -11,6 +11,10 @@ notebook built from it gets `../images/NAME.png` (see mmlib/exercises.py and ima
   layer, a softmax over the 27 characters, and the paper's optional direct connections.
 - `activations.png` (lesson 03): tanh, ReLU and sigmoid with their derivatives, tanh's saturated
   regions marked.
+- `wavenet.png` (lesson 05): left, the tree the lesson's WaveNet builds over one window of 8
+  characters, neighbours fused two at a time, with each level's layers and shapes; right, the same
+  network as causal dilated convolutions (dilation 1, 2, 4) computing every position of a name,
+  the tree of one position picked out (after van den Oord et al. 2016, figure 3, redrawn).
 
 The output is deterministic: fixed matplotlib settings (rcParams reset, matplotlib's own DejaVu
 fonts), no random numbers except from a seeded generator, and palette PNGs (as
@@ -248,6 +252,112 @@ def draw_activations() -> Figure:
     return fig
 
 
+# ---- lesson 05: WaveNet -------------------------------------------------------------------------
+
+def conv_inputs(level: int, t: int) -> list[int]:
+    """The positions of level `level - 1` that a dilated causal convolution at `level` reads at `t`.
+
+    Kernel size 2, dilation 2**(level - 1): the position itself and the one 2**(level - 1) before it.
+    """
+    return [t - 2 ** (level - 1), t]
+
+
+def tree_nodes(t: int, levels: int) -> set[tuple[int, int]]:
+    """Every (level, position) the output at position `t` of the top level depends on (its receptive tree)."""
+    nodes, frontier = {(levels, t)}, [(levels, t)]
+    while frontier:
+        k, u = frontier.pop()
+        if k:
+            for v in conv_inputs(k, u):
+                if (k - 1, v) not in nodes:
+                    nodes.add((k - 1, v))
+                    frontier.append((k - 1, v))
+    return nodes
+
+
+def draw_wavenet() -> Figure:
+    """Left: one window as a tree of pairwise fusions; right: every position as dilated convolutions."""
+    fig = Figure(figsize=(12.5, 5.4))
+    left = fig.add_axes((0.0, 0.0, 0.5, 0.9))
+    right = fig.add_axes((0.52, 0.0, 0.48, 0.9))
+    fig.text(0.5, 0.955, "WaveNet (van den Oord et al. 2016) as lesson 05 builds it", ha="center", va="center",
+             fontsize=13, weight="bold", color=INK)
+    for ax in (left, right):
+        ax.axis("off")
+    colours = [MUTED, BLUE, GREEN, PURPLE]
+
+    # left: one window of 8 characters, fused two at a time
+    context, target = ".isabell", "a"
+    ax = left
+    ax.set_xlim(-1.2, 12.6)
+    ax.set_ylim(-1.4, 5.1)
+    ax.text(3.5, 4.85, "one window: a tree over 8 characters", ha="center", fontsize=11, color=INK, weight="bold")
+    xs = {(0, i): float(i) for i in range(8)}
+    for k in range(1, 4):
+        for j in range(8 >> k):
+            xs[k, j] = (xs[k - 1, 2 * j] + xs[k - 1, 2 * j + 1]) / 2
+    for (k, j), x in xs.items():
+        if k:
+            for c in (2 * j, 2 * j + 1):
+                ax.plot([xs[k - 1, c], x], [k - 1 + 0.22, k - 0.22], color=colours[k], lw=1.6, zorder=1)
+    for (k, j), x in xs.items():
+        if k == 0:
+            ch = context[j]
+            ax.text(x, 0, ch, ha="center", va="center", fontsize=12, family="DejaVu Sans Mono",
+                    color=MUTED if ch == "." else INK,
+                    bbox=dict(boxstyle="round,pad=0.3", facecolor="white", edgecolor="#bbbbbb"))
+        else:
+            seen = context[j * 2**k:(j + 1) * 2**k]
+            ax.text(x, k, seen, ha="center", va="center", fontsize=8.5, family="DejaVu Sans Mono", color=INK,
+                    bbox=dict(boxstyle="round,pad=0.3", facecolor="#f4f8fc", edgecolor=colours[k], lw=1.4))
+    _arrow(ax, (xs[3, 0], 3.25), (xs[3, 0], 3.95), color=RED, lw=1.4)
+    ax.text(xs[3, 0], 4.25, f"logits: next character '{target}'", ha="center", va="center", fontsize=9.5, color=RED)
+    ax.text(3.5, -0.75, "context (B, 8) → embeddings (B, 8, 24)", ha="center", fontsize=8.5, color=MUTED,
+            family="DejaVu Sans Mono")
+    rows = [("level 1: pairs of characters", "FlattenConsecutive(2) → (B, 4, 48)\nLinear → BatchNorm → tanh: (B, 4, 128)"),
+            ("level 2: pairs of pairs", "FlattenConsecutive(2) → (B, 2, 256)\nLinear → BatchNorm → tanh: (B, 2, 128)"),
+            ("level 3: the whole window", "FlattenConsecutive(2) → (B, 256)\nLinear → BatchNorm → tanh: (B, 128)")]
+    for k, (title, body) in enumerate(rows, 1):
+        ax.text(8.1, k + 0.17, title, ha="left", va="center", fontsize=9, color=colours[k], weight="bold")
+        ax.text(8.1, k - 0.25, body, ha="left", va="center", fontsize=7.5, color=MUTED, family="DejaVu Sans Mono",
+                linespacing=1.3)
+    ax.text(8.1, -0.1, "each node: a vector of 128\nunits that sees the characters\nwritten in it",
+            ha="left", va="center", fontsize=8, color=INK)
+
+    # right: every position, causal dilated convolutions
+    ax = right
+    seq = ".......isabella"                     # 7 start tokens, then the name: windows end at positions 7..
+    T, levels = len(seq), 3
+    out = T - 1                                 # the picked-out output: after "isabella", predicting "."
+    tree = tree_nodes(out, levels)
+    ax.set_xlim(-0.8, T + 1.8)
+    ax.set_ylim(-1.4, 5.1)
+    ax.text((T - 1) / 2, 4.85, "every position at once: causal dilated convolutions", ha="center", fontsize=11,
+            color=INK, weight="bold")
+    for k in range(1, levels + 1):
+        for t in range(2 ** k - 1, T):
+            for u in conv_inputs(k, t):
+                if u >= 2 ** (k - 1) - 1:
+                    on = (k, t) in tree
+                    ax.plot([u, t], [k - 1, k], color=colours[k] if on else "#dddddd", lw=1.8 if on else 0.7,
+                            zorder=2 if on else 1)
+        ax.text(T - 0.4, k, f"dilation {2 ** (k - 1)}", ha="left", va="center", fontsize=8.5, color=colours[k])
+    for k in range(levels + 1):
+        for t in range(2 ** k - 1, T):
+            on = (k, t) in tree
+            ax.scatter([t], [k], s=70, facecolor=colours[k] if on else "white",
+                       edgecolor=colours[k] if on else "#bbbbbb", lw=1.0, zorder=3)
+    for t, ch in enumerate(seq):
+        ax.text(t, -0.45, ch, ha="center", va="center", fontsize=10, family="DejaVu Sans Mono",
+                color=INK if (0, t) in tree else MUTED)
+    _arrow(ax, (out, 3.2), (out, 3.9), color=RED, lw=1.4)
+    ax.text(out - 0.2, 4.25, "next: '.'", ha="right", va="center", fontsize=9.5, color=RED)
+    ax.text((T - 1) / 2, -1.05, "each output sees the 8 characters ending at it; a node is computed once and shared\n"
+            "by every output above it (the tree recomputes it for each window)", ha="center", va="center",
+            fontsize=8, color=MUTED)
+    return fig
+
+
 def palette_png(fig: Figure, exact: int = 16, colors: int = COLORS) -> bytes:
     """`fig` as a PNG with a palette of `colors` colours (like `mmlib.plots.compact_png`).
 
@@ -281,7 +391,7 @@ def palette_png(fig: Figure, exact: int = 16, colors: int = COLORS) -> bytes:
     return out.getvalue()
 
 
-FIGURES = {"mlp_architecture.png": draw_mlp, "activations.png": draw_activations}
+FIGURES = {"mlp_architecture.png": draw_mlp, "activations.png": draw_activations, "wavenet.png": draw_wavenet}
 
 
 def make_all(out_dir: Path = HERE) -> dict[str, int]:

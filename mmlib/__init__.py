@@ -5,17 +5,27 @@ One module per idea, so a helper can be found from the file names:
 
 - `mmlib.data`      reading word files, splitting them, building (context, next char) datasets  (lesson 01, 02)
 - `mmlib.vocab`     the character vocabulary with `.` as the start/end token                   (lesson 01)
-- `mmlib.setup`     seeding, device choice and notebook defaults in one call                   (lesson 01)
-- `mmlib.metrics`   writing a lesson's headline numbers to JSON for CI                         (lesson 01)
+- `mmlib.runtime`   seeding, device choice and notebook defaults in one call                   (lesson 01)
+- `mmlib.validate`  the one place parameters are checked, with messages that say how to fix them (lesson 01 onwards)
+- `mmlib.metrics`   every lesson's headline numbers in one schema, written as JSON              (lesson 01)
+- `mmlib.timing`    timing a piece of code: the fastest of several rounds                      (lesson 02, 04)
+- `mmlib.models`    the course's models behind one call, `logits, loss = model(idx, targets)`  (lesson 02 onwards)
+- `mmlib.train`     one training loop for every model (`train`, `TrainConfig`) and `evaluate`  (lesson 02 onwards)
+- `mmlib.losslog`   a lesson's running log of runs and their train/dev losses                  (lesson 02, 03)
 - `mmlib.plots`     the small plotting helpers the lessons share                               (lesson 01 onwards)
 - `mmlib.sample`    drawing words from any next-character model                                (lesson 01, 02)
-- `mmlib.layers`    Linear, BatchNorm1d, Tanh, ... with torch.nn's call shapes, in plain tensors (lesson 03)
+- `mmlib.layers`    Linear, BatchNorm1d, Tanh, ... with torch.nn's call shapes, in plain tensors, and
+                    `DeepMLP`, a stack of them with the models' call                            (lesson 03);
+                    Embedding, FlattenConsecutive, Sequential, the WaveNet as a layer stack   (lesson 05)
 - `mmlib.diagnostics` per-layer activation, gradient and update:data statistics and plots      (lesson 03)
-- `mmlib.widgets`   the initialisation and training-statistics explorers (ipywidgets)          (lesson 03)
-- `mmlib.gradcheck` comparing hand-written gradients with autograd, one row per variable       (lesson 04)
+- `mmlib.widgets`   the initialisation and training-statistics explorers (ipywidgets)          (lesson 03);
+                    the WaveNet's receptive-field explorer                                   (lesson 05)
+- `mmlib.gradcheck` comparing hand-written gradients with autograd, one row per variable, and
+                    probing a learner's backward pass before it trains                          (lesson 04)
 - `mmlib.checks`    exercise checks that tell a learner what is wrong and by how much          (lesson 01 onwards)
 - `mmlib.expected`  the independent computations the exercise checks compare against           (lesson 01 onwards)
 - `mmlib.exercises` builds the learner notebooks from the solution notebooks                   (course tooling)
+- `mmlib.cli`       `makemore train/sample/eval`: any word list from the command line (also `python -m mmlib`)
 
 Lessons import from the submodules (`from mmlib.data import load_words`), so the reader sees
 where each helper lives.

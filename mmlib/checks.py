@@ -155,9 +155,12 @@ def check(name: str, got: Any, want: Any, *, atol: float = 1e-6, rtol: float = 0
     if g.shape != w.shape:
         detail = f"expected shape {tuple(w.shape)}, got {tuple(g.shape)}"
         if [d for d in g.shape if d != 1] == [d for d in w.shape if d != 1]:
-            # The usual cause: a sum over a broadcast dimension without keepdim=True.
-            detail += (": they differ only in dimensions of size 1 - a .sum(..., keepdim=True) "
-                       "keeps the dimension that was broadcast")
+            if g.ndim < w.ndim:   # the usual cause: a sum over a broadcast dimension without keepdim=True
+                detail += (": they differ only in dimensions of size 1 - your answer lost one: a "
+                           ".sum(..., keepdim=True) keeps the dimension that was broadcast")
+            else:
+                detail += (": they differ only in dimensions of size 1 - your answer has one too many "
+                           "(a .view/.reshape that kept a dimension of size 1, or keepdim=True where none belongs?)")
         elif g.numel() == w.numel():
             detail += " (same number of entries: a .view/.reshape or a transpose away?)"
         return Result(name, "shape", detail, hint)

@@ -139,8 +139,7 @@ def build_dataset(words: list[str], vocab: Vocab, block_size: int) -> tuple[torc
     window of `block_size` ids is a context `X[i]` and the id after it is its target `Y[i]`.
     Returns X of shape (N, block_size) and Y of shape (N,), both int64.
     """
-    if not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    validate.positive_int("block_size", block_size)
     if not words:
         raise DataError("build_dataset got no words")
     seqs = [[0] * block_size + vocab.encode(w) + [0] for w in words]

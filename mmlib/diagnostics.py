@@ -11,8 +11,11 @@ numbers (so tests and widgets can use them) and a `plot_*` function that draws t
                                      scale per step) is the rule of thumb the lecture uses
 
 `Recorder` keeps the first three (and the update ratios) at chosen steps of a training run, for
-`mmlib.widgets.training_explorer`. Layers are those of `mmlib.layers`: anything with `.out`, and for
-the gradients `retain_grads(layers)` must run before `loss.backward()`.
+`mmlib.widgets.training_explorer`; `recorder.on_step(layers, weights)` hands it every step of
+`mmlib.train.train`. Layers are those of `mmlib.layers`: anything with `.out`, and for the gradients
+`retain_grads(layers)` must run before `loss.backward()` (`DeepMLP(..., keep_grads=True)` does it).
+`gradients_on` runs one forward and backward pass for a look at a network's state, and
+`four_diagnostics` prints and draws all four at once.
 
 "Saturated" means the nonlinearity passes (almost) no gradient: |tanh| > 0.97, where its slope
 1 - tanh^2 is below 0.06, or ReLU output exactly 0, where its slope is 0.
@@ -21,13 +24,13 @@ the gradients `retain_grads(layers)` must run before `loss.backward()`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
 import torch
 
-from mmlib.layers import ReLU, Tanh
+from mmlib.layers import ReLU, Tanh, retain_grads  # noqa: F401 (retain_grads: lesson 03 imports it from here)
 from mmlib.validate import positive_int
 
 TANH_SATURATION = 0.97
@@ -107,14 +110,6 @@ def _watched(layers: Sequence, kinds: tuple[type, ...] | None) -> list[tuple[int
     """(position, layer) of the layers whose outputs the diagnostics look at."""
     kinds = (Tanh, ReLU) if kinds is None else kinds
     return [(i, layer) for i, layer in enumerate(layers) if isinstance(layer, kinds)]
-
-
-def retain_grads(layers: Iterable) -> None:
-    """Ask autograd to keep the gradient of every layer's output (call between forward and backward)."""
-    for layer in layers:
-        out = getattr(layer, "out", None)
-        if isinstance(out, torch.Tensor) and out.requires_grad:
-            out.retain_grad()
 
 
 def activation_stats(layers: Sequence, kinds: tuple[type, ...] | None = None, bins: int = 50) -> list[Stats]:
@@ -293,5 +288,58 @@ class Recorder:
             self.activations.append(activation_stats(layers))
             self.gradients.append(gradient_stats(layers))
 
+    def on_step(self, layers: Sequence, params) -> Callable:
+        """This recorder as `mmlib.train.train(..., on_step=...)`: `record` at every step, after the
+        backward pass and before the update (when the gradients are there and not yet used)."""
+
+        def record_step(info) -> None:
+            self.record(info.step, layers, params, info.lr, info.loss.item())
+
+        return record_step
+
     def __len__(self) -> int:
         return len(self.steps)
+
+
+def gradients_on(model, X: torch.Tensor, Y: torch.Tensor) -> float:
+    """One forward and backward pass of `model` on (X, Y), from cleared gradients; nothing is updated.
+
+    Afterwards every parameter's `.grad` (and, for a `DeepMLP(..., keep_grads=True)`, every layer's
+    output gradient) holds the gradient of this batch's loss: the state the diagnostics read.
+    Returns the loss.
+    """
+    for p in model.parameters():
+        p.grad = None
+    _, loss = model(X, Y)
+    loss.backward()
+    return loss.item()
+
+
+def four_diagnostics(layers: Sequence, weights: dict, recorder: Recorder, *, decay_step: int,
+                     title: str = "") -> tuple[list[Stats], list[Stats], list[WeightStats]]:
+    """Lesson 03's four diagnostics of a layer stack after a backward pass, printed and drawn.
+
+    1-3 read the layers' outputs, their gradients and the weights' gradients as they are now;
+    4 is the update:data ratio `recorder` kept over training, summarised as its mean log10 before
+    and from `decay_step` (where the learning rate dropped). Returns the statistics of 1-3.
+    """
+    from mmlib.plots import show_compact
+
+    acts, grads, wstats = activation_stats(layers), gradient_stats(layers), weight_stats(weights)
+    print("activations:", *("  " + s.line() for s in acts), sep="\n")
+    print("gradients:", *("  " + s.line() for s in grads), sep="\n")
+    print("weight gradients:", *("  " + s.line() for s in wstats), sep="\n")
+    ud = torch.tensor(recorder.ud)  # (steps, weights): log10 update:data ratio at every step
+    print(f"update:data ratio, mean log10 before / from the decay step (step {decay_step:,}):")
+    for name, before, after in zip(recorder.names, ud[:decay_step].nanmean(0), ud[decay_step:].nanmean(0)):
+        print(f"  {name:<20} {before:+.2f} -> {after:+.2f}  (change {after - before:+.2f})")
+    fig, axes = plt.subplots(2, 2, figsize=(12, 6))
+    plot_distributions(acts, axes[0, 0], "activation distribution")
+    plot_distributions(grads, axes[0, 1], "gradient distribution")
+    plot_weight_grads(wstats, axes[1, 0])
+    plot_update_ratios(recorder.ud, recorder.names, axes[1, 1])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    show_compact(fig)
+    return acts, grads, wstats

@@ -10,11 +10,16 @@ order of floating-point operations, which changes between torch versions.
 What this module adds to `mmlib.checks` is the lesson's own knowledge: the tolerances for each
 dtype (`TOLERANCES`), and hints from a table of the forward pass (`Step`): a variable's gradient
 collects one contribution from every step that *uses* the variable, so the hint names exactly those steps.
+
+`probe_backward` is exercise 4's guard: before a learner's `backward` trains a network, it runs once
+on a batch of another size and its answer is inspected, so a missing or misshapen gradient, an
+exception, or a `backward` that quietly uses the notebook's 32-example batch is explained in one
+sentence instead of surfacing deep inside training.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,3 +127,89 @@ def check_grads(
     if show:
         checks.show(rep)
     return rep
+
+
+@dataclass
+class Probe:
+    """What `probe_backward` found: `backward`'s answer on the probe batch and whether it can train.
+
+    `got` is what `backward` returned (`TODO` when it was not run), `want` autograd's gradients on
+    the same batch, `problem` the reason training cannot start ("" when it can), `unanswered` the
+    earlier answers still `TODO`.
+    """
+
+    got: Any
+    want: Mapping[str, torch.Tensor]
+    names: tuple[str, ...]
+    batch: int
+    problem: str = ""
+    unanswered: tuple[str, ...] = ()
+
+    @property
+    def ready(self) -> bool:
+        return not self.problem
+
+    def message(self) -> str:
+        if self.problem:
+            return f"{self.problem} The cells below skip training."
+        return f"backward returns a gradient of the right shape for each of {', '.join(self.names)}: ready to train."
+
+    def check(self, steps_got: Sequence[Mapping[str, torch.Tensor]] = (),
+              steps_want: Sequence[Mapping[str, torch.Tensor]] = (), *, atol: float, rtol: float,
+              hints: Mapping[str, str] | None = None, title: str = "Exercise 4", show: bool = True) -> GradReport:
+        """One row per parameter. When `backward` could train, the probe and the training steps'
+        gradients are stacked (index 0 of a "where" is the probe, 1.. the steps); otherwise the rows
+        compare what there is on the probe batch, so a learner sees which gradient is missing or misshapen."""
+        if self.ready:
+            got = {k: torch.stack([self.got[k], *(s[k] for s in steps_got)]) for k in self.names}
+            want = {k: torch.stack([self.want[k], *(s[k] for s in steps_want)]) for k in self.names}
+            where = f"the probe batch and the first {len(steps_got)} training steps" if steps_got else "the probe batch"
+            title = f"{title}: your backward vs autograd on {where}"
+        elif isinstance(self.got, Mapping):
+            got, want = {k: self.got.get(k, TODO) for k in self.names}, self.want
+            title = f"{title}: your backward vs autograd on the probe batch of {self.batch}"
+        else:
+            got, want = {k: TODO for k in self.names}, self.want
+            title = f"{title}: your backward vs autograd"
+        return check_grads(got, want, atol=atol, rtol=rtol, hints=hints, title=title, show=show)
+
+
+def probe_backward(backward: Callable, forward: Callable, params: Mapping[str, torch.Tensor], X: torch.Tensor,
+                   Y: torch.Tensor, *, want: Mapping[str, torch.Tensor], names: Sequence[str],
+                   after: Sequence[Report] = ()) -> Probe:
+    """Run a learner's `backward(params, cache, Y)` once on the batch (X, Y) and say whether it can train.
+
+    `forward(params, X)` must return `(loss, cache)` as lesson 04's does; `want` is autograd's
+    gradients on (X, Y), `names` the parameters `backward` must return a gradient for, each shaped
+    like its parameter. `after` are the reports of the exercises this one builds on: while any of
+    their answers is `TODO`, `backward` is not run. Choose a batch of another size than the training
+    batches, so a `backward` that reads the notebook's batch size instead of its input's shows up.
+    """
+    names = tuple(names)
+    unanswered = tuple(r.name for rep in after for r in rep.results if r.status == "todo")
+    if unanswered:
+        shown = ", ".join(unanswered[:6]) + (", ..." if len(unanswered) > 6 else "")
+        return Probe(TODO, want, names, len(X),
+                     f"Exercise 4 needs exercises 1-3 first: {len(unanswered)} answers are still TODO ({shown}).",
+                     unanswered)
+    try:
+        with torch.no_grad():
+            got = backward(params, forward(params, X)[1], Y)
+    except Exception as err:  # a learner's bug: explain it here rather than deep inside training
+        return Probe(TODO, want, names, len(X),
+                     f"Exercise 4: backward raised {type(err).__name__}: {err}\n  (call backward on a batch of "
+                     f"{len(X)} in a new cell to see where)")
+    if got is TODO:
+        problem = "Exercise 4: `backward` still returns TODO. Fill it in (cell above) and run again."
+    elif not isinstance(got, Mapping):
+        problem = f"Exercise 4: `backward` must return a dict name -> gradient, got {type(got).__name__}."
+    else:
+        missing = [k for k in names if k not in got]
+        misshapen = [f"d{k} {tuple(got[k].shape) if torch.is_tensor(got[k]) else type(got[k]).__name__} "
+                     f"(want {tuple(params[k].shape)})" for k in names
+                     if k in got and not (torch.is_tensor(got[k]) and got[k].shape == params[k].shape)]
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"wrong shape: {', '.join(misshapen)}"] if misshapen else [])
+        problem = (f"Exercise 4: backward's gradients do not fit the parameters on a batch of {len(X)}: "
+                   + "; ".join(parts)) if parts else ""
+    return Probe(got, want, names, len(X), problem)

@@ -13,8 +13,17 @@ Shapes follow `torch.nn` (`Linear` maps (..., fan_in) to (..., fan_out), `BatchN
 shape (fan_in, fan_out), so the forward pass is `x @ W + b` with no transpose. `tests/test_layers.py`
 checks each layer against its `torch.nn` twin with tolerances.
 
-Left out on purpose: modules-within-modules, hooks, `state_dict`, dtype handling. The course needs
-a handful of layers it can read in one sitting, not a framework.
+`build_stack` builds lesson 03's deep network as a list of these layers, and `DeepMLP` puts an
+embedding table in front of the list and gives the whole the course's model call,
+`logits, loss = model(idx, targets)`, so `mmlib.train.train` trains it (lesson 03).
+
+Lesson 05 adds `Embedding`, `FlattenConsecutive` and `Sequential` (a list of layers called in
+turn), `hierarchical_stack` (the WaveNet in these layers), `BatchNorm1dOverBatch` (the first,
+buggy BatchNorm for (N, L, C) inputs, kept to be looked at) and `LayerModel`, which gives a stack
+the course's model call so `mmlib.train` and `mmlib.sample` take it.
+
+Left out on purpose: hooks, `state_dict`, dtype handling. The course needs a handful of layers it
+can read in one sitting, not a framework.
 """
 
 from __future__ import annotations
@@ -24,7 +33,9 @@ from contextlib import contextmanager
 
 import torch
 
-from mmlib.validate import boolean, choice, number, positive_int
+import torch.nn.functional as F
+
+from mmlib.validate import boolean, choice, number, positive_int, power_of_two
 
 NONLINEARITIES = ("tanh", "relu", "none")
 OUTPUT_GAIN = 0.1
@@ -96,12 +107,8 @@ class BatchNorm1d:
     def __init__(self, dim: int, eps: float = 1e-5, momentum: float = 0.1, *,
                  device: str | torch.device | None = None):
         self.dim = positive_int("dim", dim)
-        if not eps > 0:
-            raise ValueError(f"eps must be positive (it keeps the division finite), got {eps!r}")
-        if not 0 <= momentum <= 1:
-            raise ValueError(f"momentum must be between 0 and 1, got {momentum!r}")
-        self.eps = eps
-        self.momentum = momentum
+        self.eps = number("eps", eps, 0, None, low_open=True)   # > 0: it keeps the division finite
+        self.momentum = number("momentum", momentum, 0, 1)
         self.training = True
         # parameters, trained with backprop
         self.gamma = torch.ones(dim, device=device, requires_grad=True)
@@ -174,6 +181,18 @@ class ReLU:
 def parameters(layers: Iterable) -> list[torch.Tensor]:
     """Every layer's parameters, in layer order (what the training loop updates)."""
     return [p for layer in layers for p in layer.parameters()]
+
+
+def retain_grads(layers: Iterable) -> None:
+    """Ask autograd to keep the gradient of every layer's output (call between forward and backward).
+
+    Autograd frees the gradients of intermediate tensors once it has passed them on; lesson 03's
+    gradient diagnostics (`mmlib.diagnostics.gradient_stats`) read them, so they must be kept.
+    """
+    for layer in layers:
+        out = getattr(layer, "out", None)
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            out.retain_grad()
 
 
 def train_mode(layers: Iterable, training: bool = True) -> None:
@@ -256,3 +275,271 @@ def build_stack(n_in: int, n_out: int, *, gain: float, depth: int, width: int, n
         fan_in = width
     layers.append(Linear(width, n_out, generator=generator, gain=output_gain, device=device))
     return layers, ends
+
+
+class DeepMLP:
+    """Lesson 03's deep MLP: an embedding table `C`, then a list of this module's layers.
+
+        logits, loss = model(idx, targets=None)       idx (B, block_size) -> logits (B, vocab_size)
+
+    The same call as every model of `mmlib.models`, so `mmlib.train.train` trains it,
+    `mmlib.train.evaluate` scores it and `mmlib.sample.sample_words` samples from it; `eval_mode`
+    finds its BatchNorm layers through `.layers`. With `keep_grads=True` every forward pass that
+    builds a graph keeps each layer's output gradient (`retain_grads`), for the gradient diagnostics.
+    """
+
+    per_position = False
+
+    def __init__(self, C: torch.Tensor, layers: Iterable, *, keep_grads: bool = False):
+        self.C = C                                   # (vocab_size, n_embd), requires_grad
+        self.layers = list(layers)
+        first = self.layers[0] if self.layers else None
+        if not isinstance(first, Linear) or first.fan_in % C.shape[1]:
+            raise ValueError(f"the first layer must be a Linear whose fan_in is a multiple of C's {C.shape[1]} "
+                             f"columns (block_size * n_embd), got {first!r}")
+        self.block_size = first.fan_in // C.shape[1]
+        self.keep_grads = boolean("keep_grads", keep_grads)
+
+    def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        x = self.C[idx].view(idx.shape[0], -1)      # (B, block_size * n_embd)
+        for layer in self.layers:
+            x = layer(x)
+        if self.keep_grads:
+            retain_grads(self.layers)
+        loss = None if targets is None else F.cross_entropy(x, targets)
+        return x, loss                               # logits (B, vocab_size)
+
+    @classmethod
+    def build(cls, vocab_size: int, block_size: int, n_embd: int, *, generator: torch.Generator | None = None,
+              device: str | torch.device | None = None, keep_grads: bool = False, **stack) -> "DeepMLP":
+        """A fresh deep MLP: `C` drawn from N(0, 1), then `build_stack(block_size * n_embd, vocab_size, **stack)`,
+        both from `generator` in that order (the lecture's), e.g. `gain=5/3, depth=5, width=100, batchnorm=True`."""
+        positive_int("vocab_size", vocab_size)
+        positive_int("block_size", block_size)
+        positive_int("n_embd", n_embd)
+        C = torch.randn((vocab_size, n_embd), generator=generator).to(device).requires_grad_()
+        layers, _ = build_stack(block_size * n_embd, vocab_size, generator=generator, device=device, **stack)
+        return cls(C, layers, keep_grads=keep_grads)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.C] + parameters(self.layers)
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The embedding table and every Linear layer's weight, named for the diagnostics: `C`, `0: Linear`, ..."""
+        return {"C": self.C} | {f"{i}: Linear": layer.weight for i, layer in enumerate(self.layers)
+                                if isinstance(layer, Linear)}
+
+    def __repr__(self) -> str:
+        return f"DeepMLP(C {tuple(self.C.shape)}, layers {self.layers})"
+
+
+# ---- lesson 05: embeddings, fusing neighbours, a container ---------------------------------------
+
+
+class Embedding:
+    """A table of `num_embeddings` learned vectors, like `torch.nn.Embedding` (lesson 05).
+
+    `layer(idx)` looks up one row per id: idx of any shape (B, T) gives (B, T, embedding_dim).
+    It is lesson 02's `C[X]`, made a layer. The table is drawn from N(0, 1), as PyTorch does.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, *, generator: torch.Generator | None = None,
+                 device: str | torch.device | None = None):
+        self.num_embeddings = positive_int("num_embeddings", num_embeddings)
+        self.embedding_dim = positive_int("embedding_dim", embedding_dim)
+        self.weight = torch.randn((num_embeddings, embedding_dim), generator=generator).to(device).requires_grad_()
+        self.out: torch.Tensor | None = None
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        if not isinstance(idx, torch.Tensor) or idx.is_floating_point() or idx.is_complex():
+            raise TypeError(f"Embedding expects a tensor of integer ids, got {getattr(idx, 'dtype', type(idx).__name__)}")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.num_embeddings):
+            raise ValueError(f"Embedding has {self.num_embeddings} rows, so ids must lie in 0..{self.num_embeddings - 1}; "
+                             f"got ids from {int(idx.min())} to {int(idx.max())} (is the vocabulary larger than the table?)")
+        self.out = self.weight[idx]
+        return self.out
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.weight]
+
+    def __repr__(self) -> str:
+        return f"Embedding({self.num_embeddings}, {self.embedding_dim})"
+
+
+class FlattenConsecutive:
+    """Put every `n` neighbouring positions side by side: (B, T, C) -> (B, T // n, n * C) (lesson 05).
+
+    Positions 0..n-1 become the first new position, n..2n-1 the second, and so on; within a new
+    position the old ones follow each other, so its features are [x[t], x[t+1], ..., x[t+n-1]].
+    It is `x.view(B, T // n, n * C)`: in memory, neighbouring positions already lie one after the
+    other. When a single position remains, that dimension is dropped, (B, 1, n * C) -> (B, n * C),
+    as `torch.nn.Flatten` would leave it; `FlattenConsecutive(T)` is lesson 02's `view(B, -1)`.
+
+    A number of positions that `n` does not divide is refused (in a stack built by
+    `hierarchical_stack` that cannot happen: it refuses a block size that is not a power of two).
+    """
+
+    def __init__(self, n: int):
+        self.n = positive_int("n", n)
+        self.out: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.ndim != 3:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"FlattenConsecutive({self.n}) expects (batch, positions, channels), got {shape}"
+                             + (": its positions were already fused into one - does the stack have more "
+                                "FlattenConsecutive levels than log2(block_size)?" if isinstance(x, torch.Tensor)
+                                and x.ndim == 2 else ""))
+        B, T, C = x.shape
+        if T % self.n:
+            raise ValueError(f"FlattenConsecutive({self.n}) fuses groups of {self.n} neighbouring positions, but got "
+                             f"{T} positions (shape {tuple(x.shape)}), which {self.n} does not divide: "
+                             "use a block size that is a power of two")
+        x = x.reshape(B, T // self.n, C * self.n)
+        if x.shape[1] == 1:
+            x = x.squeeze(1)
+        self.out = x
+        return self.out
+
+    def parameters(self) -> list[torch.Tensor]:
+        return []
+
+    def __repr__(self) -> str:
+        return f"FlattenConsecutive({self.n})"
+
+
+class Sequential:
+    """Layers called one after the other, like `torch.nn.Sequential` (lesson 05).
+
+    `Sequential([a, b, c])(x)` is `c(b(a(x)))`; `parameters()` lists every layer's, in order;
+    `eval_mode(net)` reaches the layers inside. Indexing and `len` work as on the list.
+    """
+
+    def __init__(self, layers: Iterable):
+        self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            if not callable(layer) or not hasattr(layer, "parameters"):
+                raise TypeError(f"layer {i} of Sequential ({layer!r}) is not a layer: it needs a call and parameters()")
+        self.out: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        self.out = x
+        return self.out
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __repr__(self) -> str:
+        return "Sequential(\n" + "".join(f"  ({i}): {layer!r}\n" for i, layer in enumerate(self.layers)) + ")"
+
+
+class BatchNorm1dOverBatch(BatchNorm1d):
+    """Lesson 05's exhibit: BatchNorm as first written for 2-D inputs, averaging over dimension 0 only.
+
+    On (N, L, C) inputs it keeps a mean and variance for every (position, channel) pair instead of
+    one per channel, each from N numbers instead of N * L, and its running statistics silently
+    take the shape (1, L, C) by broadcasting. It trains without an error, which is why the bug
+    is easy to miss; `BatchNorm1d` is the fix. Kept so the lesson (and a test) can show the symptom.
+    """
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _check_features("BatchNorm1d", x, self.dim)
+        if self.training:
+            xmean = x.mean(0, keepdim=True)                   # (1, C), or (1, L, C) for (N, L, C) input
+            xvar = x.var(0, keepdim=True, correction=0)
+            n = x.shape[0]
+            with torch.no_grad():
+                m = self.momentum
+                # not in place: the (C,) buffers become (1, L, C) by broadcasting, as in the lecture
+                self.running_mean = (1 - m) * self.running_mean + m * xmean
+                self.running_var = (1 - m) * self.running_var + m * xvar * n / (n - 1)
+        else:
+            xmean, xvar = self.running_mean, self.running_var
+        self.out = self.gamma * (x - xmean) / torch.sqrt(xvar + self.eps) + self.beta
+        return self.out
+
+    def __repr__(self) -> str:
+        return f"BatchNorm1dOverBatch({self.dim}, eps={self.eps:g}, momentum={self.momentum:g})"
+
+
+def n_levels(block_size: int) -> int:
+    """How many times pairs are fused before one position is left: log2(block_size) (lesson 05)."""
+    power_of_two("block_size", block_size, "each level of the tree fuses neighbouring pairs, halving the positions")
+    return block_size.bit_length() - 1
+
+
+def hierarchical_stack(vocab_size: int, block_size: int, n_embd: int, n_hidden: int, *,
+                       norm: type = BatchNorm1d, generator: torch.Generator | None = None,
+                       device: str | torch.device | None = None) -> Sequential:
+    """The WaveNet of lesson 05 in these layers, for any block size that is a power of two.
+
+        Embedding(vocab_size, n_embd)                                   (B, T)  -> (B, T, n_embd)
+        log2(T) times: FlattenConsecutive(2), Linear (no bias), norm, Tanh     -> (B, T/2, n_hidden), ...
+        Linear(n_hidden, vocab_size), weights scaled by 0.1             (B, n_hidden) -> (B, vocab_size)
+
+    A block size that is not a power of two is refused here, before anything is built. `norm` is
+    the normalisation layer's class (`BatchNorm1dOverBatch` shows the lesson's bug). The weights are
+    drawn in layer order from `generator`: N(0, 1) for the table, N(0, 1) / sqrt(fan_in) for each
+    Linear (the lesson uses no tanh gain: BatchNorm sets the scale).
+    """
+    levels = n_levels(block_size)
+    positive_int("vocab_size", vocab_size)
+    positive_int("n_embd", n_embd)
+    positive_int("n_hidden", n_hidden)
+    layers: list = [Embedding(vocab_size, n_embd, generator=generator, device=device)]
+    fan_in = 2 * n_embd
+    for _ in range(levels):
+        layers += [FlattenConsecutive(2), Linear(fan_in, n_hidden, bias=False, generator=generator, device=device),
+                   norm(n_hidden, device=device), Tanh()]
+        fan_in = 2 * n_hidden
+    layers.append(Linear(n_hidden, vocab_size, generator=generator, gain=OUTPUT_GAIN, device=device))
+    return Sequential(layers)
+
+
+class LayerModel:
+    """A stack of these layers behind the course's model call, `logits, loss = model(idx, targets)` (lesson 05).
+
+    `mmlib.train.train`, `mmlib.train.evaluate` and `mmlib.sample.sample_words` then take it like
+    any model of `mmlib.models`: the loss is the mean cross-entropy of the logits against `targets`.
+    `block_size` is the number of characters of context the stack reads.
+    """
+
+    per_position = False
+
+    def __init__(self, net, block_size: int):
+        if not callable(net) or not hasattr(net, "parameters"):
+            raise TypeError(f"LayerModel needs a layer or Sequential, got {type(net).__name__}")
+        self.net = net
+        self.layers = [net]          # eval_mode reaches the BatchNorm layers through this
+        self.block_size = positive_int("block_size", block_size)
+
+    def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        if idx.ndim != 2 or idx.shape[1] != self.block_size:
+            raise ValueError(f"this model reads exactly {self.block_size} characters, got idx of shape "
+                             f"{tuple(idx.shape)}: was the data built with another block_size?")
+        logits = self.net(idx)
+        return logits, None if targets is None else F.cross_entropy(logits, targets)
+
+    def parameters(self):
+        """An iterator over the parameters, as `torch.nn.Module.parameters()` gives."""
+        return iter(self.net.parameters())
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    def __repr__(self) -> str:
+        return f"LayerModel(block_size={self.block_size}, net={self.net!r})"

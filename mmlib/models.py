@@ -22,7 +22,7 @@ checks itself when made, and is registered by name, so the command line can buil
 from a name and a dict: `create("mlp", vocab_size=27, n_hidden=300)`.
 
 The MLP keeps the lectures' names and layout (`C`, `W1`, `b1`, `bngain`, `bnbias`, `W2`, `b2`;
-`W` has shape (fan_in, fan_out) and the layer is `x @ W + b`), so the dict of tensors a learner
+`W` has shape (fan_in, fan_out) and the layer is `x @ W + b`; `bngain` and `bnbias` are (1, n_hidden)), so the dict of tensors a learner
 builds by hand in lessons 02-04 loads into it with `load_state_dict`, and the lessons' numbers
 are reproduced exactly. Models added later use `torch.nn`'s own layers.
 """
@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlib.layers import eval_mode
-from mmlib.validate import boolean, non_negative_int, number, positive_int
+from mmlib.validate import boolean, non_negative_int, number, positive_int, power_of_two
 
 IGNORE = -1
 """The target that marks padding in sequence data; `F.cross_entropy(..., ignore_index=IGNORE)` skips it."""
@@ -81,7 +81,9 @@ class Model(nn.Module):
         """Mean cross-entropy of `logits` against `targets`; padding (-1) is left out."""
         if targets is None:
             return None
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+        if logits.ndim > 2:   # (B, T, V) -> (B * T, V); window models' (B, V) go in as they are (no extra ops per step)
+            logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        return F.cross_entropy(logits, targets, ignore_index=IGNORE)
 
     def check_input(self, idx: torch.Tensor) -> None:
         """A clear error for contexts of the wrong shape (the usual cause: data built for another block size)."""
@@ -253,8 +255,9 @@ class MLP(Model):
         self.register_parameter("b1", nn.Parameter(b1) if c.has_b1 else None)
         if c.batchnorm:
             noise = c.bn_init_noise
-            gain = 1.0 + noise * draw(H) if noise else torch.ones(H, dtype=dtype)
-            bias = noise * draw(H) if noise else torch.zeros(H, dtype=dtype)
+            # (1, n_hidden), as the lectures write them: they broadcast over the batch's rows
+            gain = 1.0 + noise * draw(1, H) if noise else torch.ones(1, H, dtype=dtype)
+            bias = noise * draw(1, H) if noise else torch.zeros(1, H, dtype=dtype)
             self.bngain = nn.Parameter(gain)
             self.bnbias = nn.Parameter(bias)
             self.register_buffer("bnmean_running", torch.zeros(1, H, dtype=dtype))
@@ -311,9 +314,7 @@ class WaveNetConfig(ModelConfig):
         positive_int("n_embd", self.n_embd)
         positive_int("n_hidden", self.n_hidden)
         number("bn_momentum", self.bn_momentum, 0, 1)
-        if self.block_size < 2 or self.block_size & (self.block_size - 1):
-            raise ValueError(f"WaveNet fuses pairs of positions level by level, so block_size must be a power of "
-                             f"two (2, 4, 8, 16, ...), got {self.block_size!r}")
+        power_of_two("block_size", self.block_size, "WaveNet fuses pairs of positions level by level")
 
     @property
     def n_levels(self) -> int:
@@ -378,6 +379,130 @@ class WaveNet(Model):
             x = torch.tanh(level["bn"](level["fuse"](x)))     # (B, T/2, n_hidden)
         logits = self.lm_head(x.squeeze(1))                   # (B, vocab_size)
         return logits, self.loss(logits, targets)
+
+    @torch.no_grad()
+    def load_layers(self, net) -> "WaveNet":
+        """Copy in the weights of lesson 05's from-scratch stack (`mmlib.layers.hierarchical_stack`).
+
+        Its Linear weights are (fan_in, fan_out), torch.nn's are (fan_out, fan_in): hence the
+        transposes. With the same weights the two compute the same function (tests/test_lesson05.py).
+        """
+        layers = list(net)
+        linears = [x for x in layers if hasattr(x, "fan_in")]
+        norms = [x for x in layers if hasattr(x, "running_mean")]
+        n = len(self.levels)
+        if len(linears) != n + 1 or len(norms) != n or not hasattr(layers[0], "num_embeddings"):
+            raise ValueError(f"expected an Embedding, then {n} levels of Linear and BatchNorm1d, then a Linear "
+                             f"(mmlib.layers.hierarchical_stack); got {net!r}")
+        self.wte.weight.copy_(layers[0].weight)
+        for level, lin, bn in zip(self.levels, linears, norms):
+            level["fuse"].weight.copy_(lin.weight.T)
+            level["bn"].weight.copy_(bn.gamma)
+            level["bn"].bias.copy_(bn.beta)
+            level["bn"].running_mean.copy_(bn.running_mean)
+            level["bn"].running_var.copy_(bn.running_var)
+        self.lm_head.weight.copy_(linears[-1].weight.T)
+        self.lm_head.bias.copy_(linears[-1].bias)
+        return self
+
+
+def dilated_stack(config: WaveNetConfig) -> nn.Sequential:
+    """The WaveNet's levels as causal dilated convolutions, (B, n_embd, T + block_size - 1) -> (B, n_hidden, T).
+
+    Level k is `Conv1d(kernel_size=2, dilation=2**k)` (no bias), BatchNorm1d, Tanh: its output at a
+    position combines its input there and 2**k positions earlier - the pair the tree fuses at that
+    level. Each level's output is 2**k positions shorter (no padding), so after log2(block_size)
+    levels every output sees exactly the block_size characters ending at it (lesson 05).
+    """
+    c, layers, fan_in = config, [], config.n_embd
+    for k in range(c.n_levels):
+        layers += [nn.Conv1d(fan_in, c.n_hidden, kernel_size=2, dilation=2**k, bias=False),
+                   nn.BatchNorm1d(c.n_hidden, momentum=c.bn_momentum), nn.Tanh()]
+        fan_in = c.n_hidden
+    return nn.Sequential(*layers)
+
+
+def copy_wavenet_weights(model: WaveNet, stack: nn.Module) -> None:
+    """Load a `WaveNet`'s fusing layers and BatchNorms into a stack of Conv1d and BatchNorm1d layers.
+
+    The tree's Linear at level k reads [x[t - d], x[t]] side by side (d = 2**k), its weight (H, 2C)
+    holds the earlier position's columns first; a Conv1d's weight (H, C, 2) multiplies the earlier
+    position with [:, :, 0] and the later one with [:, :, 1]. The stack's Conv1d and BatchNorm1d
+    layers are taken in order; a stack of another shape gets an error that says which layer differs.
+    """
+    convs = [m for m in stack.modules() if isinstance(m, nn.Conv1d)]
+    norms = [m for m in stack.modules() if isinstance(m, nn.BatchNorm1d)]
+    n = len(model.levels)
+    if len(convs) != n or len(norms) != n:
+        raise ValueError(f"the WaveNet has {n} levels, so the stack needs {n} Conv1d and {n} BatchNorm1d layers; "
+                         f"it has {len(convs)} Conv1d and {len(norms)} BatchNorm1d")
+    with torch.no_grad():
+        for k, (level, conv, norm) in enumerate(zip(model.levels, convs, norms)):
+            w = level["fuse"].weight                              # (H, 2 * C)
+            H, C = w.shape[0], w.shape[1] // 2
+            want = (H, C, 2)
+            if tuple(conv.weight.shape) != want:
+                raise ValueError(f"Conv1d {k} has weight shape {tuple(conv.weight.shape)}, but level {k} of the WaveNet "
+                                 f"needs {want}: Conv1d({C}, {H}, kernel_size=2)")
+            if conv.bias is not None:
+                raise ValueError(f"Conv1d {k} has a bias; the WaveNet's levels have none (BatchNorm follows): bias=False")
+            conv.weight.copy_(w.view(H, 2, C).transpose(1, 2))    # [:, :, 0] the earlier position
+            norm.load_state_dict(level["bn"].state_dict())
+
+
+class CausalConvWaveNet(nn.Module):
+    """The WaveNet as dilated causal convolutions: every position of a word in one pass (lesson 05).
+
+    Reads idx (B, T) as `mmlib.data.build_sequences` makes it (a start token, then the word) and
+    returns logits (B, T, vocab_size): position t predicts the character after idx[:, :t + 1] from the
+    `block_size` characters ending at t, with start tokens in front as the window data has them.
+    Where the tree recomputes every node for every window, the convolutions compute each node once
+    and share it between the windows that contain it.
+
+    `from_wavenet(model)` copies a trained `WaveNet`'s weights in; in eval mode the two then give the
+    same logits at every position (BatchNorm's running statistics are per channel in both). It is an
+    evaluation tool: sampling draws one character at a time, for which the window model suffices.
+    """
+
+    per_position = True
+
+    def __init__(self, config: WaveNetConfig, stack: nn.Module | None = None):
+        super().__init__()
+        if not isinstance(config, WaveNetConfig):
+            raise TypeError(f"CausalConvWaveNet needs a WaveNetConfig, got {type(config).__name__}")
+        c = config
+        self.config = config
+        self.receptive_field = c.block_size
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+        self.stack = dilated_stack(c) if stack is None else stack
+        self.lm_head = nn.Linear(c.n_hidden, c.vocab_size)
+
+    @classmethod
+    def from_wavenet(cls, model: WaveNet, stack: nn.Module | None = None) -> "CausalConvWaveNet":
+        """The convolutional twin of `model`, with its weights (and `stack` for the levels, if given)."""
+        if not isinstance(model, WaveNet):
+            raise TypeError(f"from_wavenet needs a WaveNet, got {type(model).__name__}")
+        conv = cls(model.config, stack).to(model.device)
+        conv.wte.load_state_dict(model.wte.state_dict())
+        copy_wavenet_weights(model, conv.stack)
+        conv.lm_head.load_state_dict(model.lm_head.state_dict())
+        conv.train(model.training)
+        return conv
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        if idx.ndim != 2:
+            raise ValueError(f"CausalConvWaveNet expects idx of shape (batch, positions), got {tuple(idx.shape)}")
+        T = idx.shape[1]
+        x = F.pad(idx, (self.receptive_field - 1, 0))         # (B, T + 7): start tokens (id 0) in front
+        x = self.wte(x).transpose(1, 2)                       # (B, n_embd, T + 7): Conv1d wants channels first
+        x = self.stack(x)                                     # (B, n_hidden, T): 1 + 2 + 4 positions fewer
+        if x.shape[-1] != T:
+            raise ValueError(f"the stack turned {T + self.receptive_field - 1} positions into {x.shape[-1]}, "
+                             f"expected {T}: its dilations should be 1, 2, 4, ... with no padding")
+        logits = self.lm_head(x.transpose(1, 2))              # (B, T, vocab_size)
+        if targets is None:
+            return logits, None
+        return logits, F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
 
 
 # ---- lesson 06: a GPT-style transformer, predicting every position at once ---------------------
@@ -519,3 +644,130 @@ class Transformer(Model):
                 maps.append(block.attn.weights(block.ln1(x)))
                 x = block(x)
         return maps
+
+
+# ---- the command line: recurrent models, RNN (Mikolov et al. 2010) and GRU (Cho et al. 2014) ------
+
+
+@dataclass
+class RNNConfig(ModelConfig):
+    vocab_size: int = 27     # characters, `.` included
+    block_size: int = 16     # positions it reads: the longest word + 1 (set from the data)
+    n_embd: int = 64         # dimensions of each character's embedding
+    n_hidden: int = 128      # dimensions of the hidden state carried from one position to the next
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive_int("n_embd", self.n_embd)
+        positive_int("n_hidden", self.n_hidden)
+
+
+def _uniform_linear(layer: nn.Linear, generator: torch.Generator | None) -> None:
+    """torch.nn's default Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn from `generator`."""
+    bound = layer.weight.shape[1] ** -0.5
+    nn.init.uniform_(layer.weight, -bound, bound, generator=generator)
+    if layer.bias is not None:
+        nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+
+
+class RNNCell(nn.Module):
+    """One step of Elman's recurrent net: h_t = tanh(W [x_t; h_{t-1}] + b)."""
+
+    def __init__(self, c: RNNConfig):
+        super().__init__()
+        self.xh = nn.Linear(c.n_embd + c.n_hidden, c.n_hidden)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.xh(torch.cat([x, h], dim=1)))               # (B, n_hidden)
+
+
+class GRUCell(nn.Module):
+    """One step of the gated recurrent unit (Cho et al. 2014).
+
+        r  = sigmoid(W_r [x; h])          reset gate: how much of the old state the candidate sees
+        z  = sigmoid(W_z [x; h])          update gate: how much of the state is replaced
+        h~ = tanh(W_h [x; r * h])         the candidate state
+        h' = (1 - z) * h + z * h~
+
+    With z near 0 the state passes through unchanged, so information (and gradient) survives
+    many steps, which the plain RNN's repeated tanh squashes.
+    """
+
+    def __init__(self, c: RNNConfig):
+        super().__init__()
+        self.xr = nn.Linear(c.n_embd + c.n_hidden, c.n_hidden)
+        self.xz = nn.Linear(c.n_embd + c.n_hidden, c.n_hidden)
+        self.xh = nn.Linear(c.n_embd + c.n_hidden, c.n_hidden)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        xh = torch.cat([x, h], dim=1)                                       # (B, n_embd + n_hidden)
+        r = torch.sigmoid(self.xr(xh))
+        z = torch.sigmoid(self.xz(xh))
+        hbar = torch.tanh(self.xh(torch.cat([x, r * h], dim=1)))
+        return (1 - z) * h + z * hbar                                       # (B, n_hidden)
+
+
+class Recurrent(Model):
+    """Read a word one character at a time, carrying a hidden state from each position to the next.
+
+        h_0    = a learned start state                      (1, n_hidden)
+        h_t    = cell(emb(idx[:, t]), h_{t-1})              (B, n_hidden)
+        logits = lm_head(h_t) at every position t           (B, T, vocab_size)
+
+    Position t's state has seen idx[:, :t + 1] and nothing after, so, like the transformer, the
+    model predicts every position at once and never looks ahead. The state of step t feeds step
+    t + 1; feeding the start state to every step instead (a bug of the original makemore) turns
+    the model into a bigram model that cannot see past the last character.
+    """
+
+    per_position = True
+    Cell: ClassVar[type[nn.Module]] = RNNCell
+    Config = RNNConfig
+
+    def __init__(self, config: RNNConfig, *, generator: torch.Generator | None = None):
+        super().__init__(config)
+        c = config
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+        self.h0 = nn.Parameter(torch.zeros(1, c.n_hidden))
+        self.cell = self.Cell(c)
+        self.lm_head = nn.Linear(c.n_hidden, c.vocab_size)
+        with torch.no_grad():
+            nn.init.normal_(self.wte.weight, generator=generator)
+            for m in self.cell.modules():
+                if isinstance(m, nn.Linear):
+                    _uniform_linear(m, generator)
+            _uniform_linear(self.lm_head, generator)
+
+    def states(self, idx: torch.Tensor) -> torch.Tensor:
+        """The hidden state after each position, (B, T, n_hidden)."""
+        self.check_input(idx)
+        B, T = idx.shape
+        emb = self.wte(idx)                                                 # (B, T, n_embd)
+        h = self.h0.expand(B, -1)                                           # (B, n_hidden)
+        hs = []
+        for t in range(T):
+            h = self.cell(emb[:, t], h)                                     # this step's state feeds the next
+            hs.append(h)
+        return torch.stack(hs, dim=1)                                       # (B, T, n_hidden)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        logits = self.lm_head(self.states(idx))                             # (B, T, vocab_size)
+        return logits, self.loss(logits, targets)
+
+
+@dataclass
+class GRUConfig(RNNConfig):
+    pass
+
+
+@register("rnn")
+class RNN(Recurrent):
+    """Elman's recurrent net as a language model (Mikolov et al. 2010)."""
+
+
+@register("gru")
+class GRU(Recurrent):
+    """The recurrent net with gated updates of Cho et al. (2014)."""
+
+    Cell = GRUCell
+    Config = GRUConfig

@@ -12,11 +12,16 @@ default parameters, so their metrics are the course's results. This module reads
     python -m mmlib.results           print the table
     python -m mmlib.results --write   put it into README.md between the results markers
     python -m mmlib.results --check   exit 1 if README.md's table differs (a test runs this)
+    python -m mmlib.results --run     run every lesson at its defaults (papermill; ~40 min on 2 cores), put
+                                      the executed notebooks back as the committed outputs, write the
+                                      table into README.md and plot dev loss against training time
+    python -m mmlib.results --run 02 --ci --out DIR   one lesson at its CI parameters, into DIR only
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -141,13 +146,71 @@ def readme_with_table(readme: str, table: str) -> str:
     return f"{head}{BEGIN}\n{table}\n{END}{tail}"
 
 
+def run_lessons(lessons: list[str] | None = None, *, ci: bool = False, out: str | Path,
+                folder: str | Path = SOLUTIONS) -> dict[str, dict[str, Any]]:
+    """Execute solution notebooks with papermill into `out`; return their metrics, as `collect` does.
+
+    `lessons`: two-digit numbers (None: every lesson). At the defaults (`ci=False`) nothing is
+    injected, so each executed notebook is the committed outputs of a real run; with `ci=True` each
+    runs at the small parameters in its metadata (`mmlib.ci_parameters`), for a quick check. Progress
+    bars are off (MMLIB_QUIET), as in `mmlib.exercises execute`. The notebooks in `folder` are not
+    touched here; a notebook that fails raises papermill's error, naming the cell.
+    """
+    import nbformat
+    import papermill as pm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
+    if lessons:
+        unknown = sorted(set(lessons) - {p.name[:2] for p in paths})
+        if unknown:
+            raise ValueError(f"no solution notebook for lesson {', '.join(unknown)} in {folder}; "
+                             f"the lessons are {', '.join(p.name[:2] for p in paths)}")
+        paths = [p for p in paths if p.name[:2] in lessons]
+    os.environ["MMLIB_QUIET"] = "1"
+    for p in paths:
+        params = None
+        if ci:
+            meta = nbformat.read(p, as_version=4).metadata.get("mmlib", {})
+            params = {**meta.get("ci_parameters", {}), "metrics_path": str(out / f"{p.name[:2]}_metrics.json")}
+        print(f"running {p.name} at its {'CI' if ci else 'default'} parameters", flush=True)
+        pm.execute_notebook(str(p), str(out / p.name), parameters=params, cwd=str(p.parent), kernel_name="python3",
+                            progress_bar=False)
+    return collect(out)
+
+
+def _without_papermill(path: Path) -> "nbformat.NotebookNode":
+    """The executed notebook as a committed one: papermill's timing metadata dropped."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    return nb
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mmlib.results",
                                  description="The results table, from the committed solution notebooks' metrics.")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="write the table into README.md")
     mode.add_argument("--check", action="store_true", help="exit 1 if README.md's table is out of date")
+    mode.add_argument("--run", nargs="*", metavar="NN", default=None,
+                      help="run these lessons (none named: all) with papermill at their defaults, make the executed "
+                      "notebooks the committed ones, write README.md's table and plot dev loss against time")
+    ap.add_argument("--ci", action="store_true", help="with --run: the lessons' small CI parameters; then only "
+                    "--out is written (never the notebooks or README.md)")
+    ap.add_argument("--folder", type=Path, default=SOLUTIONS, help=argparse.SUPPRESS)   # tests: other notebooks
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "results",
+                    help="with --run: where the executed notebooks, results.md and results.png go (default: build/results)")
     args = ap.parse_args(argv)
+    if args.ci and args.run is None:
+        ap.error("--ci goes with --run")
+    if args.run is not None:
+        return _run(args)
     table = results_table(collect())
     if not (args.write or args.check):
         print(table)
@@ -162,6 +225,33 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     README.write_text(new, encoding="utf-8")
     print(f"wrote the results of {table.count(chr(10)) - 1} lessons into {README.name}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    collected = run_lessons(args.run or None, ci=args.ci, out=args.out, folder=args.folder)
+    table = results_table(collected)
+    (args.out / "results.md").write_text(table + "\n", encoding="utf-8")
+    ax = plot_results(collected)
+    ax.figure.savefig(args.out / "results.png", dpi=120, bbox_inches="tight")
+    plt.close(ax.figure)
+    print(table)
+    print(f"wrote {args.out / 'results.md'} and {args.out / 'results.png'}")
+    if args.ci:
+        return 0
+    for executed in sorted(args.out.glob("[0-9][0-9]_*.ipynb")):
+        if executed.name[:2] in collected:
+            import nbformat
+
+            nbformat.write(_without_papermill(executed), args.folder / executed.name)
+            print(f"updated {args.folder / executed.name}")
+    README.write_text(readme_with_table(README.read_text(encoding="utf-8"), results_table(collect())), encoding="utf-8")
+    print(f"wrote the results table into {README.name}")
     return 0
 
 

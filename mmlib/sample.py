@@ -55,7 +55,7 @@ def sample_words(
     start = vocab.encode(prefix)
     if per_position and len(start) >= model.block_size:
         raise ValueError(f"prefix {prefix!r} is longer than this model can read ({model.block_size - 1} characters)")
-    device = next(model.parameters()).device
+    device = next(iter(model.parameters())).device   # a list for lesson 03's layer stacks
     pad = 1 if per_position else model.block_size    # start tokens: sequence models see one, window models a full window
     idx = torch.tensor([[0] * pad + start] * n, dtype=torch.long)
     done = torch.zeros(n, dtype=torch.bool)

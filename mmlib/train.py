@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from mmlib.layers import eval_mode
+from mmlib.runtime import DEVICES, pick_device
 from mmlib.validate import (boolean, choice, learning_rate, non_negative_int, number, optional, positive_int,
                             seed as check_seed)
 
@@ -90,7 +91,6 @@ class TrainConfig:
         non_negative_int("eval_every", self.eval_every)
         optional(positive_int, "eval_rows", self.eval_rows)
         check_seed("seed", self.seed)
-        from mmlib.setup import DEVICES
         choice("device", self.device, DEVICES)
         optional(positive_int, "threads", self.threads)
         optional(boolean, "progress", self.progress)
@@ -283,14 +283,17 @@ def _check_splits(splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: 
 def train(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig, *,
           generator: torch.Generator | None = None, state: TrainState | None = None,
           on_step: Callable[[StepInfo], None] | None = None,
-          on_eval: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+          on_eval: Callable[[int, dict[str, float]], None] | None = None,
+          before_step: Callable[[int], None] | None = None) -> TrainResult:
     """Train `model` on `splits["train"]` with `cfg`; return the losses and the final loss of every split.
 
     `generator` draws the minibatches (None: a new one seeded with `cfg.seed`); passing the
     generator that initialised the model continues one random stream, as the lectures do.
     `state` resumes an earlier run (see `TrainState`); `on_step(info)` sees every step's gradients
     before the update (lesson 03's statistics recorder); `on_eval(step, losses)` sees every
-    evaluation (the command line saves its best checkpoint there).
+    evaluation (the command line saves its best checkpoint there). `before_step(step)` runs before
+    anything of a step happens; an exception raised there (the command line's Ctrl-C) leaves model,
+    BatchNorm statistics, optimiser and `state` exactly as the previous step left them.
 
     Stops with `TrainingDiverged` when the loss becomes NaN/inf or, after 100 steps, its average
     over the last 100 steps is more than twice where it started (or twice the loss of a uniform
@@ -299,8 +302,6 @@ def train(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: T
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     _check_splits(splits, cfg)
-    from mmlib.setup import pick_device
-
     device = pick_device(cfg.device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -332,6 +333,8 @@ def train(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: T
             # An interruption before the update leaves the state as it was at the start of the step
             # (the `finally` below puts the generator back), so a resumed run redraws this batch.
             drawn_from = state.generator.get_state()
+            if before_step is not None:
+                before_step(step)
             lr = lr_at(step, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr

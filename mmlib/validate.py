@@ -48,6 +48,13 @@ def at_least(name: str, v: Any, low: int, why: str) -> int:
     return v
 
 
+def power_of_two(name: str, v: Any, why: str) -> int:
+    """A whole number 2, 4, 8, 16, ...; `why` says what needs it (lesson 05: each level halves the block)."""
+    if not _is_int(v) or v < 2 or v & (v - 1):
+        raise ValueError(f"{name} must be a power of two (2, 4, 8, 16, ...) because {why}, got {v!r}")
+    return v
+
+
 def learning_rate(name: str, v: Any) -> float:
     """A learning rate in (0, MAX_LR]."""
     if not _is_number(v) or not 0 < v <= MAX_LR:

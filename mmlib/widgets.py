@@ -1,4 +1,4 @@
-"""Interactive explorers for lessons 03 and 06: ipywidgets sliders, matplotlib histograms and heatmaps.
+"""Interactive explorers for lessons 03, 05 and 06: ipywidgets sliders, matplotlib histograms and heatmaps.
 
 - `init_explorer(x, y, n_classes)`: sliders for the weight gain, depth and width of a stack of
   `Linear -> [BatchNorm1d] -> nonlinearity` blocks, a choice of nonlinearity (tanh, ReLU, none)
@@ -7,14 +7,17 @@
   and saturation. Lesson 03 uses it to show what the initialisation does to a deep network.
 - `training_explorer(recorder)`: a slider over the steps a `mmlib.diagnostics.Recorder` kept,
   showing the histograms and the update:data ratios at that step.
+- `receptive_field_explorer(model, vocab)` (lesson 05): a name and a position in it; shows the
+  WaveNet's tree over the characters it reads there - which characters every node of every level
+  sees - and the model's most likely next characters at that position.
 - `attention_explorer(model, vocab, name)` (lesson 06): a name, a layer and a head of a trained
   transformer; the head's attention weights as a heatmap, and where each position looks.
 - `sampling_explorer(model, vocab, known)` (lesson 06): temperature and top-k sliders; the samples
   and the share of them that the training file does not hold.
 
 The computation is separate from the drawing: `init_stats(...)`, `training_snapshot(...)`,
-`attention_map(...)` and `sample_summary(...)` are pure functions returning the numbers (tests
-drive them, and the explorers' `.result`), and the explorers only draw what those return. Each redraw prints one text line naming the slider values,
+`receptive_field(...)`, `attention_map(...)` and `sample_summary(...)` are pure functions returning
+the numbers (tests drive them, and the explorers' `.result`), and the explorers only draw what those return. Each redraw prints one text line naming the slider values,
 then one line per layer, above the plot, so a reader (or a browser test) can read the numbers.
 
 Extreme settings are explained rather than hidden: gain 0 (all-zero activations), large gains
@@ -34,7 +37,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mmlib.diagnostics import Recorder, Stats, describe, plot_distributions, plot_update_ratios
-from mmlib.layers import NONLINEARITIES, build_stack, check_stack_settings
+from mmlib.layers import NONLINEARITIES, build_stack, check_stack_settings, eval_mode, n_levels
+from mmlib.validate import non_negative_int, positive_int
+from mmlib.vocab import BOUNDARY, Vocab
 from mmlib.plots import compact_png
 
 # ---- the computation -----------------------------------------------------------------------------
@@ -363,6 +368,185 @@ def init_explorer(x: torch.Tensor | None = None, y: torch.Tensor | None = None, 
 def training_explorer(recorded: Recorder) -> TrainingExplorer:
     """The training-statistics explorer (lesson 03): a slider over `recorded`'s steps."""
     return TrainingExplorer(recorded)
+
+
+# ---- lesson 05: the receptive-field explorer ---------------------------------------------------------
+
+@dataclass
+class ReceptiveField:
+    """What the WaveNet reads at one position of a name, level by level, and what it predicts there."""
+
+    name: str
+    position: int                      # 0..len(name): the index of the character being predicted
+    context: str                       # the block_size characters the model reads, start tokens as "."
+    spans: list[list[tuple[int, int]]]  # spans[k][j]: the first and last context index node j of level k sees
+    target: str                        # the character that actually comes next ("." after the last one)
+    top: list[tuple[str, float]] = field(default_factory=list)  # the model's most likely next characters
+    p_target: float | None = None      # the probability the model gives `target`
+
+    def seen(self, level: int, node: int) -> str:
+        """The characters node `node` of level `level` sees (level 0: the inputs themselves)."""
+        a, b = self.spans[level][node]
+        return self.context[a:b + 1]
+
+    def text(self) -> str:
+        shown = self.name[:self.position] + "[" + self.target + "]"
+        lines = [f"name {self.name!r}, position {self.position}: predicting {self.target!r} after {shown!r}; "
+                 f"the model reads {self.context!r}"]
+        for k in range(1, len(self.spans)):
+            nodes = " ".join(f"{self.seen(k, j)!r}" for j in range(len(self.spans[k])))
+            n = len(self.spans[k])
+            lines.append(f"  level {k}: {n} node{'s, each' if n > 1 else ','} sees {2 ** k} characters: {nodes}")
+        if self.top:
+            lines.append("  next character: " + ", ".join(f"{c!r} {p:.3f}" for c, p in self.top)
+                         + f" | P({self.target!r}) = {self.p_target:.3f}")
+        return "\n".join(lines)
+
+
+def receptive_field(name: str, position: int, block_size: int) -> ReceptiveField:
+    """The tree over the context a window model of `block_size` reads to predict `name[position]`.
+
+    The context is the `block_size` characters before the position, with start tokens `.` in front
+    of the name (as `mmlib.data.build_dataset` makes the windows). Level 0 is the characters; node j
+    of level k fuses nodes 2j and 2j + 1 of level k - 1, so it sees context characters
+    j * 2**k ... (j + 1) * 2**k - 1. No model is needed: this is the shape of the tree.
+    """
+    levels = n_levels(block_size)
+    if not isinstance(name, str) or not name or BOUNDARY in name:
+        raise ValueError(f"name must be a non-empty word without {BOUNDARY!r}, got {name!r}")
+    non_negative_int("position", position)
+    if position > len(name):
+        raise ValueError(f"position must be between 0 and {len(name)} (the end of {name!r}), got {position}")
+    context = (BOUNDARY * block_size + name[:position])[-block_size:]
+    spans = [[(j * 2**k, (j + 1) * 2**k - 1) for j in range(block_size >> k)] for k in range(levels + 1)]
+    target = name[position] if position < len(name) else BOUNDARY
+    return ReceptiveField(name, position, context, spans, target)
+
+
+@torch.no_grad()
+def receptive_field_view(model, vocab: Vocab, name: str, position: int, top_k: int = 5) -> ReceptiveField:
+    """`receptive_field` for `model` (any window model), with its top-k next characters and P(target)."""
+    rf = receptive_field(name, position, model.block_size)
+    positive_int("top_k", top_k)
+    vocab.encode(name)                     # a clear error for a character the model has never seen
+    idx = torch.tensor([vocab.encode(rf.context)])       # "." is id 0, the start token
+    with eval_mode(model):
+        logits, _ = model(idx.to(next(iter(model.parameters())).device))
+    probs = torch.softmax(logits[0].float().cpu(), dim=0)
+    p, ix = probs.topk(min(top_k, len(probs)))
+    rf.top = [(vocab.itos[i], float(q)) for q, i in zip(p.tolist(), ix.tolist())]
+    rf.p_target = float(probs[vocab.stoi[rf.target]])
+    return rf
+
+
+def draw_receptive_field(rf: ReceptiveField, fig: Figure | None = None) -> Figure:
+    """The tree (left): each node labelled with the characters it sees; the top next characters (right)."""
+    fig = fig or Figure(figsize=(10, 3.4), dpi=72)
+    if len(fig.axes) != 2:
+        fig.clear()
+        fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.4, 1]})
+        fig.subplots_adjust(left=0.07, right=0.97, bottom=0.14, top=0.88, wspace=0.15)
+    ax, bar = fig.axes
+    ax.cla()
+    bar.cla()
+    T, L = len(rf.context), len(rf.spans) - 1
+    x = {(k, j): (a + b) / 2 for k, level in enumerate(rf.spans) for j, (a, b) in enumerate(level)}
+    for (k, j), xk in x.items():           # edges to the two children
+        if k:
+            for c in (2 * j, 2 * j + 1):
+                ax.plot([x[k - 1, c], xk], [k - 1, k], color="#9ecae1", lw=1.5, zorder=1)
+    for (k, j), xk in x.items():
+        seen = rf.seen(k, j)
+        start = k == 0 and seen == BOUNDARY
+        ax.text(xk, k, seen, ha="center", va="center", family="monospace", fontsize=11 if k == 0 else 9,
+                color="#999999" if start else "black", zorder=3,
+                bbox=dict(boxstyle="round,pad=0.25", facecolor="#f7fbff" if k else "white",
+                          edgecolor="#3182bd" if k else "#bbbbbb"))
+    ax.annotate("", (x[L, 0], L + 0.75), (x[L, 0], L + 0.2), arrowprops=dict(arrowstyle="-|>", color="#cf222e"))
+    ax.text(x[L, 0], L + 0.95, f"next: {rf.target!r}", ha="center", va="center", color="#cf222e", fontsize=10)
+    ax.set_xlim(-0.8, T - 0.2)
+    ax.set_ylim(-0.6, L + 1.3)
+    ax.set_yticks(range(L + 1), ["chars"] + [f"level {k}" for k in range(1, L + 1)])
+    ax.set_xticks([])
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    ax.grid(False)
+    ax.set_title(f"{rf.name!r}, position {rf.position}: what each node sees", fontsize=10)
+    if rf.top:
+        shown = list(rf.top)
+        if rf.target not in [c for c, _ in shown]:      # the true next character always gets a bar
+            shown.append((rf.target, rf.p_target))
+        chars = [c for c, _ in shown][::-1]
+        ps = [p for _, p in shown][::-1]
+        bar.barh(range(len(ps)), ps, color=["#cf222e" if c == rf.target else "#6baed6" for c in chars])
+        bar.set_yticks(range(len(ps)), [repr(c) for c in chars], family="monospace")
+        bar.set_xlim(0, 1)
+        bar.set_title(f"model: P({rf.target!r}) = {rf.p_target:.3f}", fontsize=10)
+        bar.set_xlabel("probability of the next character")
+    else:
+        bar.axis("off")
+    return fig
+
+
+class ReceptiveFieldExplorer(_Explorer):
+    """A name box and a position slider; shows the receptive-field tree and the model's prediction there.
+
+    `.result` is the latest `ReceptiveField`. Setting `explorer.name.value` or
+    `explorer.position.value` updates it (the slider's range follows the name's length).
+    """
+
+    def __init__(self, model, vocab: Vocab, name: str = "isabella", position: int | None = None, top_k: int = 5):
+        import ipywidgets as widgets
+
+        super().__init__()
+        self.model, self.vocab, self.top_k = model, vocab, top_k
+        position = len(name) if position is None else position
+        self.result = receptive_field_view(model, vocab, name, position, top_k)   # validates before drawing
+        self.name = widgets.Text(value=name, description="name", continuous_update=False)
+        self.position = widgets.IntSlider(value=position, min=0, max=len(name), description="position",
+                                          continuous_update=False)
+        self._renaming = False
+        self.name.observe(self._renamed, names="value")
+        self.position.observe(lambda change: None if self._renaming else self.update(), names="value")
+        self.fig = Figure(figsize=(10, 3.4), dpi=72)
+        self.box = widgets.VBox([widgets.HBox([self.name, self.position]), self.output])
+        self.update()
+
+    def _renamed(self, change) -> None:
+        self._renaming = True          # a shorter name clamps the slider: one redraw, not two
+        try:
+            self.position.max = max(1, len(self.name.value.strip()))
+        finally:
+            self._renaming = False
+        self.update()
+
+    def update(self) -> ReceptiveField | None:
+        """Recompute for the current name and position and redraw; a name the model cannot read is explained."""
+        t = time.perf_counter()
+        try:
+            self.result = receptive_field_view(self.model, self.vocab, self.name.value.strip(),
+                                               min(int(self.position.value), len(self.name.value.strip())),
+                                               self.top_k)
+        except ValueError as e:
+            from IPython.display import clear_output
+
+            with self.output:
+                clear_output(wait=True)
+                print(f"cannot show {self.name.value!r}: {e}")
+            return None
+        self._show(self.result.text(), draw_receptive_field(self.result, self.fig))
+        self.redraw_seconds = time.perf_counter() - t
+        return self.result
+
+
+def receptive_field_explorer(model, vocab: Vocab, name: str = "isabella", position: int | None = None,
+                             top_k: int = 5) -> ReceptiveFieldExplorer:
+    """The receptive-field explorer (lesson 05); display the returned object to use it.
+
+    `model` is a window model whose block size is a power of two (the WaveNet); `position` is the
+    index of the character to predict (None: the end of the name, where the model should say ".").
+    """
+    return ReceptiveFieldExplorer(model, vocab, name, position, top_k)
 
 
 # ---- lesson 06: what a trained transformer attends to, and how it samples -------------------------

@@ -110,3 +110,8 @@ def test_a_partly_wrong_answer_is_not_called_a_factor():
     r = check("x", got, want, n=32)
     assert "everywhere" not in r.detail and "5 of 40 entries outside" in r.detail
     assert "everywhere" not in check("s", 3.0, 1.5).detail   # one number is never "proportional"
+
+
+def test_an_extra_size_one_dimension_is_not_blamed_on_keepdim():
+    r = check("x", torch.zeros(2, 1, 24), torch.zeros(2, 24))
+    assert r.status == "shape" and "has one too many" in r.detail and "lost one" not in r.detail

@@ -91,7 +91,7 @@ def test_build_dataset_matches_the_lecture_loop(block_size):
 
 def test_build_dataset_rejects_bad_arguments():
     v = Vocab.from_words(["ab"])
-    with pytest.raises(ValueError, match="block_size must be a positive integer"):
+    with pytest.raises(ValueError, match="block_size must be a positive whole number"):
         build_dataset(["ab"], v, 0)
     with pytest.raises(DataError, match="no words"):
         build_dataset([], v, 3)

@@ -28,7 +28,7 @@ from PIL import Image
 from conftest import ALL, ROOT, nb_id
 
 IMAGES = ROOT / "images"
-FIGURES = ["mlp_architecture.png", "activations.png"]
+FIGURES = ["mlp_architecture.png", "activations.png", "wavenet.png"]
 MAX_BYTES = 60_000
 # (max share of pixels that may differ by more than `big` levels in a channel, `big`, max mean abs diff)
 TOLERANCE = (0.002, 64, 0.5)
@@ -96,8 +96,7 @@ def test_comparison_catches_a_real_change():
     assert not same_picture(a, a[:-1])
 
 
-def test_tanh_saturation_edge():
-    """The figure's "|x| > 2.64" is where tanh' = 1 - tanh^2 falls below 0.02, i.e. |tanh| > 0.99."""
+def _make_images():
     sys.path.insert(0, str(IMAGES))
     sys.dont_write_bytecode, before = True, sys.dont_write_bytecode  # no images/__pycache__
     try:
@@ -105,12 +104,31 @@ def test_tanh_saturation_edge():
     finally:
         sys.path.remove(str(IMAGES))
         sys.dont_write_bytecode = before
+    return make_images
+
+
+def test_tanh_saturation_edge():
+    """The figure's "|x| > 2.64" is where tanh' = 1 - tanh^2 falls below 0.02, i.e. |tanh| > 0.99."""
+    make_images = _make_images()
     edge = make_images.tanh_saturation_edge(0.02)
     assert round(edge, 2) == 2.64
     x = np.array([edge - 1e-3, edge + 1e-3])
     slope = 1 - np.tanh(x) ** 2
     assert slope[0] > 0.02 > slope[1]
     assert abs(abs(np.tanh(edge)) - 0.99) < 1e-3
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3, 4])
+def test_wavenet_figure_draws_each_outputs_tree_as_the_model_computes_it(levels):
+    """The convolution panel's highlighted nodes are the tree of lesson 05's model: the output at t sees
+    exactly the 2**levels characters ending at t, and level k holds the nodes t, t - 2**k, t - 2 * 2**k, ..."""
+    make_images = _make_images()
+    t = 40
+    nodes = make_images.tree_nodes(t, levels)
+    for k in range(levels + 1):
+        want = {t - j * 2**k for j in range(2 ** (levels - k))}
+        assert {u for (level, u) in nodes if level == k} == want, k
+    assert make_images.conv_inputs(3, 10) == [6, 10]   # dilation 4 at the third level
 
 
 IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import math
 import re
 
@@ -71,7 +70,7 @@ def test_exercise_answers_match_independent_reevaluation(run_lesson):
         ({"block_size": 0}, "block_size must be a positive whole number, got 0"),
         ({"batch_size": "32"}, "batch_size must be a positive whole number, got '32'"),
         ({"lr": -0.1}, "lr must be a learning rate in (0, 10], got -0.1"),
-        ({"lr_decay_step": -5}, "lr_decay_step must be None or a whole number >= 0, got -5"),
+        ({"lr_decay_step": -5}, "lr_decay_step must be a whole number >= 0, got -5"),
     ],
 )
 def test_nonsense_parameters_fail_with_a_clear_message(tmp_path, overrides, message):
@@ -103,7 +102,7 @@ def _stdout(cell) -> str:
 def test_committed_default_run_beats_the_target_and_its_loss_log_quotes_it():
     nb = nbformat.read(SOLUTION, as_version=4)
     cells = nb.cells
-    log_cell = next(i for i, c in enumerate(cells) if c.cell_type == "code" and "in loss_log.items():" in c.source)
+    log_cell = next(i for i, c in enumerate(cells) if c.cell_type == "code" and c.source.strip() == "loss_log.show()")
     printed = _stdout(cells[log_cell])
     quoted = re.findall(r"\d\.\d{4}", cells[log_cell + 1].source)
     runs = len(printed.strip().splitlines()) - 1  # one line per run under a header
@@ -118,47 +117,49 @@ def test_committed_default_run_beats_the_target_and_its_loss_log_quotes_it():
     assert "correct" in html and "wrong" not in html, "the committed tuned run should beat a dev loss of 2.2"
 
 
-# ---- the notebook's own helpers, run outside the notebook --------------------------------------
+# ---- exercise 3's check (mmlib.expected.lesson02.check_direct_connections) --------------------
 
 
-def _cell(source_contains: str):
-    nb = nbformat.read(SOLUTION, as_version=4)
-    return next(c for c in nb.cells if c.cell_type == "code" and source_contains in c.source)
-
-
-def test_sgd_step_names_a_parameter_that_got_no_gradient():
-    # Exercise 3's extra parameters must take part in the graph; a forgotten one gets a clear error.
-    tree = ast.parse(_cell("def sgd_step(").source)
-    defs = ast.Module([n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "sgd_step"], [])
-    ns = {"F": F, "torch": torch}
-    exec(compile(defs, "sgd_step", "exec"), ns)
-    g = torch.Generator().manual_seed(0)
-    params = {"W": torch.randn(4, 5, generator=g, requires_grad=True),
-              "W_direct": torch.zeros(4, 5, requires_grad=True)}   # never used by forward below
-    X, Y = torch.randn(8, 4, generator=g), torch.randint(0, 5, (8,), generator=g)
-    with pytest.raises(RuntimeError, match="parameter 'W_direct' got no gradient"):
-        ns["sgd_step"](params, lambda p, x: x @ p["W"], X, Y, 0.1)
-    del params["W_direct"]
-    before = params["W"].detach().clone()
-    loss = ns["sgd_step"](params, lambda p, x: x @ p["W"], X, Y, 0.1)
-    assert math.isfinite(loss) and not torch.equal(before, params["W"].detach())
+def _params(V, block_size=3, n_embd=10, n_hidden=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"C": torch.randn(V, n_embd, generator=g), "W1": torch.randn(block_size * n_embd, n_hidden, generator=g),
+            "b1": torch.zeros(n_hidden), "W2": torch.randn(n_hidden, V, generator=g), "b2": torch.zeros(V)}
 
 
 def test_exercise3_check_reports_a_wrong_w_direct_shape_instead_of_raising(names):
-    from mmlib.checks import Result, check, check_that, is_todo, report
+    words, vocab = names
+    bad = {**_params(len(vocab)), "W_direct": torch.zeros(7, len(vocab))}
+    rep, found = ex.check_direct_connections(bad, 3.0, words[:50], vocab, block_size=3, display=False)
+    statuses = [r.status for r in rep.results]
+    assert statuses == ["wrong", "error", "error"], statuses
+    assert "W_direct" in rep.results[1].detail and math.isnan(found["dev_loss_reevaluated"])
+
+
+def test_exercise3_check_passes_a_used_w_direct_and_fails_an_unused_one(names):
+    words, vocab = names
+    V = len(vocab)
+    g = torch.Generator().manual_seed(1)
+    used = {**_params(V), "W_direct": torch.randn(30, V, generator=g)}
+    dev = ex.mlp_loss(used, words[:50], vocab)
+    rep, found = ex.check_direct_connections(used, dev, words[:50], vocab, block_size=3, display=False)
+    assert rep.all_passed, repr(rep)
+    assert found["dev_loss_reevaluated"] == pytest.approx(dev) != found["dev_loss_without_direct"]
+    # all zeros: never trained, so removing it changes nothing and the third row says so
+    unused = {**_params(V), "W_direct": torch.zeros(30, V)}
+    rep, _ = ex.check_direct_connections(unused, ex.mlp_loss(unused, words[:50], vocab), words[:50], vocab,
+                                         block_size=3, display=False)
+    assert [r.status for r in rep.results][2] == "wrong" and "with it removed" in rep.results[2].detail
+
+
+def test_exercise3_check_takes_a_model_and_counts_todo(names):
+    from mmlib.models import MLP, MLPConfig
 
     words, vocab = names
-    V, block_size = len(vocab), 3
-    g = torch.Generator().manual_seed(0)
-    bad = {"C": torch.randn(V, 10, generator=g), "W1": torch.randn(30, 8, generator=g), "b1": torch.zeros(8),
-           "W2": torch.randn(8, V, generator=g), "b2": torch.zeros(V), "W_direct": torch.zeros(7, V)}
-    ns = dict(TODO=TODO, Result=Result, check=check, check_that=check_that, is_todo=is_todo, report=report,
-              torch=torch, mlp_loss=ex.mlp_loss, words_dev=words[:50], vocab=vocab, block_size=block_size,
-              vocab_size=V, direct_params=bad, direct_dev_loss=3.0)
-    exec(_cell("want_shape = (block_size * 10, vocab_size)").source, ns)
-    statuses = [r.status for r in ns["rep3"].results]
-    assert statuses == ["wrong", "error", "error"], statuses
-    assert "W_direct" in ns["rep3"].results[1].detail
+    rep, _ = ex.check_direct_connections(TODO, TODO, words[:20], vocab, block_size=3, display=False)
+    assert rep.counts["todo"] == rep.counts["total"] == 3
+    model = MLP(MLPConfig(vocab_size=len(vocab)))   # a model without W_direct: the shape row says what it got
+    rep, _ = ex.check_direct_connections(model, 3.0, words[:20], vocab, block_size=3, display=False)
+    assert rep.results[0].status == "wrong" and "got None" in rep.results[0].detail
 
 
 # ---- mmlib.expected.lesson02 ------------------------------------------------------------------
@@ -178,7 +179,7 @@ def test_uniform_loss_is_cross_entropy_of_equal_logits(n):
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, "27"])
 def test_uniform_loss_rejects_nonsense(bad):
-    with pytest.raises(ValueError, match="vocab_size must be a positive integer"):
+    with pytest.raises(ValueError, match="vocab_size must be a positive whole number"):
         ex.uniform_loss(bad)
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conftest import NOTEBOOKS, parameter_error
 from mmlib.checks import TODO
 from mmlib.expected import lesson04 as E
-from mmlib.gradcheck import GradReport, Step, check_grads, hints_from_steps, resolve_dtype, tolerances
+from mmlib.gradcheck import GradReport, Step, check_grads, hints_from_steps, probe_backward, resolve_dtype, tolerances
 
 SOLUTION = NOTEBOOKS / "solutions" / "04_backprop_ninja_solutions.ipynb"
 LEARNER = NOTEBOOKS / "04_backprop_ninja.ipynb"
@@ -47,7 +47,7 @@ def test_solution_trains_with_the_hand_written_backward(run_lesson):
     assert 3.0 < metrics["check_batch_loss"] < 3.8
     # At the CI budget (1000 steps) the calibrated-BatchNorm losses sit near 2.4; untrained would be ~3.3,
     # a broken backward pass would not go down at all.
-    train, val = metrics["train_loss"], metrics["val_loss"]
+    train, val = metrics["losses"]["train"], metrics["losses"]["dev"]
     assert train is not None and val is not None
     assert 2.0 < train < 2.7 and 2.0 < val < 2.7, (train, val)
     assert abs(val - train) < 0.1, "dev and train loss should be close for this small network"
@@ -62,7 +62,7 @@ def test_learner_version_attempts_nothing_and_does_not_crash(run_lesson):
     for ex in EXERCISES:
         t = metrics["checks_by_exercise"][ex]
         assert t["todo"] == t["total"] == N_CHECKS[ex]
-    assert metrics["trained"] is False and metrics["train_loss"] is None and metrics["val_loss"] is None
+    assert metrics["trained"] is False and metrics["losses"] == {"train": None, "dev": None, "test": None}
     # exercise 4 waited for the 28 answers of exercises 1-3 instead of crashing on them
     assert metrics["todo_before_exercise_4"] == N_CHECKS["exercise_1"] + N_CHECKS["exercise_2"] + N_CHECKS["exercise_3"]
 
@@ -76,10 +76,10 @@ def test_float64_shrinks_the_differences_to_round_off(run_lesson):
 
 @pytest.mark.parametrize("bad, message", [
     ({"dtype": "float16"}, "dtype must be 'float32' or 'float64'"),
-    ({"batch_size": 1}, "batch_size must be at least 2"),
+    ({"batch_size": 1}, "batch_size must be a whole number >= 2"),
     ({"lr": 0}, "lr must be a learning rate in (0, 10]"),
     ({"lr_late": "0.01"}, "lr_late must be a learning rate in (0, 10]"),
-    ({"lr_decay_step": -1}, "lr_decay_step must be None or a whole number >= 0"),
+    ({"lr_decay_step": -1}, "lr_decay_step must be a whole number >= 0"),
     ({"max_steps": 0}, "max_steps must be a positive whole number"),
     ({"check_steps": 2.5}, "check_steps must be a positive whole number"),
     ({"max_steps": 3, "check_steps": 5}, "check_steps must be <= max_steps"),
@@ -89,42 +89,74 @@ def test_nonsense_parameters_give_a_clear_error(bad, message, tmp_path):
     assert err.ename == "ValueError" and message in err.evalue
 
 
-def _run_with_backward(tmp_path, old, new):
-    """Run the solution notebook briefly with one line of its exercise-4 `backward` changed."""
-    import papermill as pm
+# --- exercise 4's probe (mmlib.gradcheck.probe_backward), called with backward passes of our own ---
 
-    nb = nbformat.read(SOLUTION, as_version=4)
-    (cell,) = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def backward(")]
-    assert cell.source.count(old) == 1, old
-    cell.source = cell.source.replace(old, new)
-    src, out = tmp_path / "broken.ipynb", tmp_path / "out.ipynb"
-    nbformat.write(nb, src)
-    pm.execute_notebook(str(src), str(out), parameters={"max_steps": 20, "metrics_path": str(tmp_path / "m.json")},
-                        cwd=str(SOLUTION.parent), kernel_name="python3", progress_bar=False)
-    import json
-    text = "\n".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells
-                     if c.cell_type == "code" for o in c.outputs)
-    return json.loads((tmp_path / "m.json").read_text()), text
+def _forward(params, X, Y=None):
+    """Stands in for the lesson's forward: the backward passes below only need the batch from the cache."""
+    return None, {"X": X}
 
 
-def test_exercise_4_catches_a_backward_that_uses_the_global_batch_size(tmp_path):
-    # Right on the 32-example training batches, wrong on the probe batch of 64: the check must say so.
-    metrics, _ = _run_with_backward(tmp_path, "    n = X.shape[0]\n", "")
-    ex4 = metrics["checks_by_exercise"]["exercise_4"]
-    assert metrics["trained"] is True
-    assert ex4["wrong"] >= 6, ex4  # every gradient but db1 (zero up to round-off) is off by a factor 2
+def _backward(params, cache, Y):
+    return E.manual_backward(params, cache["X"], Y)
 
 
-@pytest.mark.parametrize("old, new, message", [
-    ('"b1": db1, ', "", "missing b1"),
-    ("db2 = dlogits.sum(0)", "db2 = dlogits.sum(0, keepdim=True)", "wrong shape: db2 (1, 27) (want (27,))"),
-    ("dW2 = h.T @ dlogits", "dW2 = h @ dlogits", "backward raised RuntimeError"),
+def _probe(backward, *, after=(), n=24):
+    p, (X, Y) = _params(), _batch(n=n)
+    return p, probe_backward(backward, _forward, p, X, Y, want=E.autograd_grads(p, X, Y), names=E.PARAMS, after=after)
+
+
+def test_probe_lets_a_correct_backward_train_and_stacks_its_steps():
+    p, probe = _probe(_backward)
+    assert probe.ready and "ready to train" in probe.message()
+    steps = [_batch(n=12, seed=s) for s in (2, 3)]
+    got = [_backward(p, {"X": X}, Y) for X, Y in steps]
+    want = [E.autograd_grads(p, X, Y) for X, Y in steps]
+    rep = probe.check(got, want, atol=1e-12, rtol=1e-9, show=False)
+    assert rep.all_passed and rep.counts["total"] == len(E.PARAMS)
+    assert "the probe batch and the first 2 training steps" in rep.title
+
+
+def test_probe_catches_a_backward_that_uses_the_notebooks_batch_size():
+    # Right on the 12-example batches it was written for, off by a factor 2 on the probe batch of 24.
+    def wrong_n(params, cache, Y):
+        return {k: v * len(Y) / 12 for k, v in _backward(params, cache, Y).items()}
+
+    _, probe = _probe(wrong_n)
+    assert probe.ready   # the shapes fit, so it trains; the check says what is wrong
+    rep = probe.check(atol=1e-12, rtol=1e-9, show=False)
+    assert rep.counts["wrong"] >= 6, rep.counts   # every gradient but db1 (zero up to round-off)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda g: g.pop("b1"), "missing b1"),
+    (lambda g: g.update(b2=g["b2"][None]), "wrong shape: db2 (1, 27) (want (27,))"),
+    (lambda g: g.update(W2=[1.0]), "wrong shape: dW2 list"),
 ])
-def test_exercise_4_explains_a_backward_that_does_not_fit_instead_of_crashing(tmp_path, old, new, message):
-    metrics, text = _run_with_backward(tmp_path, old, new)
-    assert message in text and "The cells below skip training." in text
-    assert metrics["trained"] is False and metrics["steps_trained"] == 0
-    assert metrics["checks_by_exercise"]["exercise_4"]["correct"] < N_CHECKS["exercise_4"]
+def test_probe_explains_gradients_that_do_not_fit_instead_of_training(change, message):
+    def broken(params, cache, Y):
+        grads = _backward(params, cache, Y)
+        change(grads)
+        return grads
+
+    _, probe = _probe(broken)
+    assert not probe.ready and message in probe.message() and "The cells below skip training." in probe.message()
+    rep = probe.check(atol=1e-12, rtol=1e-9, show=False)
+    assert rep.counts["correct"] < len(E.PARAMS) and "on the probe batch of 24" in rep.title
+
+
+def test_probe_reports_an_exception_and_a_todo_and_waits_for_earlier_answers():
+    def raises(params, cache, Y):
+        return params["W1"] @ params["W1"]   # a shape error, as a wrong transpose gives
+
+    _, probe = _probe(raises)
+    assert not probe.ready and "backward raised RuntimeError" in probe.problem
+    _, probe = _probe(lambda params, cache, Y: TODO)
+    assert "still returns TODO" in probe.problem
+    assert probe.check(atol=1e-6, rtol=0, show=False).counts["todo"] == len(E.PARAMS)
+    calls = []
+    unanswered = check_grads({"a": TODO, "b": TODO}, {}, atol=1e-6, rtol=0, show=False)
+    _, probe = _probe(lambda *a: calls.append(a), after=(unanswered,))
+    assert not calls and probe.unanswered == ("da", "db") and "2 answers are still TODO (da, db)" in probe.problem
 
 
 def test_forward_steps_table_matches_the_notebook():

@@ -89,8 +89,8 @@ def test_mlp_agrees_with_the_from_scratch_layers_on_the_same_weights(batchnorm):
             layers[0].bias.copy_(model.b1)
         else:
             model.bngain.mul_(1.5)
-            layers[1].gamma.copy_(model.bngain)
-            layers[1].beta.copy_(model.bnbias)
+            layers[1].gamma.copy_(model.bngain[0])
+            layers[1].beta.copy_(model.bnbias[0])
         layers[-1].weight.copy_(model.W2)
         layers[-1].bias.copy_(model.b2)
 

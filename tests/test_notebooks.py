@@ -9,6 +9,7 @@ import pytest
 
 from conftest import ALL, LEARNER, SOLUTIONS, ci_parameters, nb_id
 from mmlib import exercises
+from mmlib.metrics import validate_metrics
 
 MAX_OUTPUT_BYTES = 100_000
 REQUIRED_PARAMETERS = {"data_path", "seed", "device", "metrics_path"}
@@ -53,3 +54,11 @@ def test_lesson_runs_under_nbval_at_ci_parameters(path, run_lesson):
     metrics, _ = run_lesson(path)
     assert metrics, "the lesson wrote no metrics"
     assert metrics.get("parameters", {}).get("seed") is not None, "metrics should record the parameters used"
+
+
+@pytest.mark.parametrize("path", ALL, ids=nb_id)
+def test_lesson_metrics_follow_the_one_schema(path, run_lesson):
+    """Every lesson, both versions, writes its metrics in mmlib.metrics' schema, under its own number."""
+    metrics, _ = run_lesson(path)
+    validate_metrics(metrics)
+    assert metrics["lesson"] == path.name[:2], f"{path.name} reports itself as lesson {metrics['lesson']}"

@@ -50,3 +50,56 @@ def test_the_table_goes_between_the_markers_and_nowhere_else():
 
 def test_readme_results_table_is_the_one_the_notebooks_give():
     assert results.main(["--check"]) == 0, "run `python -m mmlib.results --write` after re-running a lesson"
+
+
+
+def toy_lesson(folder, lesson="07"):
+    """A lesson notebook in miniature: a parameters cell, CI parameters in its metadata, a results cell."""
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("steps = 1000\nmetrics_path = None")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "from mmlib.metrics import save_metrics\n"
+        f"save_metrics(metrics_path, {{'lesson': '{lesson}', 'model': 'toy', 'parameters': {{'steps': steps}}, "
+        "'losses': {'train': 1.5, 'dev': 1000 / steps, 'test': None}, 'train_seconds': steps / 100, "
+        "'n_parameters': 3, 'checks': {'correct': 1, 'exact': 0, 'wrong': 0, 'todo': 0, 'total': 1}})")]
+    nb.metadata["mmlib"] = {"ci_parameters": {"steps": 10}}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / f"{lesson}_toy_solutions.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_run_mode_executes_lessons_with_papermill_and_collects_their_metrics(tmp_path):
+    folder = tmp_path / "solutions"
+    folder.mkdir()
+    committed = toy_lesson(folder).read_bytes()
+    readme = results.README.read_bytes()
+    out = tmp_path / "out"
+    assert results.main(["--run", "--ci", "--folder", str(folder), "--out", str(out)]) == 0
+    got = results.collect(out)["07"]
+    assert got["parameters"] == {"steps": 10} and got["losses"]["dev"] == 100.0, "the CI parameters were used"
+    assert "| 07 | toy | 3 | 1.5000 | 100.0000 |  | 0 s |" in (out / "results.md").read_text(encoding="utf-8")
+    assert (out / "results.png").stat().st_size > 1000
+    assert (folder / "07_toy_solutions.ipynb").read_bytes() == committed, "--ci never writes the notebooks"
+    assert results.README.read_bytes() == readme, "--ci never writes README.md"
+    with pytest.raises(ValueError, match="no solution notebook for lesson 99 in .*; the lessons are 07"):
+        results.run_lessons(["99"], ci=True, out=out, folder=folder)
+
+
+def _a_lesson_with_metrics():
+    ready = results.collect()
+    if not ready:
+        pytest.skip("no committed solution notebook displays metrics in the schema yet")
+    return min(ready)
+
+
+def test_run_mode_on_a_real_lesson_at_ci_parameters(tmp_path):
+    lesson = _a_lesson_with_metrics()
+    solution = next(results.SOLUTIONS.glob(f"{lesson}_*.ipynb"))
+    readme, committed = results.README.read_bytes(), solution.read_bytes()
+    assert results.main(["--run", lesson, "--ci", "--out", str(tmp_path)]) == 0
+    ci = results.collect(tmp_path)[lesson]
+    assert ci["parameters"] != results.notebook_metrics(solution)["parameters"], "the run used the CI parameters"
+    assert f"| {lesson} | {ci['model']} |" in (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert results.README.read_bytes() == readme and solution.read_bytes() == committed, "--ci writes only --out"

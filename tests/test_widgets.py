@@ -261,3 +261,30 @@ def test_diagnostics_errors_are_clear():
         Recorder(every=0)
     with pytest.raises(ValueError, match="history must be"):
         plot_update_ratios([1.0, 2.0])
+
+
+def test_gradients_on_starts_from_cleared_gradients_and_updates_nothing():
+    from mmlib.diagnostics import gradients_on
+    from mmlib.layers import DeepMLP
+
+    model = DeepMLP.build(7, 2, 3, gain=1.0, depth=2, width=8, keep_grads=True, generator=torch.Generator().manual_seed(0))
+    X, Y = torch.randint(0, 7, (16, 2)), torch.randint(0, 7, (16,))
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = gradients_on(model, X, Y)
+    first = [p.grad.clone() for p in model.parameters()]
+    assert gradients_on(model, X, Y) == loss            # a second call does not add to the first's gradients
+    assert all(torch.equal(a, p.grad) for a, p in zip(first, model.parameters()))
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert gradient_stats(model.layers)                  # keep_grads kept the layers' output gradients
+
+
+def test_four_diagnostics_prints_every_window_and_the_update_ratios_around_the_decay(capsys):
+    from mmlib.diagnostics import four_diagnostics
+
+    rec, layers, weights = _recorded(steps=30, every=10)
+    acts, grads, wstats = four_diagnostics(layers, weights, rec, decay_step=15, title="test")
+    out = capsys.readouterr().out
+    assert [s.name for s in acts] == ["layer 1 (tanh)", "layer 3 (tanh)"] and len(grads) == 2 and len(wstats) == 3
+    assert "update:data ratio, mean log10 before / from the decay step (step 15):" in out
+    ud = torch.tensor(rec.ud)
+    assert f"{ud[:15, 0].nanmean().item():+.2f} -> {ud[15:, 0].nanmean().item():+.2f}" in out

@@ -6,6 +6,9 @@ plain Python loop, look embeddings up as one-hot rows times `C`, and score with 
 max-shifted log-softmax in float64. So a check that compares the two is not comparing the
 lesson's code with itself, and a learner who reports a dev loss is checked against an
 independent re-evaluation of the parameters they hand in.
+
+`check_direct_connections` is exercise 3's whole check (it is more than one row of `check`), here
+so that the notebook's check cell is one call and the tests can call it directly.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from mmlib.checks import is_todo
+from mmlib.checks import Report, Result, check, check_that, is_todo, show
+from mmlib.validate import positive_int
 from mmlib.vocab import Vocab
 
 REQUIRED = ("C", "W1", "b1", "W2", "b2")
@@ -26,16 +30,14 @@ def uniform_loss(vocab_size: int) -> float:
 
     Computed as the entropy -sum(p log p) of the uniform distribution (it equals ln(vocab_size)).
     """
-    if not isinstance(vocab_size, int) or vocab_size < 1:
-        raise ValueError(f"vocab_size must be a positive integer, got {vocab_size!r}")
+    positive_int("vocab_size", vocab_size)
     p = torch.full((vocab_size,), 1.0 / vocab_size, dtype=torch.float64)
     return float(-(p * p.log()).sum())
 
 
 def contexts(words: Sequence[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every (context, next character) pair, built one character at a time as in the lecture."""
-    if not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    positive_int("block_size", block_size)
     xs, ys = [], []
     for w in words:
         context = [0] * block_size
@@ -97,3 +99,48 @@ def mlp_loss(params: Mapping[str, torch.Tensor], words: Sequence[str], vocab: Vo
         logprobs = shifted - shifted.exp().sum(dim=1, keepdim=True).log()
         total -= logprobs.gather(1, y.unsqueeze(1)).sum().item()
     return total / len(Y)
+
+
+def check_direct_connections(direct_params, direct_dev_loss, words: Sequence[str], vocab: Vocab, block_size: int,
+                             n_embd: int = 10, *, title: str = "Exercise 3: direct connections",
+                             display: bool = True) -> tuple[Report, dict[str, float]]:
+    """Exercise 3: the shape of `W_direct`, the reported dev loss, and whether `W_direct` is used at all.
+
+    `direct_params` is the dict of tensors handed in (a model's `state_dict()`; a `torch.nn.Module`
+    is read through its `state_dict()`), `words` the dev names. The dev loss is re-evaluated by
+    `mlp_loss` with and without `W_direct`: if removing it changes nothing, it was not trained or not
+    used. Parameters that cannot be evaluated (wrong shapes) give failed rows that say why, not a
+    traceback. Returns the report and the two re-evaluated losses (NaN when they could not be computed).
+    """
+    if isinstance(direct_params, torch.nn.Module):
+        direct_params = direct_params.state_dict()
+    want_shape = (block_size * n_embd, len(vocab))
+    if is_todo(direct_params):
+        shape = direct_params
+    elif isinstance(direct_params, Mapping):
+        shape = tuple(direct_params["W_direct"].shape) if "W_direct" in direct_params else None
+    else:
+        shape = type(direct_params).__name__
+    shape_row = check_that("W_direct shape", shape, shape == want_shape, f"got {shape}, expected {want_shape}",
+                           hint="one weight per (concatenated embedding number, output character) pair")
+    try:
+        with_direct = mlp_loss(direct_params, words, vocab)
+        without = direct_params if is_todo(direct_params) else {k: v for k, v in direct_params.items() if k != "W_direct"}
+        without_direct = mlp_loss(without, words, vocab)
+        problem = None
+    except (ValueError, AttributeError) as e:   # malformed parameters: a failed row instead of a traceback
+        with_direct = without_direct = float("nan")
+        problem = f"cannot evaluate direct_params: {e}"
+    if problem:
+        rows = [Result(name, "error", problem, hint="fix the shapes in direct_params first")
+                for name in ("direct_dev_loss", "W_direct is used")]
+    else:
+        rows = [check("direct_dev_loss", direct_dev_loss, with_direct, atol=1e-4,
+                      hint="report the dev loss of the model in direct_params, with its direct connections"),
+                check_that("W_direct is used", direct_dev_loss, abs(with_direct - without_direct) > 1e-3,
+                           f"dev loss {with_direct:.4f} with W_direct, {without_direct:.4f} with it removed",
+                           hint="was W_direct trained? it must be a parameter of the model and used in its forward pass")]
+    rep = Report([shape_row, *rows], title)
+    if display:
+        show(rep)
+    return rep, {"dev_loss_reevaluated": with_direct, "dev_loss_without_direct": without_direct}

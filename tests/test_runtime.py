@@ -1,4 +1,4 @@
-"""mmlib.setup, mmlib.metrics and mmlib.sample."""
+"""mmlib.runtime, mmlib.timing, mmlib.metrics and mmlib.sample."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import torch
 from mmlib.metrics import save_metrics
 from mmlib.models import Bigram, BigramConfig
 from mmlib.sample import sample_words
-from mmlib.setup import pick_device, seed_everything, setup
+from mmlib.runtime import pick_device, seed_everything, setup
+from mmlib.timing import seconds_per_call
 from mmlib.vocab import Vocab
 
 
@@ -76,17 +77,13 @@ def test_setup_caps_threads_and_rejects_nonsense():
         torch.set_num_threads(before)
 
 
-def test_parameter_checks_name_the_parameter():
-    from mmlib.setup import check_learning_rates, check_positive_ints, resolve_decay_step
-
-    check_positive_ints(max_steps=10, batch_size=32)
-    for bad in (0, -1, 2.5, True, "10"):
-        with pytest.raises(ValueError, match="max_steps must be a positive whole number"):
-            check_positive_ints(max_steps=bad)
-    check_learning_rates(lr=0.1, lr_late=10)
-    for bad in (0, -0.1, 11, "0.1", None):
-        with pytest.raises(ValueError, match="lr_late must be a learning rate in"):
-            check_learning_rates(lr_late=bad)
-    assert resolve_decay_step(None, 1001) == 500 and resolve_decay_step(7, 10) == 7
-    with pytest.raises(ValueError, match="lr_decay_step must be None or a whole number"):
-        resolve_decay_step(-1, 10)
+def test_seconds_per_call_keeps_the_fastest_round():
+    calls = []
+    t = seconds_per_call(lambda: calls.append(1), reps=5, rounds=4)
+    assert len(calls) == 20 and 0 <= t < 0.01
+    # the rounds differ: the first sleeps, the rest do not; the fastest is reported
+    slow = iter([0.05] + [0.0] * 3)
+    import time
+    assert seconds_per_call(lambda: time.sleep(next(slow)), rounds=4) < 0.04
+    with pytest.raises(ValueError, match="reps must be a positive whole number, got 0"):
+        seconds_per_call(lambda: None, reps=0)

@@ -1,5 +1,7 @@
 """The run-time set-up every lesson starts with: seed, device, threads, plot style (lesson 01).
 
+(Named `runtime`, not `setup`, so that nobody takes it for a setuptools script.)
+
 Seeding matters in a course: with the same seed a learner's numbers match the ones in the text.
 """
 
@@ -59,27 +61,3 @@ def setup(seed: int = 42, device: str = "cpu", threads: int | None = None) -> tu
     use_course_style()
     torch.set_printoptions(precision=4, sci_mode=False, linewidth=110)
     return dev, g
-
-
-def check_positive_ints(**values: object) -> None:
-    """Raise a clear error for any parameter that is not a positive whole number (steps, sizes)."""
-    for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive whole number, got {v!r}")
-
-
-def check_learning_rates(**values: object) -> None:
-    """Raise a clear error for any learning rate outside (0, 10]: above that, plain SGD on these
-    models diverges at once, and 0 or less does not learn."""
-    for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 10:
-            raise ValueError(f"{name} must be a learning rate in (0, 10], got {v!r}")
-
-
-def resolve_decay_step(lr_decay_step: int | None, max_steps: int) -> int:
-    """The step at which the learning rate drops (lessons 02-04): `None` means halfway."""
-    if lr_decay_step is None:
-        return max_steps // 2
-    if isinstance(lr_decay_step, bool) or not isinstance(lr_decay_step, int) or lr_decay_step < 0:
-        raise ValueError(f"lr_decay_step must be None or a whole number >= 0, got {lr_decay_step!r}")
-    return lr_decay_step
