@@ -593,8 +593,8 @@ class Transformer(Model):
     The weights start as PyTorch's layers start them (and makemore's transformer), drawn from
     `generator`: embeddings from N(0, 1), like lesson 02's `C`; every Linear's weights and biases
     from U(-1/sqrt(fan_in), 1/sqrt(fan_in)); LayerNorm's gain 1 and bias 0. GPT-2's N(0, 0.02) suits
-    its 768-wide layers (about 1/sqrt(768)); for the course's 64-wide ones it is four times smaller
-    than 1/sqrt(64), and in lesson 06's recipe search that model learned markedly slower.
+    its 768-wide layers (about 1/sqrt(768)); for the course's 64-wide ones it is about six times
+    smaller than 1/sqrt(64) = 0.125, and in lesson 06's recipe search that model learned markedly slower.
     """
 
     Config = TransformerConfig

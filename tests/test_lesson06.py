@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import NOTEBOOKS, parameter_error
+from conftest import NOTEBOOKS, ci_parameters, parameter_error
 from mmlib import results
 from mmlib.data import build_splits, load_words
 from mmlib.expected import lesson06 as ex
 from mmlib.models import CausalSelfAttention, TransformerConfig, create
-from mmlib.train import TrainConfig, train
+from mmlib.train import TrainConfig, train, trim_padding
 from mmlib.vocab import Vocab
 from mmlib.widgets import attention_explorer, attention_map, draw_attention, sample_summary, sampling_explorer
 
@@ -48,32 +48,64 @@ def test_losses_are_sane(run_lesson, path):
     m, _ = run_lesson(path)
     uniform = math.log(27)
     assert m["lesson"] == "06"
-    assert abs(m["initial_loss"] - uniform) < 0.05            # GPT-2's small init: a near-uniform guess
+    # PyTorch's default init: logits spread a little, so a little above a uniform guess, never far from it
+    assert uniform - 0.05 < m["initial_loss"] < uniform + 0.5, m["initial_loss"]
     losses = m["losses"]
     assert all(1.5 < losses[k] < uniform for k in ("train", "dev", "test")), losses
-    assert m["n_parameters"] == 204_571                        # the default size: 4 blocks, 4 heads, 64 wide
+    ci = ci_parameters(path)
+    words = load_words()
+    size = {k: ci[k] for k in ("n_layer", "n_head", "n_embd")}
+    assert m["n_parameters"] == create("transformer", vocab_size=27, block_size=max(map(len, words)) + 1,
+                                       **size).n_parameters()
     assert set(m["positions"]) == {"with", "without"}
     assert m["train_seconds"] > 0 and m["steps_per_second"] > 0
+
+
+def test_nonsense_parameters_stop_the_notebook_with_a_clear_message(tmp_path):
+    # one run in a real kernel, as papermill injects parameters (a kernel costs seconds of CI) ...
+    err = parameter_error(SOLUTION, tmp_path, n_embd=30)
+    assert err.ename == "ValueError" and "n_embd must be a multiple of n_head" in err.evalue
+
+
+def _run_parameter_checks(**overrides) -> None:
+    """The solution's imports, its parameters cell with `overrides` applied, and the cell that checks
+    them, executed in this process: each bad value must raise before anything trains."""
+    nb = nbformat.read(SOLUTION, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    p = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
+    scope: dict = {}
+    for c in code[:p + 1]:
+        exec(c.source, scope)
+    scope.update(overrides)
+    exec(code[p + 1].source, scope)
 
 
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"n_embd": 30}, "n_embd must be a multiple of n_head"),
         ({"max_steps": 0}, "max_steps must be a positive whole number, got 0"),
-        ({"batch_size": 2.5}, "batch_size must be a positive whole number, got 2.5"),
-        ({"lr": 0}, "lr must be a learning rate in (0, 10], got 0"),
-        ({"dropout": 1.0}, "dropout must be a finite number in [0, 1)"),
-        ({"warmup": -1}, "warmup must be a whole number >= 0, got -1"),
+        ({"exercise_steps": 2.5}, "exercise_steps must be a positive whole number, got 2.5"),
         ({"threads": 0}, "threads must be a positive whole number, got 0"),
+        ({"warmup": -1}, "warmup must be a whole number >= 0, got -1"),
+        ({"n_embd": 30}, "n_embd must be a multiple of n_head"),
+        ({"dropout": 1.0}, "dropout must be a finite number in [0, 1)"),
+        ({"lr": 0}, "lr must be a learning rate in (0, 10], got 0"),
+        ({"batch_size": 2.5}, "batch_size must be a positive whole number, got 2.5"),
         ({"device": "tpu"}, "device must be one of"),
         ({"metrics_path": "06_transformer_solutions.ipynb"}, "metrics_path must end in .json"),
     ],
 )
-def test_nonsense_parameters_fail_with_a_clear_message(tmp_path, overrides, message):
-    err = parameter_error(SOLUTION, tmp_path, **overrides)
-    assert err.ename in ("ValueError", "MetricsError")
-    assert message in err.evalue
+def test_each_nonsense_parameter_is_refused_before_anything_trains(overrides, message):
+    # ... and every parameter's check in this process, on the notebook's own cells
+    with pytest.raises(Exception) as err:
+        _run_parameter_checks(**overrides)
+    assert type(err.value).__name__ in ("ValueError", "MetricsError")
+    assert message in str(err.value)
+
+
+def test_the_default_parameters_pass_their_checks():
+    # setup() would seed and set this process's threads: stand in for it; the checks before it all run
+    _run_parameter_checks(setup=lambda seed, device, threads=None: (device, None))
 
 
 # ---- the committed run at default parameters -------------------------------------------------
@@ -116,6 +148,30 @@ def test_no_position_of_the_model_attends_to_the_future():
     assert model.training   # attention_maps leaves the mode it found
     # the whole model: no output at or before t moves when only the characters after t change
     assert ex.future_leaks(lambda i: model.eval()(i)[0], idx, 27, g) == []
+
+
+def test_padding_never_reaches_the_loss_or_the_gradient():
+    g = torch.Generator().manual_seed(0)
+    model = create("transformer", generator=g, block_size=8, n_layer=2, n_head=2, n_embd=16).eval()
+    X = torch.tensor([[0, 5, 1, 0, 0, 0, 0, 0], [0, 3, 4, 9, 2, 0, 0, 0]])
+    Y = torch.tensor([[5, 1, 0, -1, -1, -1, -1, -1], [3, 4, 9, 2, 0, -1, -1, -1]])
+    # the padded batch's loss is the mean over the 8 real targets, computed without the padding at all
+    logits0, _ = model(X[:1, :3])
+    logits1, _ = model(X[1:, :5])
+    by_hand = torch.cat([F.cross_entropy(logits0[0], Y[0, :3], reduction="none"),
+                         F.cross_entropy(logits1[0], Y[1, :5], reduction="none")]).mean()
+    logits, loss = model(X, Y)
+    torch.testing.assert_close(loss, by_hand, atol=1e-6, rtol=0)
+    # no gradient reaches the logits at padded positions, whatever sits in the padding of X
+    logits = logits.detach().requires_grad_()
+    F.cross_entropy(logits.view(-1, 27), Y.view(-1), ignore_index=-1).backward()
+    assert (logits.grad[Y == -1] == 0).all() and (logits.grad[Y != -1] != 0).any()
+    X2 = X.clone()
+    X2[Y == -1] = 7
+    torch.testing.assert_close(model(X2, Y)[1], loss, atol=1e-6, rtol=0)
+    # and cutting the batch after its longest name (as mmlib.train does) changes nothing either
+    torch.testing.assert_close(model(*trim_padding(X, Y))[1], loss, atol=1e-6, rtol=0)
+    assert trim_padding(X, Y)[0].shape == (2, 5)
 
 
 def test_the_model_trains_a_few_steps_and_its_loss_falls():
