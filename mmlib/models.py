@@ -173,6 +173,26 @@ class Bigram(Model):
         logits = self.W[idx[:, -1]]          # (B, V)
         return logits, self.loss(logits, targets)
 
+    @classmethod
+    def from_counts(cls, X: torch.Tensor, Y: torch.Tensor, vocab_size: int, smoothing: float = 1.0) -> "Bigram":
+        """The counting model of lesson 01 as this net: W = log of the smoothed, normalised counts.
+
+        X (N, 1) holds each bigram's first character, Y (N,) its second. Counting is the
+        maximum-likelihood fit, so this is where training the net ends up; the course's results
+        table scores it on the shared split like every other model.
+        """
+        positive_int("vocab_size", vocab_size)
+        number("smoothing", smoothing, 0, None)
+        if X.ndim != 2 or X.shape[1] != 1 or Y.shape != X.shape[:1]:
+            raise ValueError(f"from_counts needs X of shape (N, 1) and Y of shape (N,), got {tuple(X.shape)} "
+                             f"and {tuple(Y.shape)}: build them with block_size=1")
+        N = torch.bincount(X[:, 0] * vocab_size + Y, minlength=vocab_size ** 2).view(vocab_size, vocab_size)
+        P = (N.double() + smoothing) / (N.double() + smoothing).sum(1, keepdim=True)
+        model = cls(BigramConfig(vocab_size=vocab_size))
+        with torch.no_grad():
+            model.W.copy_(P.log())
+        return model
+
 
 # ---- lessons 02-04: the MLP of Bengio et al. (2003), optionally with BatchNorm -----------------
 
