@@ -19,7 +19,9 @@ One module per idea, so a helper can be found from the file names:
                     Embedding, FlattenConsecutive, Sequential, the WaveNet as a layer stack   (lesson 05)
 - `mmlib.diagnostics` per-layer activation, gradient and update:data statistics and plots      (lesson 03)
 - `mmlib.widgets`   the initialisation and training-statistics explorers (ipywidgets)          (lesson 03);
-                    the WaveNet's receptive-field explorer                                   (lesson 05)
+                    the WaveNet's receptive-field explorer                                   (lesson 05);
+                    attention maps of a trained transformer, and sampling with temperature/top-k (lesson 06)
+- `mmlib.results`   every lesson's committed metrics read back: the course-wide table and plot  (lesson 06, README)
 - `mmlib.gradcheck` comparing hand-written gradients with autograd, one row per variable, and
                     probing a learner's backward pass before it trains                          (lesson 04)
 - `mmlib.checks`    exercise checks that tell a learner what is wrong and by how much          (lesson 01 onwards)

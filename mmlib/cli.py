@@ -513,7 +513,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                for k, v in _explicit(args, RUNTIME).items()}
     cfg = train_config(tcfg, **runtime, progress=False if not rank0 or args.no_progress else None)
     if cfg.device != "cpu":
-        from mmlib.setup import pick_device
+        from mmlib.runtime import pick_device
         pick_device(cfg.device)          # an absent GPU: one line now, before any work
 
     input_path = args.input if args.input is not None else str(run / "words.txt")
@@ -618,7 +618,7 @@ def _train(run: Path, meta: dict[str, Any], words: list[str], vocab: Vocab, spli
         f"({', '.join(f'{k} {len(X):,}' for k, (X, _) in splits.items())} examples); "
         f"{cfg.steps:,} steps of {per_step} examples, {cfg.optimizer} lr {cfg.lr:g}")
 
-    from mmlib.setup import pick_device
+    from mmlib.runtime import pick_device
 
     device = pick_device(cfg.device)
     model.to(device)
@@ -752,7 +752,7 @@ def _float_arg(flag: str, text: Any) -> float:
 
 
 def _device(name: str) -> torch.device:
-    from mmlib.setup import DEVICES, pick_device
+    from mmlib.runtime import DEVICES, pick_device
 
     _checked(lambda: choice("--device", name, DEVICES), {})
     return pick_device(name)

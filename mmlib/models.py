@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmlib.layers import eval_mode
 from mmlib.validate import boolean, non_negative_int, number, positive_int, power_of_two
 
 IGNORE = -1
@@ -171,6 +172,26 @@ class Bigram(Model):
         self.check_input(idx)
         logits = self.W[idx[:, -1]]          # (B, V)
         return logits, self.loss(logits, targets)
+
+    @classmethod
+    def from_counts(cls, X: torch.Tensor, Y: torch.Tensor, vocab_size: int, smoothing: float = 1.0) -> "Bigram":
+        """The counting model of lesson 01 as this net: W = log of the smoothed, normalised counts.
+
+        X (N, 1) holds each bigram's first character, Y (N,) its second. Counting is the
+        maximum-likelihood fit, so this is where training the net ends up; the course's results
+        table scores it on the shared split like every other model.
+        """
+        positive_int("vocab_size", vocab_size)
+        number("smoothing", smoothing, 0, None)
+        if X.ndim != 2 or X.shape[1] != 1 or Y.shape != X.shape[:1]:
+            raise ValueError(f"from_counts needs X of shape (N, 1) and Y of shape (N,), got {tuple(X.shape)} "
+                             f"and {tuple(Y.shape)}: build them with block_size=1")
+        N = torch.bincount(X[:, 0] * vocab_size + Y, minlength=vocab_size ** 2).view(vocab_size, vocab_size)
+        P = (N.double() + smoothing) / (N.double() + smoothing).sum(1, keepdim=True)
+        model = cls(BigramConfig(vocab_size=vocab_size))
+        with torch.no_grad():
+            model.W.copy_(P.log())
+        return model
 
 
 # ---- lessons 02-04: the MLP of Bengio et al. (2003), optionally with BatchNorm -----------------
@@ -539,10 +560,27 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(c.n_embd, c.n_embd)
         self.drop = nn.Dropout(c.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of every head, each (B, n_head, T, head_size)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        return tuple(t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention weights (B, n_head, T, T): row t is how much position t takes from each position.
+
+        softmax(q k^T / sqrt(head_size)) with the future masked out, as `forward` computes them
+        (there inside `F.scaled_dot_product_attention`, which never shows them), without dropout.
+        """
+        q, k, _ = self.heads(x)
+        T = q.shape[2]
+        att = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])                        # (B, nh, T, T)
+        future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+        return att.masked_fill(future, float("-inf")).softmax(dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.heads(x)                                                                   # (B, nh, T, hs)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                            dropout_p=self.dropout if self.training else 0.0)      # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)                                          # heads side by side
@@ -570,9 +608,13 @@ class Transformer(Model):
     """A GPT-style decoder: token (+ position) embeddings, `n_layer` blocks, LayerNorm, logits (lesson 06).
 
     Reads idx (B, T), T <= block_size, and returns logits (B, T, vocab_size): position t predicts
-    the character after idx[:, :t + 1]. Weights are drawn from N(0, 0.02) as in GPT-2, the
-    projections back into the residual stream with a smaller std, 0.02 / sqrt(2 * n_layer), so the
-    stream's variance does not grow with depth.
+    the character after idx[:, :t + 1].
+
+    The weights start as PyTorch's layers start them (and makemore's transformer), drawn from
+    `generator`: embeddings from N(0, 1), like lesson 02's `C`; every Linear's weights and biases
+    from U(-1/sqrt(fan_in), 1/sqrt(fan_in)); LayerNorm's gain 1 and bias 0. GPT-2's N(0, 0.02) suits
+    its 768-wide layers (about 1/sqrt(768)); for the course's 64-wide ones it is about six times
+    smaller than 1/sqrt(64) = 0.125, and in lesson 06's recipe search that model learned markedly slower.
     """
 
     Config = TransformerConfig
@@ -588,13 +630,13 @@ class Transformer(Model):
         self.ln_f = nn.LayerNorm(c.n_embd)
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size)
         with torch.no_grad():
-            for name, p in self.named_parameters():
-                if name.endswith("bias"):
-                    nn.init.zeros_(p)
-                elif p.ndim == 2:
-                    small = name.endswith("proj.weight") or name.endswith("mlp.2.weight")
-                    std = 0.02 / math.sqrt(2 * c.n_layer) if small else 0.02
-                    nn.init.normal_(p, std=std, generator=generator)
+            for m in self.modules():
+                if isinstance(m, nn.Embedding):
+                    nn.init.normal_(m.weight, generator=generator)
+                elif isinstance(m, nn.Linear):
+                    bound = 1 / math.sqrt(m.in_features)
+                    nn.init.uniform_(m.weight, -bound, bound, generator=generator)
+                    nn.init.uniform_(m.bias, -bound, bound, generator=generator)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         self.check_input(idx)
@@ -607,6 +649,21 @@ class Transformer(Model):
             x = block(x)
         logits = self.lm_head(self.ln_f(x))                                  # (B, T, vocab_size)
         return logits, self.loss(logits, targets)
+
+    @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """The attention weights of every layer for `idx` (B, T), in eval mode: a list of n_layer
+        tensors (B, n_head, T, T), row t of a head's map summing to 1 over positions 0..t."""
+        self.check_input(idx)
+        maps = []
+        with eval_mode(self):
+            x = self.wte(idx)
+            if self.wpe is not None:
+                x = x + self.wpe(torch.arange(idx.shape[1], device=idx.device))
+            for block in self.blocks:
+                maps.append(block.attn.weights(block.ln1(x)))
+                x = block(x)
+        return maps
 
 
 # ---- the command line: recurrent models, RNN (Mikolov et al. 2010) and GRU (Cho et al. 2014) ------

@@ -5,6 +5,7 @@ notebook as an `application/json` output. The committed solution notebooks are r
 default parameters, so their metrics are the course's results. This module reads them back:
 
     collect()                 {"01": metrics, "02": ..., ...} from notebooks/solutions/
+    course_results(current)   the same for lesson 06's comparison, with a line for each lesson lacking metrics
     results_table(collected)  the README's markdown table
     plot_results(collected)   dev loss against training time, one point per lesson (lesson 06)
 
@@ -64,6 +65,36 @@ def collect(folder: str | Path = SOLUTIONS) -> dict[str, dict[str, Any]]:
             raise MetricsError(f"{path.name}: {e}") from None
         out[m["lesson"]] = m
     return out
+
+
+def course_results(current: dict[str, Any] | None = None, lessons: tuple[str, ...] = ("01", "02", "03", "04", "05", "06"),
+                   folder: str | Path = SOLUTIONS) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Every lesson's metrics for the course-wide comparison (lesson 06), and a line for each that lacks them.
+
+    Like `collect`, but a notebook that is missing, has no metrics in the schema yet, or breaks the
+    schema gives a line saying so instead of stopping the comparison. `current` (the metrics of the
+    run in progress) takes the place of its lesson's committed ones.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    notes = []
+    for lesson in lessons:
+        if current is not None and current.get("lesson") == lesson:
+            found[lesson] = current
+            continue
+        paths = sorted(Path(folder).glob(f"{lesson}_*.ipynb"))
+        if not paths:
+            notes.append(f"lesson {lesson}: no solution notebook in {Path(folder).name}/")
+            continue
+        m = notebook_metrics(paths[0])
+        if m is None:
+            notes.append(f"lesson {lesson}: {paths[0].name} shows no metrics in the schema yet "
+                         "(re-run it to add its row)")
+            continue
+        try:
+            found[lesson] = validate_metrics(m)
+        except MetricsError as e:
+            notes.append(f"lesson {lesson}: {paths[0].name}: {e}")
+    return found, notes
 
 
 def _loss(v: float | None) -> str:

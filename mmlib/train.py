@@ -215,6 +215,18 @@ def make_optimizer(model, cfg: TrainConfig):
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr_at(0, cfg), betas=cfg.betas)
 
 
+def trim_padding(X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of padded sequences cut after the last column that holds a target (lesson 06).
+
+    Names are padded to the longest name of the file, but a random batch rarely holds it: the
+    columns after its own longest name are padding in every row. A sequence model predicts
+    position t from positions 0..t only, so dropping them changes neither the outputs at the
+    other positions nor the loss, and saves their computation (about a quarter of it on names).
+    """
+    keep = int((Y != -1).any(0).nonzero().max()) + 1 if (Y != -1).any() else 1
+    return X[:, :keep], Y[:, :keep]
+
+
 @torch.no_grad()
 def evaluate(model, X: torch.Tensor, Y: torch.Tensor) -> float:
     """The model's mean loss on all of (X, Y), in eval mode, on the model's device.
@@ -348,6 +360,7 @@ def train(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: T
     state.optimizer = opt
     params = [p for group in opt.param_groups for p in group["params"]]
     held_out = [k for k in splits if k != "train"]
+    trim = bool(getattr(model, "per_position", False)) and Ytr.ndim == 2
 
     bar = _ProgressBar(cfg.steps, state.step) if _progress_wanted(cfg) else None
     plot = _LivePlot() if cfg.live_plot else None
@@ -368,7 +381,10 @@ def train(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: T
             for group in opt.param_groups:
                 group["lr"] = lr
             ix = torch.randint(0, len(Xtr), (cfg.batch_size,), generator=state.generator).to(device)
-            logits, loss = model(Xtr[ix], Ytr[ix])
+            xb, yb = Xtr[ix], Ytr[ix]
+            if trim:
+                xb, yb = trim_padding(xb, yb)
+            logits, loss = model(xb, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip is not None:

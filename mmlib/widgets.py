@@ -1,4 +1,4 @@
-"""Interactive explorers for lesson 03 (and later): ipywidgets sliders, matplotlib histograms.
+"""Interactive explorers for lessons 03, 05 and 06: ipywidgets sliders, matplotlib histograms and heatmaps.
 
 - `init_explorer(x, y, n_classes)`: sliders for the weight gain, depth and width of a stack of
   `Linear -> [BatchNorm1d] -> nonlinearity` blocks, a choice of nonlinearity (tanh, ReLU, none)
@@ -10,11 +10,14 @@
 - `receptive_field_explorer(model, vocab)` (lesson 05): a name and a position in it; shows the
   WaveNet's tree over the characters it reads there - which characters every node of every level
   sees - and the model's most likely next characters at that position.
+- `attention_explorer(model, vocab, name)` (lesson 06): a name, a layer and a head of a trained
+  transformer; the head's attention weights as a heatmap, and where each position looks.
+- `sampling_explorer(model, vocab, known)` (lesson 06): temperature and top-k sliders; the samples
+  and the share of them that the training file does not hold.
 
-The computation is separate from the drawing: `init_stats(...)`, `training_snapshot(...)` and
-`receptive_field(...)` are
-pure functions returning the numbers (tests drive them, and the explorers' `.result`), and the
-explorers only draw what those return. Each redraw prints one text line naming the slider values,
+The computation is separate from the drawing: `init_stats(...)`, `training_snapshot(...)`,
+`receptive_field(...)`, `attention_map(...)` and `sample_summary(...)` are pure functions returning
+the numbers (tests drive them, and the explorers' `.result`), and the explorers only draw what those return. Each redraw prints one text line naming the slider values,
 then one line per layer, above the plot, so a reader (or a browser test) can read the numbers.
 
 Extreme settings are explained rather than hidden: gain 0 (all-zero activations), large gains
@@ -544,3 +547,213 @@ def receptive_field_explorer(model, vocab: Vocab, name: str = "isabella", positi
     index of the character to predict (None: the end of the name, where the model should say ".").
     """
     return ReceptiveFieldExplorer(model, vocab, name, position, top_k)
+
+
+# ---- lesson 06: what a trained transformer attends to, and how it samples -------------------------
+
+@dataclass
+class AttentionMap:
+    """One head's attention weights over one name (lesson 06)."""
+
+    name: str
+    layer: int                 # 0-based, as in model.blocks[layer]
+    head: int                  # 0-based
+    chars: list[str]           # what each position reads: the start token `.`, then the name
+    weights: torch.Tensor      # (T, T); row t: how much position t takes from positions 0..t (sums to 1)
+
+    def header(self) -> str:
+        return f"name={self.name!r} layer={self.layer} head={self.head}"
+
+    def text(self, top: int = 2) -> str:
+        """The header, then one line per position: the `top` positions it attends to most, with their weights."""
+        lines = [self.header() + " | each position and where it looks (weight):"]
+        for t, row in enumerate(self.weights):
+            w, j = row[: t + 1].topk(min(top, t + 1))
+            looks = ", ".join(f"{p} {self.chars[p]!r} {x:.2f}" for x, p in zip(w.tolist(), j.tolist()))
+            lines.append(f"  {t:>2} {self.chars[t]!r}: {looks}")
+        return "\n".join(lines)
+
+
+def _check_index(what: str, i, n: int) -> int:
+    if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n:
+        raise ValueError(f"{what} must be a whole number from 0 to {n - 1}, got {i!r}")
+    return i
+
+
+def attention_map(model, vocab, name: str, layer: int = 0, head: int = 0) -> AttentionMap:
+    """The attention weights of `head` in `layer` of a trained `mmlib.models.Transformer` reading `name`.
+
+    The model reads the start token and the name, as in training, so position t is where it
+    predicts character t + 1 of the name (the last position: the end of the name).
+    """
+    if not hasattr(model, "attention_maps"):
+        raise TypeError(f"attention maps need a transformer (mmlib.models.Transformer), got {type(model).__name__}")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("type a name (one or more characters) to see its attention")
+    name = name.strip()
+    longest = model.block_size - 1
+    if len(name) > longest:
+        raise ValueError(f"this model reads at most {longest} characters, and {name!r} has {len(name)}")
+    _check_index("layer", layer, len(model.blocks))
+    _check_index("head", head, model.config.n_head)
+    ids = [0] + vocab.encode(name)   # encode names any character the vocabulary lacks
+    idx = torch.tensor([ids], dtype=torch.long, device=model.device)
+    with _one_thread():
+        w = model.attention_maps(idx)[layer][0, head].float().cpu()       # (T, T)
+    return AttentionMap(name, layer, head, [vocab.itos[i] for i in ids], w)
+
+
+def draw_attention(result: AttentionMap, fig: Figure | None = None) -> Figure:
+    """The (T, T) weights as a heatmap: row = the position that looks, column = the position looked at."""
+    fig = fig or Figure(figsize=(4.2, 3.8), dpi=72)
+    (ax,) = _axes(fig, 1)
+    T = len(result.chars)
+    w = result.weights.clone()
+    w[torch.ones(T, T, dtype=torch.bool).triu(1)] = float("nan")        # the future: not allowed, left blank
+    im = ax.imshow(w.numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(T), [f"{c}\n{t}" for t, c in enumerate(result.chars)], fontsize=8)
+    ax.set_yticks(range(T), [f"{t} {c}" for t, c in enumerate(result.chars)], fontsize=8)
+    ax.set_xlabel("looked at (key)")
+    ax.set_ylabel("looking (query)")
+    ax.grid(False)
+    ax.set_title(result.header(), fontsize=9)
+    if len(fig.axes) == 1:
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.subplots_adjust(left=0.2, bottom=0.22, right=0.92, top=0.9)
+    return fig
+
+
+@dataclass
+class SampleResult:
+    """Words drawn at one temperature and top-k, and how many of them the training file lacks (lesson 06)."""
+
+    temperature: float
+    top_k: int | None
+    words: list[str]
+    new: list[bool]            # True where the word is not in the file
+    seed: int
+
+    @property
+    def share_new(self) -> float:
+        return sum(self.new) / len(self.words)
+
+    @property
+    def mean_length(self) -> float:
+        return sum(len(w) for w in self.words) / len(self.words)
+
+    def header(self) -> str:
+        k = "off" if self.top_k is None else str(self.top_k)
+        return (f"temperature={self.temperature:.2f} top_k={k} | {len(self.words)} samples, "
+                f"{100 * self.share_new:.0f}% new (not in the training file), mean length {self.mean_length:.1f}")
+
+    def text(self, per_line: int = 8) -> str:
+        """The header, then the words, new ones marked with *."""
+        cells = [(w or "(empty)") + ("*" if n else "") for w, n in zip(self.words, self.new)]
+        rows = [" ".join(f"{c:<16}" for c in cells[i:i + per_line]).rstrip() for i in range(0, len(cells), per_line)]
+        return "\n".join([self.header(), *rows, "* new: not in the training file"])
+
+
+def sample_summary(model, vocab, known: set[str] | list[str], n: int = 40, *, temperature: float = 1.0,
+                   top_k: int | None = None, seed: int = 0) -> SampleResult:
+    """Draw `n` words with `mmlib.sample.sample_words` and mark those not in `known` (the training file).
+
+    `top_k` None or 0 keeps every character. The same `seed` draws the same random numbers, so
+    moving one slider changes only what that slider controls.
+    """
+    from mmlib.sample import sample_words
+
+    if top_k == 0:
+        top_k = None
+    known = set(known)
+    if not known:
+        raise ValueError("known must hold the training file's words, to tell which samples are new")
+    with _one_thread():
+        words = sample_words(model, vocab, n, g=torch.Generator().manual_seed(seed), temperature=temperature,
+                             top_k=top_k)
+    return SampleResult(temperature, top_k, words, [w not in known for w in words], seed)
+
+
+class AttentionExplorer(_Explorer):
+    """A text box for the name and sliders for layer and head; the heatmap and where each position looks."""
+
+    def __init__(self, model, vocab, name: str = "emma", *, layer: int = 0, head: int = 0):
+        import ipywidgets as widgets
+
+        super().__init__()
+        self.model, self.vocab = model, vocab
+        self.result = attention_map(model, vocab, name, layer, head)   # validates before any widget exists
+        self.error: str | None = None
+        self.name = widgets.Text(value=name, description="name", continuous_update=False)
+        self.layer = widgets.IntSlider(value=layer, min=0, max=len(model.blocks) - 1, description="layer",
+                                       continuous_update=False)
+        self.head = widgets.IntSlider(value=head, min=0, max=model.config.n_head - 1, description="head",
+                                      continuous_update=False)
+        for w in (self.name, self.layer, self.head):
+            w.observe(lambda change: self.update(), names="value")
+        self.fig = Figure(figsize=(4.2, 3.8), dpi=72)
+        self.box = widgets.VBox([widgets.HBox([self.name, self.layer, self.head]), self.output])
+        self.update()
+
+    def update(self) -> AttentionMap | None:
+        """Recompute with the current values and redraw; a name it cannot read shows why instead."""
+        from IPython.display import clear_output
+
+        t = time.perf_counter()
+        try:
+            self.result = attention_map(self.model, self.vocab, self.name.value, int(self.layer.value),
+                                        int(self.head.value))
+        except ValueError as e:
+            self.error = str(e)
+            with self.output:
+                clear_output(wait=True)
+                print(f"cannot show {self.name.value!r}: {e}")
+            return None
+        self.error = None
+        self._show(self.result.text(), draw_attention(self.result, self.fig))
+        self.redraw_seconds = time.perf_counter() - t
+        return self.result
+
+
+class SamplingExplorer(_Explorer):
+    """Sliders for temperature and top-k; shows the samples and the share that are new."""
+
+    def __init__(self, model, vocab, known: set[str] | list[str], n: int = 40, *, temperature: float = 1.0,
+                 top_k: int | None = None, seed: int = 0):
+        import ipywidgets as widgets
+
+        super().__init__()
+        self.model, self.vocab, self.known, self.n, self.seed = model, vocab, set(known), n, seed
+        self.result = sample_summary(model, vocab, self.known, n, temperature=temperature, top_k=top_k, seed=seed)
+        self.temperature = widgets.FloatSlider(value=temperature, min=0.1, max=2.0, step=0.05, description="temperature",
+                                               continuous_update=False, readout_format=".2f",
+                                               style={"description_width": "80px"})
+        self.top_k = widgets.IntSlider(value=top_k or 0, min=0, max=len(vocab), description="top-k (0: off)",
+                                       continuous_update=False, style={"description_width": "80px"})
+        for w in (self.temperature, self.top_k):
+            w.observe(lambda change: self.update(), names="value")
+        self.box = widgets.VBox([widgets.HBox([self.temperature, self.top_k]), self.output])
+        self.update()
+
+    def update(self) -> SampleResult:
+        from IPython.display import clear_output
+
+        t = time.perf_counter()
+        self.result = sample_summary(self.model, self.vocab, self.known, self.n,
+                                     temperature=float(self.temperature.value), top_k=int(self.top_k.value),
+                                     seed=self.seed)
+        with self.output:
+            clear_output(wait=True)
+            print(self.result.text())
+        self.redraw_seconds = time.perf_counter() - t
+        return self.result
+
+
+def attention_explorer(model, vocab, name: str = "emma", **settings) -> AttentionExplorer:
+    """The attention-map explorer (lesson 06): `name`, `layer`, `head`; display the returned object."""
+    return AttentionExplorer(model, vocab, name, **settings)
+
+
+def sampling_explorer(model, vocab, known, n: int = 40, **settings) -> SamplingExplorer:
+    """The sampling explorer (lesson 06): temperature and top-k sliders over `n` samples; `known` is
+    the training file's words, so it can say which samples are new."""
+    return SamplingExplorer(model, vocab, known, n, **settings)

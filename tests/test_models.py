@@ -181,3 +181,17 @@ def test_padding_never_reaches_the_loss():
     X2 = X.clone()
     X2[0, 3:] = torch.tensor([7, 8, 9])   # whatever sits in the padding
     torch.testing.assert_close(model(X2, Y)[1], loss)
+
+
+def test_bigram_from_counts_is_the_smoothed_count_table():
+    X = torch.tensor([[0], [0], [1], [1], [1], [2]])
+    Y = torch.tensor([1, 2, 2, 2, 0, 0])
+    model = Bigram.from_counts(X, Y, vocab_size=3, smoothing=1.0)
+    counts = torch.tensor([[0, 1, 1], [1, 0, 2], [1, 0, 0]], dtype=torch.float64) + 1
+    P = counts / counts.sum(1, keepdim=True)
+    logits, loss = model(X, Y)
+    assert torch.allclose(logits.softmax(1).double(), P[X[:, 0]], atol=1e-6)
+    want = -P[X[:, 0], Y].log().mean()
+    assert abs(loss.item() - want.item()) < 1e-5
+    with pytest.raises(ValueError, match="block_size=1"):
+        Bigram.from_counts(torch.zeros(4, 3, dtype=torch.long), torch.zeros(4, dtype=torch.long), vocab_size=3)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from mmlib.data import build_sequences
 from mmlib.layers import BatchNorm1d, eval_mode
 from mmlib.models import IGNORE, Model, ModelConfig, create
-from mmlib.train import TrainConfig, TrainingDiverged, TrainState, evaluate, lr_at, train
+from mmlib.train import TrainConfig, TrainingDiverged, TrainState, evaluate, lr_at, train, trim_padding
 from mmlib.vocab import Vocab
 
 
@@ -166,6 +166,30 @@ def test_evaluate_leaves_padding_out_and_weights_chunks_by_targets():
         assert evaluate(model, X, Y) == pytest.approx(want, rel=1e-6)
     finally:
         t.EVAL_TOKENS = old
+
+
+def test_sequence_batches_are_cut_after_their_longest_word_without_changing_the_loss():
+    vocab = Vocab.from_words(["abc"])
+    X, Y = build_sequences(["a", "abc", "b", "ab"], vocab, block_size=8)
+    Xt, Yt = trim_padding(X, Y)
+    assert Xt.shape == Yt.shape == (4, 4)       # "abc" and its end token: 4 targets
+    assert (Yt != IGNORE).sum() == (Y != IGNORE).sum()
+    model = create("transformer", generator=torch.Generator().manual_seed(0), vocab_size=4, block_size=8,
+                   n_layer=1, n_head=2, n_embd=8).eval()
+    torch.testing.assert_close(model(Xt, Yt)[1], model(X, Y)[1])
+    all_padding = torch.full((2, 8), IGNORE)
+    assert trim_padding(X[:2], all_padding)[0].shape == (2, 1)
+
+    seen = []
+
+    class Recording(type(model)):
+        def forward(self, idx, targets=None):
+            seen.append(idx.shape[1])
+            return super().forward(idx, targets)
+
+    rec = Recording(model.config, generator=torch.Generator().manual_seed(0))
+    train(rec, {"train": (X[:1], Y[:1])}, cfg(steps=3, batch_size=4, optimizer="adamw", lr=1e-3))
+    assert seen[:3] == [2, 2, 2]   # "a" and its end token; the final evaluation reads the whole width
 
 
 def test_eval_mode_restores_the_mode_it_found():
