@@ -126,6 +126,10 @@ def factor_cause(c: float, n: int | None = None) -> str:
                    (1 / n, f"divided by n = {n} once too often?"),
                    (n / (n - 1), f"n - 1 where n belongs (Bessel's correction, n = {n})?"),
                    ((n - 1) / n, f"n where n - 1 belongs (Bessel's correction, n = {n})?"),
+                   (math.sqrt((n - 1) / n), f"normalised by the unbiased (n - 1) variance where the batch's own "
+                                            f"(n) belongs (Bessel's correction under a square root, n = {n})?"),
+                   (math.sqrt(n / (n - 1)), f"normalised by the batch's own (n) variance where the unbiased "
+                                            f"(n - 1) one belongs (Bessel's correction under a square root, n = {n})?"),
                    (-float(n), f"a flipped sign and a missing division by n = {n}?")]
     for value, why in causes:
         if abs(c - value) <= 1e-3 * abs(value):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -115,3 +117,13 @@ def test_a_partly_wrong_answer_is_not_called_a_factor():
 def test_an_extra_size_one_dimension_is_not_blamed_on_keepdim():
     r = check("x", torch.zeros(2, 1, 24), torch.zeros(2, 24))
     assert r.status == "shape" and "has one too many" in r.detail and "lost one" not in r.detail
+
+
+def test_bessels_correction_under_a_square_root_is_named():
+    # A normalisation by the unbiased standard deviation where the batch's own belongs: sqrt((n-1)/n) x.
+    n = 32
+    want = torch.linspace(-2, 2, 50)
+    r = check("out", want * math.sqrt((n - 1) / n), want, atol=1e-6, n=n)
+    assert r.status == "wrong" and "unbiased (n - 1) variance" in r.detail and "n = 32" in r.detail
+    r = check("out", want * math.sqrt(n / (n - 1)), want, atol=1e-6, n=n)
+    assert r.status == "wrong" and "batch's own (n) variance" in r.detail

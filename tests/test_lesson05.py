@@ -265,6 +265,22 @@ def test_batchnorm_probe_passes_the_fix_and_catches_the_bug():
     assert rows["(N, L, C): output in training mode"].status == "wrong"
 
 
+def test_batchnorm_probe_names_the_unbiased_variance_used_to_normalise():
+    class UnbiasedInTraining(BatchNorm1d):
+        """Normalises a batch by its unbiased variance: every output comes out sqrt((n-1)/n) times too small."""
+
+        def __call__(self, x):
+            dims = tuple(range(x.ndim - 1))
+            xhat = (x - x.mean(dims)) / torch.sqrt(x.var(dims) + self.eps)
+            self.out = self.gamma * xhat + self.beta
+            return self.out
+
+    rows = {r.name: r for r in ex.probe_batchnorm(UnbiasedInTraining)}
+    assert "unbiased (n - 1) variance" in rows["(N, L, C): output in training mode"].detail
+    assert "n = 64" in rows["(N, L, C): output in training mode"].detail
+    assert "n = 32" in rows["(N, C): output in training mode"].detail
+
+
 def test_conv_probe():
     model = _trained_a_little()
     X, Y = build_sequences(WORDS, VOCAB)

@@ -14,6 +14,8 @@ that run a learner's code against them.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 
 import torch
@@ -128,11 +130,12 @@ def probe_batchnorm(cls: type, seed: int = 0, dim: int = 6, momentum: float = 0.
         if err is not None:
             rows += [Result(n, "error", f"raised {type(err).__name__}: {err}", hint_shape) for n in names]
             continue
-        rows.append(check(names[0], got, outs[-1], atol=ATOL, rtol=1e-5, hint=hint_shape))
+        n = math.prod(shape[:-1])   # values averaged per channel: a factor of n or n - 1 is named as such
+        rows.append(check(names[0], got, outs[-1], atol=ATOL, rtol=1e-5, hint=hint_shape, n=n))
         rows.append(check(names[1], layer.running_mean, mean, atol=ATOL, rtol=1e-5, hint=hint_shape))
         rows.append(check(names[2], layer.running_var, var, atol=ATOL, rtol=1e-5,
                           hint="the running variance uses the unbiased estimate: multiply the batch variance "
-                               "by n / (n - 1), n = the number of values averaged per channel (N * L)"))
+                               "by n / (n - 1), n = the number of values averaged per channel (N * L)", n=n))
         layer.training = False
         ref.eval()
         x = torch.randn(shape, generator=g)[:2] * scale + shift
