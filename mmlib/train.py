@@ -78,9 +78,8 @@ class DivergenceGuard:
         if self.first is None:
             self.first = value
         self.window.append(value)
-        fix = f"lower the learning rate ({self.lr_name}, now {lr:g}) and run again"
         if not math.isfinite(value):
-            raise TrainingDiverged(f"training stopped at step {step:,}: the loss became {value}; {fix}")
+            raise TrainingDiverged(f"training stopped at step {step:,}: the loss became {value}; {self._fix(lr)}")
         if len(self.window) == self.window.maxlen and step >= self.window.maxlen:
             mean = sum(self.window) / len(self.window)
             ceiling = 2 * max(self.first, self.uniform)
@@ -88,7 +87,10 @@ class DivergenceGuard:
                 raise TrainingDiverged(
                     f"training stopped at step {step:,}: the loss is diverging (its mean over the last "
                     f"{len(self.window)} steps, {mean:.2f}, is above {ceiling:.2f}: twice the larger of its start, "
-                    f"{self.first:.2f}, and a uniform guess, {self.uniform:.2f}); {fix}")
+                    f"{self.first:.2f}, and a uniform guess, {self.uniform:.2f}); {self._fix(lr)}")
+
+    def _fix(self, lr: float) -> str:
+        return f"lower the learning rate ({self.lr_name}, now {lr:g}) and run again"
 
 
 @dataclass
@@ -352,6 +354,7 @@ def train(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: T
         model.to(device)
     splits = {k: (X.to(device), Y.to(device)) for k, (X, Y) in splits.items()}
     Xtr, Ytr = splits["train"]
+    on_accelerator = device.type != "cpu"
     if state is None:
         state = TrainState(generator if generator is not None else torch.Generator().manual_seed(cfg.seed))
     opt = make_optimizer(model, cfg)
@@ -380,7 +383,9 @@ def train(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: T
             lr = lr_at(step, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
-            ix = torch.randint(0, len(Xtr), (cfg.batch_size,), generator=state.generator).to(device)
+            ix = torch.randint(0, len(Xtr), (cfg.batch_size,), generator=state.generator)   # drawn on the CPU
+            if on_accelerator:
+                ix = ix.to(device)
             xb, yb = Xtr[ix], Ytr[ix]
             if trim:
                 xb, yb = trim_padding(xb, yb)
