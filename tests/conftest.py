@@ -67,6 +67,14 @@ def _quiet_home(tmp_path_factory):
             os.environ[k] = v
 
 
+def assert_checks(metrics: dict, total: int, status: str) -> None:
+    """The lesson ran all `total` of its exercise checks and each one ended as `status`: "correct" in the
+    solutions version, "todo" (not attempted) in the learner's."""
+    c = metrics["checks"]
+    assert c["total"] == total, c
+    assert c[status] == total, c
+
+
 def parameter_error(path: Path, tmp_path: Path, **parameters):
     """Run a lesson with `parameters` that must be refused; return papermill's error (its `ename`
     and `evalue` are the exception the lesson raised), failing the test if the lesson ran."""

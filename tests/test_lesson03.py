@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import NOTEBOOKS, parameter_error
+from conftest import NOTEBOOKS, assert_checks, parameter_error
 from mmlib.expected import lesson03 as ex
 from mmlib.layers import BatchNorm1d
 
@@ -25,17 +25,11 @@ N_CHECKS = 6
 
 
 def test_solution_passes_every_check(run_lesson):
-    metrics, _ = run_lesson(SOLUTION)
-    c = metrics["checks"]
-    assert c["total"] == N_CHECKS
-    assert c["correct"] == c["total"], c
+    assert_checks(run_lesson(SOLUTION)[0], N_CHECKS, "correct")
 
 
 def test_learner_checks_are_all_not_attempted(run_lesson):
-    metrics, _ = run_lesson(LEARNER)
-    c = metrics["checks"]
-    assert c["total"] == N_CHECKS
-    assert c["todo"] == c["total"], c
+    assert_checks(run_lesson(LEARNER)[0], N_CHECKS, "todo")
 
 
 @pytest.mark.parametrize("path", [SOLUTION, LEARNER], ids=["solution", "learner"])

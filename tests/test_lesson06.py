@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import NOTEBOOKS, ci_parameters, parameter_error
+from conftest import NOTEBOOKS, assert_checks, ci_parameters, parameter_error
 from mmlib import results
 from mmlib.data import build_splits, load_words
 from mmlib.expected import lesson06 as ex
@@ -30,17 +30,11 @@ N_CHECKS = 11   # 4 attention shapes, 4 head rows, 2 multi-head rows, 1 dev loss
 
 
 def test_solution_passes_every_check(run_lesson):
-    metrics, _ = run_lesson(SOLUTION)
-    c = metrics["checks"]
-    assert c["total"] == N_CHECKS
-    assert c["correct"] == c["total"], c
+    assert_checks(run_lesson(SOLUTION)[0], N_CHECKS, "correct")
 
 
 def test_learner_checks_are_all_not_attempted(run_lesson):
-    metrics, _ = run_lesson(LEARNER)
-    c = metrics["checks"]
-    assert c["total"] == N_CHECKS
-    assert c["todo"] == c["total"], c
+    assert_checks(run_lesson(LEARNER)[0], N_CHECKS, "todo")
 
 
 @pytest.mark.parametrize("path", [SOLUTION, LEARNER], ids=["solution", "learner"])
