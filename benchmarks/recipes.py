@@ -15,8 +15,11 @@ Three parts, one process, the same word file and split (seed 42) for all:
    step and training time at which it got there, and the whole run's steps and time.
 3. Sampling: words per second for each trained model (1,000 words drawn at once).
 
-Printed figures, not a test: wall times depend on the machine and on what else runs on it. Threads
-are capped (`--threads`, default 1) so the figures do not depend on how busy the other core is.
+Printed figures, not a test: wall times depend on the machine and on what else runs on it. Each
+recipe runs as it is used: the lecture's batch-32 steps on one thread (`--lecture-threads`, as lessons
+02-05 run them: matrices of 32 rows gain nothing from a second thread), the command line's recipes on
+`--threads` (default: PyTorch's own choice, every core, as `makemore train` runs them; large batches are
+what can use them). `--threads 1` compares the two on one core each.
 `--scale` multiplies every step budget (0.01 for a quick look that the script runs).
 """
 
@@ -90,25 +93,28 @@ def samples_per_second(model, vocab: Vocab, n: int = 1000, repeats: int = 3) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT / "data" / "names.txt"), help="the word file (default: data/names.txt)")
-    ap.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads for every run (default: 1)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="PyTorch CPU threads for the command line's recipes (default: PyTorch's, every core)")
+    ap.add_argument("--lecture-threads", type=int, default=1,
+                    help="PyTorch CPU threads for the lecture's recipe (default: 1, as the lessons run it)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every step budget by this (default: 1)")
     ap.add_argument("--every", type=int, default=200, help="evaluate dev every this many steps in the fast "
                     "runs (default: 200; the lecture run evaluates every 10,000)")
     ap.add_argument("--models", default=",".join(sorted(RECIPES, key=list(RECIPES).index)),
                     help="models for part 2 (default: all)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    threads = args.threads or torch.get_num_threads()
     words = load_words(args.data)
     vocab = Vocab.from_words(words)
-    print(f"{args.data}: {len(words):,} words, {len(vocab)} characters; torch {torch.__version__}, "
-          f"{args.threads} thread(s); step budgets x{args.scale:g}\n", flush=True)
+    print(f"{args.data}: {len(words):,} words, {len(vocab)} characters; torch {torch.__version__}; "
+          f"threads: lecture {args.lecture_threads}, command line {threads}; step budgets x{args.scale:g}\n", flush=True)
 
     every = lambda steps: max(1, min(args.every, steps // 5))  # noqa: E731
 
     lecture = scaled(LECTURE, args.scale)
-    lec = run("wavenet", lecture, words, vocab, every=max(1, lecture["steps"] // 20), threads=args.threads)
+    lec = run("wavenet", lecture, words, vocab, every=max(1, lecture["steps"] // 20), threads=args.lecture_threads)
     fast_recipe = scaled(RECIPES["wavenet"], args.scale)
-    fast = run("wavenet", fast_recipe, words, vocab, every=every(fast_recipe["steps"]), threads=args.threads,
+    fast = run("wavenet", fast_recipe, words, vocab, every=every(fast_recipe["steps"]), threads=threads,
                target=lec["final_dev"])
     print("## 1. WaveNet: the lecture's recipe against the command line's\n")
     print("| recipe | steps x batch | dev loss | training time (s) |")
@@ -133,7 +139,7 @@ def main() -> None:
     for name in args.models.split(","):
         recipe = scaled(RECIPES[name], args.scale)
         r = fast if name == "wavenet" else run(name, recipe, words, vocab, every=every(recipe["steps"]),
-                                               threads=args.threads)
+                                               threads=threads)
         sps = samples_per_second(r["model"], vocab)
         print(f"| {name} | {r['n_parameters']:,} | {r['steps']:,} x {recipe['batch_size']} | {r['best_dev']:.4f} | "
               f"{r['best_step']:,} | {r['best_seconds']:.1f} | {r['seconds']:.1f} | {r['steps'] / r['seconds']:.0f} | "
