@@ -103,7 +103,7 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(sorted(RECIPES, key=list(RECIPES).index)),
                     help="models for part 2 (default: all)")
     args = ap.parse_args()
-    threads = args.threads or torch.get_num_threads()
+    threads = torch.get_num_threads() if args.threads is None else args.threads
     words = load_words(args.data)
     vocab = Vocab.from_words(words)
     print(f"{args.data}: {len(words):,} words, {len(vocab)} characters; torch {torch.__version__}; "
