@@ -26,9 +26,12 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
+
+from mmlib.notebooks import DEFAULT_CELL_TIMEOUT, as_committed, run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -133,24 +136,23 @@ def build(check: bool = False, only: list[str] | None = None) -> list[str]:
     return stale
 
 
-def execute(paths: list[Path], timeout: int | None = None) -> None:
-    """Run notebooks top to bottom in place at their default parameters (execution counts 1..N)."""
-    import os
+def execute(paths: list[Path], timeout: int = DEFAULT_CELL_TIMEOUT) -> None:
+    """Run notebooks top to bottom in place at their default parameters (execution counts 1..N).
 
-    from nbclient import NotebookClient
-
-    # No progress bars in committed outputs: a tqdm widget would be saved as a dead widget.
-    os.environ["MMLIB_QUIET"] = "1"
+    Each runs into a temporary file first (`mmlib.notebooks.run_notebook`, every cell limited to
+    `timeout` seconds), so a failing run leaves the notebook as it was. No progress bars: a tqdm widget
+    would be saved as a dead widget.
+    """
     for p in paths:
-        nb = nbformat.read(p, as_version=4)
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(p.parent)}}).execute()
-        nbformat.write(nb, p)
+        with tempfile.TemporaryDirectory() as tmp:
+            executed = run_notebook(p, Path(tmp) / p.name, timeout=timeout, quiet=True)
+            nbformat.write(as_committed(executed), p)
         print(f"executed {p}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m mmlib.exercises", description="Build learner notebooks from solutions.")
+    ap = argparse.ArgumentParser(prog="python -m mmlib.exercises",
+                                 description="Build learner notebooks from solutions.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="regenerate notebooks/NN_*.ipynb from notebooks/solutions/")
     b.add_argument("--check", action="store_true", help="only report; exit 1 if any is out of date")

@@ -21,14 +21,15 @@ default parameters, so their metrics are the course's results. This module reads
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import nbformat
 
 from mmlib.metrics import SCHEMA, MetricsError, validate_metrics
+from mmlib.notebooks import CELL_TIMEOUT, DEFAULT_CELL_TIMEOUT, as_committed, run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "notebooks" / "solutions"
@@ -67,7 +68,8 @@ def collect(folder: str | Path = SOLUTIONS) -> dict[str, dict[str, Any]]:
     return out
 
 
-def course_results(current: dict[str, Any] | None = None, lessons: tuple[str, ...] = ("01", "02", "03", "04", "05", "06"),
+def course_results(current: dict[str, Any] | None = None,
+                   lessons: tuple[str, ...] = ("01", "02", "03", "04", "05", "06"),
                    folder: str | Path = SOLUTIONS) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Every lesson's metrics for the course-wide comparison (lesson 06), and a line for each that lacks them.
 
@@ -120,21 +122,56 @@ def results_table(collected: dict[str, dict[str, Any]]) -> str:
 
 
 def plot_results(collected: dict[str, dict[str, Any]], ax=None):
-    """Dev loss against training time (log scale), one labelled point per lesson that has both."""
+    """Dev loss against training time (log scale), one point per lesson that has both.
+
+    Each point is labelled with its lesson number, placed where it covers no other label; the legend
+    beside the plot names each lesson's model (its name up to the first colon: the full description
+    is in the results table).
+    """
     import matplotlib.pyplot as plt
 
-    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    ax = ax or plt.subplots(figsize=(8, 3.5), layout="constrained")[1]
+    placed = []
+    # a marker shape each as well as a colour: compact PNG palettes may merge two colours
+    markers = iter("osD^vP*Xh<>p" * 4)
     for lesson, m in sorted(collected.items()):
         dev, t = m["losses"]["dev"], m["train_seconds"]
         if dev is None or not t:
             continue
-        ax.scatter([t], [dev])
-        ax.annotate(f"{lesson}: {m['model']}", (t, dev), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        name = textwrap.fill(f"{lesson} {m['model'].split(':')[0]}", 30, subsequent_indent="   ")
+        ax.scatter([t], [dev], label=name, marker=next(markers), zorder=3)
+        placed.append(ax.annotate(lesson, (t, dev), fontsize=8, xytext=(5, 3), textcoords="offset points"))
     ax.set_xscale("log")
     ax.set_xlabel("training time (s, log scale)")
     ax.set_ylabel("dev loss")
     ax.set_title("every lesson's main model on the same dev split")
+    if placed:
+        from matplotlib.ticker import NullFormatter
+
+        ax.margins(x=0.15, y=0.15)          # room for the labels inside the axes
+        # a few round times, in seconds: a log axis's own minor labels ("3x10^2") run into each other
+        lo, hi = ax.get_xlim()
+        ticks = [v for v in (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200) if lo <= v <= hi]
+        ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
+        _spread_labels(ax, placed)
     return ax
+
+
+def _spread_labels(ax, labels) -> None:
+    """Move each point's label to the first of a few spots around it where it overlaps no label before it."""
+    spots = [(5, 3), (5, -11), (-16, 3), (-16, -11), (5, 12), (5, -20)]
+    renderer = ax.figure.canvas.get_renderer()
+    ax.figure.draw_without_rendering()
+    taken = []
+    for label in labels:
+        for spot in spots:
+            label.set_position(spot)
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in taken):
+                break
+        taken.append(label.get_window_extent(renderer))
 
 
 def readme_with_table(readme: str, table: str) -> str:
@@ -148,17 +185,14 @@ def readme_with_table(readme: str, table: str) -> str:
 
 def run_lessons(lessons: list[str] | None = None, *, ci: bool = False, out: str | Path,
                 folder: str | Path = SOLUTIONS) -> dict[str, dict[str, Any]]:
-    """Execute solution notebooks with papermill into `out`; return their metrics, as `collect` does.
+    """Execute solution notebooks into `out` (`mmlib.notebooks.run_notebook`); return their metrics, as `collect` does.
 
     `lessons`: two-digit numbers (None: every lesson). At the defaults (`ci=False`) nothing is
     injected, so each executed notebook is the committed outputs of a real run; with `ci=True` each
     runs at the small parameters in its metadata (`mmlib.ci_parameters`), for a quick check. Progress
-    bars are off (MMLIB_QUIET), as in `mmlib.exercises execute`. The notebooks in `folder` are not
-    touched here; a notebook that fails raises papermill's error, naming the cell.
+    bars are off, as in `mmlib.exercises execute`, and every cell has a time limit. The notebooks in
+    `folder` are not touched here; a notebook that fails raises papermill's error, naming the cell.
     """
-    import nbformat
-    import papermill as pm
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
@@ -168,28 +202,15 @@ def run_lessons(lessons: list[str] | None = None, *, ci: bool = False, out: str 
             raise ValueError(f"no solution notebook for lesson {', '.join(unknown)} in {folder}; "
                              f"the lessons are {', '.join(p.name[:2] for p in paths)}")
         paths = [p for p in paths if p.name[:2] in lessons]
-    os.environ["MMLIB_QUIET"] = "1"
     for p in paths:
         params = None
         if ci:
             meta = nbformat.read(p, as_version=4).metadata.get("mmlib", {})
             params = {**meta.get("ci_parameters", {}), "metrics_path": str(out / f"{p.name[:2]}_metrics.json")}
         print(f"running {p.name} at its {'CI' if ci else 'default'} parameters", flush=True)
-        pm.execute_notebook(str(p), str(out / p.name), parameters=params, cwd=str(p.parent), kernel_name="python3",
-                            progress_bar=False)
+        run_notebook(p, out / p.name, parameters=params, quiet=True,
+                     timeout=CELL_TIMEOUT if ci else DEFAULT_CELL_TIMEOUT)
     return collect(out)
-
-
-def _without_papermill(path: Path) -> "nbformat.NotebookNode":
-    """The executed notebook as a committed one: papermill's timing metadata dropped."""
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
-    nb.metadata.pop("papermill", None)
-    for cell in nb.cells:
-        cell.metadata.pop("papermill", None)
-        cell.metadata.pop("execution", None)
-    return nb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                     "--out is written (never the notebooks or README.md)")
     ap.add_argument("--folder", type=Path, default=SOLUTIONS, help=argparse.SUPPRESS)   # tests: other notebooks
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "results",
-                    help="with --run: where the executed notebooks, results.md and results.png go (default: build/results)")
+                    help="with --run: where the executed notebooks, results.md and results.png go "
+                         "(default: build/results)")
     args = ap.parse_args(argv)
     if args.ci and args.run is None:
         ap.error("--ci goes with --run")
@@ -246,9 +268,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     for executed in sorted(args.out.glob("[0-9][0-9]_*.ipynb")):
         if executed.name[:2] in collected:
-            import nbformat
-
-            nbformat.write(_without_papermill(executed), args.folder / executed.name)
+            nbformat.write(as_committed(executed), args.folder / executed.name)
             print(f"updated {args.folder / executed.name}")
     README.write_text(readme_with_table(README.read_text(encoding="utf-8"), results_table(collect())), encoding="utf-8")
     print(f"wrote the results table into {README.name}")

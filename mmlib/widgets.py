@@ -17,8 +17,9 @@
 
 The computation is separate from the drawing: `init_stats(...)`, `training_snapshot(...)`,
 `receptive_field(...)`, `attention_map(...)` and `sample_summary(...)` are pure functions returning
-the numbers (tests drive them, and the explorers' `.result`), and the explorers only draw what those return. Each redraw prints one text line naming the slider values,
-then one line per layer, above the plot, so a reader (or a browser test) can read the numbers.
+the numbers (tests drive them, and the explorers' `.result`), and the explorers only draw what those
+return. Each redraw prints one text line naming the slider values, then one line per layer, above the
+plot, so a reader (or a browser test) can read the numbers.
 
 Extreme settings are explained rather than hidden: gain 0 (all-zero activations), large gains
 (saturation, overflow to inf) and the like add a `note:` line; histograms show finite values only.
@@ -26,6 +27,7 @@ Extreme settings are explained rather than hidden: gain 0 (all-zero activations)
 
 from __future__ import annotations
 
+import base64
 import math
 import time
 from contextlib import contextmanager
@@ -38,9 +40,10 @@ from matplotlib.figure import Figure
 
 from mmlib.diagnostics import Recorder, Stats, describe, plot_distributions, plot_update_ratios
 from mmlib.layers import NONLINEARITIES, build_stack, check_stack_settings, eval_mode, n_levels
-from mmlib.validate import non_negative_int, positive_int
-from mmlib.vocab import BOUNDARY, Vocab
 from mmlib.plots import compact_png
+from mmlib.runtime import device_of
+from mmlib.validate import non_negative_int, positive_int
+from mmlib.vocab import BOUNDARY, Vocab, no_boundary
 
 # ---- the computation -----------------------------------------------------------------------------
 
@@ -207,7 +210,7 @@ def _png(fig: Figure) -> bytes:
     # a 64-colour palette PNG: a fraction of the bytes for the same render time, which keeps the
     # kernel-to-browser round trip short and the widget state saved in the notebook small
     FigureCanvasAgg(fig)  # attach a canvas: the figure is not managed by pyplot
-    return compact_png(fig, 64)
+    return compact_png(fig, 64, tight=False)
 
 
 def _axes(fig: Figure, n: int) -> list:
@@ -215,7 +218,7 @@ def _axes(fig: Figure, n: int) -> list:
     if len(fig.axes) != n:
         fig.clear()
         fig.subplots(1, n)
-        fig.subplots_adjust(left=0.05, right=0.98, bottom=0.14, top=0.84, wspace=0.2)
+        fig.subplots_adjust(left=0.07, right=0.96, bottom=0.14, top=0.84, wspace=0.2)   # room for "25000", "0.00015"
     for ax in fig.axes:
         ax.cla()
     return fig.axes
@@ -251,8 +254,27 @@ def draw_snapshot(recorder: Recorder, snap: Snapshot, fig: Figure | None = None)
     return fig
 
 
+def text_png(text: str, fontsize: float = 11) -> bytes:
+    """`text` in a monospace font on a figure just large enough for it, as a compact PNG: the picture
+    of an explorer that shows text rather than a plot (the sampling explorer)."""
+    lines = text.splitlines() or [""]
+    # DejaVu Sans Mono's advance is 0.6 em; a line is ~1.25 em high; 0.15 inch margins all round
+    width = max(map(len, lines)) * 0.6 * fontsize / 72 + 0.3
+    height = len(lines) * 1.25 * fontsize / 72 + 0.3
+    fig = Figure(figsize=(width, height), dpi=72)
+    fig.text(0.15 / width, 1 - 0.15 / height, "\n".join(lines), family="monospace", fontsize=fontsize,
+             va="top", ha="left", linespacing=1.25)
+    return _png(fig)
+
+
 class _Explorer:
-    """Shared plumbing: an Output area that shows a text block and a PNG, redrawn in place."""
+    """Shared plumbing: an Output area that shows a text block and a PNG, redrawn in place.
+
+    Displayed, an explorer offers two views of itself: the live widget, which JupyterLab draws while
+    its kernel runs, and a PNG of what it shows now, which every reader without a kernel gets instead
+    (a saved notebook opened untrusted or on GitHub, the course website) rather than the widget's
+    `VBox(children=...)` text.
+    """
 
     def __init__(self) -> None:
         import ipywidgets as widgets
@@ -260,19 +282,41 @@ class _Explorer:
         self.output = widgets.Output()
         self.redraw_seconds: float = math.nan
         self.box = None
+        self.png: bytes | None = None
 
     def _show(self, text: str, fig: Figure) -> None:
-        from IPython.display import Image, clear_output, display
-
         png = _png(fig)
         self.png = png
-        with self.output:
-            clear_output(wait=True)
-            print(text)
-            display(Image(data=png))
+        self._publish(text, png)
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.box._repr_mimebundle_(**kwargs)
+    def _publish(self, text: str, png: bytes | None = None) -> None:
+        """Replace what the Output area shows with `text` (and the PNG) in one state update from the kernel.
+
+        Not `with self.output: print(...)`: that asks the client to capture the cell's output messages and
+        send them back to the kernel on the shell channel, and a client that runs the notebook unattended
+        (nbclient, under papermill or nbconvert) sends them on the socket where it awaits the cell's reply,
+        through a path that can swallow the reply's wake-up: the run then waits forever (issue 15;
+        jupyter/nbclient#312). Setting `outputs` is one message, kernel to client, nothing sent back.
+        """
+        outputs = [{"output_type": "stream", "name": "stdout", "text": text + "\n"}]
+        if png is not None:
+            outputs.append({"output_type": "display_data", "metadata": {},
+                            "data": {"image/png": base64.b64encode(png).decode("ascii"),
+                                     "text/plain": "<IPython.core.display.Image object>"}})
+        self.output.outputs = tuple(outputs)
+
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+
+        bundle = dict(self.box._repr_mimebundle_(**kwargs))
+        # A frontend picks the richest type it may render: the widget where a kernel (or saved widget
+        # state in a trusted notebook) can drive it, else this picture, never the widget's repr.
+        bundle["image/png"] = base64.b64encode(self._picture()).decode("ascii")
+        bundle["text/plain"] = self.result.text().splitlines()[0]
+        return bundle
+
+    def _picture(self) -> bytes:
+        """The PNG of what the explorer shows now: its latest plot."""
+        return self.png
 
 
 class InitExplorer(_Explorer):
@@ -291,7 +335,7 @@ class InitExplorer(_Explorer):
         # computing once up front validates the settings and the batch before any widget exists
         self.result = init_stats(x, y, n_classes, gain=gain, depth=depth, width=width,
                                  nonlinearity=nonlinearity, batchnorm=batchnorm, seed=seed)
-        style = {"description_width": "80px"}
+        style = {"description_width": "100px"}   # "nonlinearity" in full, the sliders aligned
         self.gain = widgets.FloatSlider(value=round(gain, 2), min=0.0, max=5.0, step=0.01, description="gain",
                                         continuous_update=False, readout_format=".2f", style=style)
         self.depth = widgets.IntSlider(value=depth, min=1, max=10, description="depth",
@@ -412,8 +456,9 @@ def receptive_field(name: str, position: int, block_size: int) -> ReceptiveField
     j * 2**k ... (j + 1) * 2**k - 1. No model is needed: this is the shape of the tree.
     """
     levels = n_levels(block_size)
-    if not isinstance(name, str) or not name or BOUNDARY in name:
-        raise ValueError(f"name must be a non-empty word without {BOUNDARY!r}, got {name!r}")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty word, got {name!r}")
+    no_boundary("name", name)
     non_negative_int("position", position)
     if position > len(name):
         raise ValueError(f"position must be between 0 and {len(name)} (the end of {name!r}), got {position}")
@@ -431,7 +476,7 @@ def receptive_field_view(model, vocab: Vocab, name: str, position: int, top_k: i
     vocab.encode(name)                     # a clear error for a character the model has never seen
     idx = torch.tensor([vocab.encode(rf.context)])       # "." is id 0, the start token
     with eval_mode(model):
-        logits, _ = model(idx.to(next(iter(model.parameters())).device))
+        logits, _ = model(idx.to(device_of(model)))
     probs = torch.softmax(logits[0].float().cpu(), dim=0)
     p, ix = probs.topk(min(top_k, len(probs)))
     rf.top = [(vocab.itos[i], float(q)) for q, i in zip(p.tolist(), ix.tolist())]
@@ -528,11 +573,7 @@ class ReceptiveFieldExplorer(_Explorer):
                                                min(int(self.position.value), len(self.name.value.strip())),
                                                self.top_k)
         except ValueError as e:
-            from IPython.display import clear_output
-
-            with self.output:
-                clear_output(wait=True)
-                print(f"cannot show {self.name.value!r}: {e}")
+            self._publish(f"cannot show {self.name.value!r}: {e}")
             return None
         self._show(self.result.text(), draw_receptive_field(self.result, self.fig))
         self.redraw_seconds = time.perf_counter() - t
@@ -590,7 +631,7 @@ def attention_map(model, vocab, name: str, layer: int = 0, head: int = 0) -> Att
         raise TypeError(f"attention maps need a transformer (mmlib.models.Transformer), got {type(model).__name__}")
     if not isinstance(name, str) or not name.strip():
         raise ValueError("type a name (one or more characters) to see its attention")
-    name = name.strip()
+    name = no_boundary("name", name.strip())
     longest = model.block_size - 1
     if len(name) > longest:
         raise ValueError(f"this model reads at most {longest} characters, and {name!r} has {len(name)}")
@@ -630,7 +671,7 @@ class SampleResult:
     temperature: float
     top_k: int | None
     words: list[str]
-    new: list[bool]            # True where the word is not in the file
+    new: list[bool]            # True where the word is not in the file (an empty sample is no name, so never new)
     seed: int
 
     @property
@@ -641,9 +682,15 @@ class SampleResult:
     def mean_length(self) -> float:
         return sum(len(w) for w in self.words) / len(self.words)
 
+    @property
+    def n_empty(self) -> int:
+        """Samples that ended at once (the end token first): no name, neither new nor known."""
+        return sum(not w for w in self.words)
+
     def header(self) -> str:
         k = "off" if self.top_k is None else str(self.top_k)
-        return (f"temperature={self.temperature:.2f} top_k={k} | {len(self.words)} samples, "
+        empty = f", {self.n_empty} empty" if self.n_empty else ""
+        return (f"temperature={self.temperature:.2f} top_k={k} | {len(self.words)} samples{empty}, "
                 f"{100 * self.share_new:.0f}% new (not in the training file), mean length {self.mean_length:.1f}")
 
     def text(self, per_line: int = 8) -> str:
@@ -670,7 +717,7 @@ def sample_summary(model, vocab, known: set[str] | list[str], n: int = 40, *, te
     with _one_thread():
         words = sample_words(model, vocab, n, g=torch.Generator().manual_seed(seed), temperature=temperature,
                              top_k=top_k)
-    return SampleResult(temperature, top_k, words, [w not in known for w in words], seed)
+    return SampleResult(temperature, top_k, words, [bool(w) and w not in known for w in words], seed)
 
 
 class AttentionExplorer(_Explorer):
@@ -696,22 +743,22 @@ class AttentionExplorer(_Explorer):
 
     def update(self) -> AttentionMap | None:
         """Recompute with the current values and redraw; a name it cannot read shows why instead."""
-        from IPython.display import clear_output
-
         t = time.perf_counter()
         try:
             self.result = attention_map(self.model, self.vocab, self.name.value, int(self.layer.value),
                                         int(self.head.value))
         except ValueError as e:
             self.error = str(e)
-            with self.output:
-                clear_output(wait=True)
-                print(f"cannot show {self.name.value!r}: {e}")
+            self._publish(f"cannot show {self.name.value!r}: {e}")
             return None
         self.error = None
         self._show(self.result.text(), draw_attention(self.result, self.fig))
         self.redraw_seconds = time.perf_counter() - t
         return self.result
+
+
+# five 16-character columns fit the output area of a 1280-pixel window: no name breaks across lines
+SAMPLES_PER_LINE = 5
 
 
 class SamplingExplorer(_Explorer):
@@ -724,26 +771,28 @@ class SamplingExplorer(_Explorer):
         super().__init__()
         self.model, self.vocab, self.known, self.n, self.seed = model, vocab, set(known), n, seed
         self.result = sample_summary(model, vocab, self.known, n, temperature=temperature, top_k=top_k, seed=seed)
-        self.temperature = widgets.FloatSlider(value=temperature, min=0.1, max=2.0, step=0.05, description="temperature",
-                                               continuous_update=False, readout_format=".2f",
-                                               style={"description_width": "80px"})
+        # "initial": each label as wide as its text, so "temperature" and "top-k (0: off)" are not cut
+        style = {"description_width": "initial"}
+        self.temperature = widgets.FloatSlider(value=temperature, min=0.1, max=2.0, step=0.05,
+                                               description="temperature", continuous_update=False,
+                                               readout_format=".2f", style=style)
         self.top_k = widgets.IntSlider(value=top_k or 0, min=0, max=len(vocab), description="top-k (0: off)",
-                                       continuous_update=False, style={"description_width": "80px"})
+                                       continuous_update=False, style=style)
         for w in (self.temperature, self.top_k):
             w.observe(lambda change: self.update(), names="value")
         self.box = widgets.VBox([widgets.HBox([self.temperature, self.top_k]), self.output])
         self.update()
 
-    def update(self) -> SampleResult:
-        from IPython.display import clear_output
+    def _picture(self) -> bytes:
+        """The sampling explorer draws no plot: its picture is its text."""
+        return text_png(self.result.text(per_line=SAMPLES_PER_LINE))
 
+    def update(self) -> SampleResult:
         t = time.perf_counter()
         self.result = sample_summary(self.model, self.vocab, self.known, self.n,
                                      temperature=float(self.temperature.value), top_k=int(self.top_k.value),
                                      seed=self.seed)
-        with self.output:
-            clear_output(wait=True)
-            print(self.result.text())
+        self._publish(self.result.text(per_line=SAMPLES_PER_LINE))
         self.redraw_seconds = time.perf_counter() - t
         return self.result
 

@@ -36,7 +36,8 @@ def test_make_learner_blanks_code_and_markdown_and_swaps_the_banner(tmp_path):
     nb.cells = [banner, code, md]
     sol = exercises.SOLUTIONS / "99_demo_solutions.ipynb"
     out = make_learner(nb, sol)
-    assert "learner-banner" in out.cells[0].metadata["tags"] and "solutions/99_demo_solutions.ipynb" in out.cells[0].source
+    assert "learner-banner" in out.cells[0].metadata["tags"]
+    assert "solutions/99_demo_solutions.ipynb" in out.cells[0].source
     assert out.cells[1].source == "a = TODO\n# YOUR CODE HERE"
     assert out.cells[1].outputs == [] and out.cells[1].execution_count is None
     assert out.cells[2].source == "Why?\n*Your answer here.*"
@@ -57,3 +58,35 @@ def test_image_links_are_rewritten_for_the_learner_depth():
     nb.cells = [nbformat.v4.new_markdown_cell("![C](../../images/mlp_architecture.png)")]
     out = make_learner(nb, exercises.SOLUTIONS / "99_demo_solutions.ipynb")
     assert out.cells[0].source == "![C](../images/mlp_architecture.png)"
+
+
+def _toy(path, *sources):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_execute_runs_in_place_quietly_and_commits_no_runner_metadata(tmp_path):
+    path = _toy(tmp_path / "toy.ipynb", "import os\nprint(os.environ.get('MMLIB_QUIET'))", "x = 2\nx * 21")
+    exercises.execute([path])
+    nb = nbformat.read(path, as_version=4)
+    assert [c.execution_count for c in nb.cells] == [1, 2]
+    assert nb.cells[0].outputs[0]["text"] == "1\n", "progress bars are off in a committed run"
+    assert nb.cells[1].outputs[0]["data"]["text/plain"] == "42"
+    assert "papermill" not in nb.metadata and not any({"papermill", "execution"} & set(c.metadata) for c in nb.cells)
+
+
+def test_every_run_has_a_cell_timeout_and_a_failed_run_leaves_the_notebook_as_it_was(tmp_path):
+    import papermill as pm
+
+    from mmlib.notebooks import run_notebook
+
+    path = _toy(tmp_path / "slow.ipynb", "import time\ntime.sleep(30)")
+    before = path.read_bytes()
+    with pytest.raises((pm.PapermillExecutionError, TimeoutError, RuntimeError)):
+        exercises.execute([path], timeout=2)
+    assert path.read_bytes() == before
+    with pytest.raises(ValueError, match="timeout must be a whole number of seconds >= 1"):
+        run_notebook(path, tmp_path / "out.ipynb", timeout=0)

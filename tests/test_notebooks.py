@@ -6,8 +6,8 @@ import json
 
 import nbformat
 import pytest
-
 from conftest import ALL, LEARNER, SOLUTIONS, ci_parameters, nb_id
+
 from mmlib import exercises
 from mmlib.metrics import validate_metrics
 
@@ -39,7 +39,8 @@ def test_committed_notebook_hygiene(path):
             assert out.output_type != "error", f"code cell {i + 1} ends in an error: {out.get('ename')}"
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1, "a lesson needs exactly one cell tagged `parameters`"
-    names = {line.split("=")[0].strip() for line in params[0].source.splitlines() if "=" in line and not line.startswith("#")}
+    names = {line.split("=")[0].strip() for line in params[0].source.splitlines()
+             if "=" in line and not line.startswith("#")}
     assert REQUIRED_PARAMETERS <= names, f"the parameters cell lacks {REQUIRED_PARAMETERS - names}"
     assert set(ci_parameters(path)) <= names, "metadata.mmlib.ci_parameters names a parameter the cell lacks"
 

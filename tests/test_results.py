@@ -103,3 +103,17 @@ def test_run_mode_on_a_real_lesson_at_ci_parameters(tmp_path):
     assert ci["parameters"] != results.notebook_metrics(solution)["parameters"], "the run used the CI parameters"
     assert f"| {lesson} | {ci['model']} |" in (tmp_path / "results.md").read_text(encoding="utf-8")
     assert results.README.read_bytes() == readme and solution.read_bytes() == committed, "--ci writes only --out"
+
+
+def test_lesson_parameters_are_the_parameters_cell_in_order_without_metrics_path():
+    from mmlib.metrics import lesson_parameters
+
+    namespace = {"torch": pytest, "t_start": 1.5, "data_path": None, "seed": 42, "_hidden": 1, "device": "cpu",
+                 "config": {"not": "plain"}, "lr": 0.1, "metrics_path": None, "later": 3}
+    got = lesson_parameters(namespace)
+    assert got == {"data_path": None, "seed": 42, "device": "cpu", "lr": 0.1}
+    assert list(got) == ["data_path", "seed", "device", "lr"]
+    with pytest.raises(MetricsError, match="needs the parameters cell's 'metrics_path' in the namespace it is given"):
+        lesson_parameters({"data_path": None})
+    with pytest.raises(MetricsError, match="'metrics_path' was defined before 'data_path'"):
+        lesson_parameters({"metrics_path": None, "data_path": None})

@@ -11,8 +11,16 @@ import math
 import pytest
 import torch
 
-from mmlib.diagnostics import (Recorder, activation_stats, describe, gradient_stats, plot_update_ratios,
-                               retain_grads, update_ratios, weight_stats)
+from mmlib.diagnostics import (
+    Recorder,
+    activation_stats,
+    describe,
+    gradient_stats,
+    plot_update_ratios,
+    retain_grads,
+    update_ratios,
+    weight_stats,
+)
 from mmlib.layers import Linear, Tanh
 from mmlib.widgets import init_explorer, init_stats, training_explorer, training_snapshot
 
@@ -265,9 +273,10 @@ def test_diagnostics_errors_are_clear():
 
 def test_gradients_on_starts_from_cleared_gradients_and_updates_nothing():
     from mmlib.diagnostics import gradients_on
-    from mmlib.layers import DeepMLP
+    from mmlib.layers import LayerModel
 
-    model = DeepMLP.build(7, 2, 3, gain=1.0, depth=2, width=8, keep_grads=True, generator=torch.Generator().manual_seed(0))
+    model = LayerModel.mlp(7, 2, 3, gain=1.0, depth=2, width=8, keep_grads=True,
+                           generator=torch.Generator().manual_seed(0))
     X, Y = torch.randint(0, 7, (16, 2)), torch.randint(0, 7, (16,))
     before = [p.detach().clone() for p in model.parameters()]
     loss = gradients_on(model, X, Y)
@@ -288,3 +297,68 @@ def test_four_diagnostics_prints_every_window_and_the_update_ratios_around_the_d
     assert "update:data ratio, mean log10 before / from the decay step (step 15):" in out
     ud = torch.tensor(rec.ud)
     assert f"{ud[:15, 0].nanmean().item():+.2f} -> {ud[15:, 0].nanmean().item():+.2f}" in out
+
+
+# ---- what a reader without a kernel sees: the display bundle's picture ------------------------------
+
+def _every_explorer():
+    """One of each explorer, on small untrained models (their pictures need no training)."""
+    from mmlib.models import create
+    from mmlib.vocab import Vocab
+    from mmlib.widgets import attention_explorer, receptive_field_explorer, sampling_explorer
+
+    vocab = Vocab("abcdefghijklmnopqrstuvwxyz")
+    g = torch.Generator().manual_seed(0)
+    wavenet = create("wavenet", generator=g, vocab_size=len(vocab), block_size=8, n_embd=4, n_hidden=8)
+    gpt = create("transformer", generator=g, vocab_size=len(vocab), block_size=16, n_layer=1, n_head=2, n_embd=8)
+    x, y = torch.randn(64, 30, generator=g), torch.randint(0, 27, (64,), generator=g)
+    return {
+        "init": init_explorer(x, y, 27, depth=2, width=20),
+        "training": training_explorer(_recorded()[0]),
+        "receptive field": receptive_field_explorer(wavenet, vocab, "isabella", position=5),
+        "attention": attention_explorer(gpt, vocab, "olivia"),
+        "sampling": sampling_explorer(gpt, vocab, ["emma", "olivia"], 8),
+    }
+
+
+def test_every_explorer_displays_as_widget_and_as_a_picture_of_what_it_shows():
+    import base64
+    import io
+
+    from PIL import Image
+
+    for kind, e in _every_explorer().items():
+        bundle = e._repr_mimebundle_()
+        assert "application/vnd.jupyter.widget-view+json" in bundle, kind   # the live view, with a kernel
+        png = base64.b64decode(bundle["image/png"])                         # the picture, without one
+        with Image.open(io.BytesIO(png)) as im:
+            assert im.format == "PNG" and min(im.size) > 50, (kind, im.size)
+        # the text fallback names the state, never the widget tree ("VBox(children=(HBox(...")
+        assert not bundle["text/plain"].startswith(("VBox(", "HBox(")), (kind, bundle["text/plain"])
+        assert bundle["text/plain"] == e.result.text().splitlines()[0], kind
+        if e.png is not None:
+            assert png == e.png, kind        # the picture is what the explorer draws now
+
+
+def test_the_picture_follows_the_explorer():
+    import base64
+
+    e = _every_explorer()["init"]
+    before = e._repr_mimebundle_()["image/png"]
+    e.gain.value = 5.0
+    after = e._repr_mimebundle_()["image/png"]
+    assert before != after and base64.b64decode(after) == e.png
+
+
+def test_slider_labels_are_not_cut():
+    """A label wider than its description width is cut ("temperat..."): each either fits its fixed width
+    (about 7 px per character of the 13 px font, plus 8 px of padding: "temperature" was cut at 80 px)
+    or takes the width of its text ("initial")."""
+    for kind, e in _every_explorer().items():
+        controls = [w for row in e.box.children[:-1] for w in getattr(row, "children", [row])]
+        assert controls, kind
+        for w in controls:
+            width = getattr(getattr(w, "style", None), "description_width", "") or ""
+            if not width or width == "initial" or not getattr(w, "description", ""):
+                continue
+            assert 7 * len(w.description) + 8 <= int(width.removesuffix("px")), (kind, w.description, width)
