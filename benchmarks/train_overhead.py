@@ -11,9 +11,9 @@ SGD at 0.1 then 0.01) from the same initialisation on the same minibatches:
                divergence watch, bookkeeping).
 
 The three are timed in turn, round after round (in a rotating order), and each one's fastest round is
-kept, so a busy moment of the machine does not decide the comparison. One CPU thread, as the lessons use. The three must
-produce the same losses to the last bit (checked), so the comparison is of the same work. A figure,
-not a test: timings belong to the machine they were measured on.
+kept, so a busy moment of the machine does not decide the comparison. One CPU thread, as the lessons use.
+The three must produce the same losses to the last bit (checked), so the comparison is of the same work.
+A figure, not a test: timings belong to the machine they were measured on.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ SEED = 2147483647
 def bare(cfg: MLPConfig, X: torch.Tensor, Y: torch.Tensor, steps: int, batch_size: int) -> tuple[float, list[float]]:
     g = torch.Generator().manual_seed(SEED)
     model = MLP(cfg, generator=g)
-    C, W1, b1, W2, b2 = (p.detach().clone().requires_grad_() for p in (model.C, model.W1, model.b1, model.W2, model.b2))
+    C, W1, b1, W2, b2 = (p.detach().clone().requires_grad_()
+                         for p in (model.C, model.W1, model.b1, model.W2, model.b2))
     params = [C, W1, b1, W2, b2]
     losses = []
     t0 = time.perf_counter()
@@ -55,7 +56,8 @@ def bare(cfg: MLPConfig, X: torch.Tensor, Y: torch.Tensor, steps: int, batch_siz
     return time.perf_counter() - t0, losses
 
 
-def bare_module(cfg: MLPConfig, X: torch.Tensor, Y: torch.Tensor, steps: int, batch_size: int) -> tuple[float, list[float]]:
+def bare_module(cfg: MLPConfig, X: torch.Tensor, Y: torch.Tensor, steps: int,
+                batch_size: int) -> tuple[float, list[float]]:
     g = torch.Generator().manual_seed(SEED)
     model = MLP(cfg, generator=g)
     params = list(model.parameters())
@@ -75,10 +77,11 @@ def bare_module(cfg: MLPConfig, X: torch.Tensor, Y: torch.Tensor, steps: int, ba
     return time.perf_counter() - t0, losses
 
 
-def with_train(cfg: MLPConfig, X: torch.Tensor, Y: torch.Tensor, steps: int, batch_size: int) -> tuple[float, list[float]]:
+def with_train(cfg: MLPConfig, X: torch.Tensor, Y: torch.Tensor, steps: int,
+               batch_size: int) -> tuple[float, list[float]]:
     g = torch.Generator().manual_seed(SEED)
     model = MLP(cfg, generator=g)
-    tc = TrainConfig(steps=steps, batch_size=batch_size, lr=0.1, lr_late=0.01, progress=False)
+    tc = TrainConfig(max_steps=steps, batch_size=batch_size, lr=0.1, lr_late=0.01, progress=False)
     result = train(model, {"train": (X, Y)}, tc, generator=g)
     return result.seconds, result.losses   # seconds: the training steps only, as for the bare loops
 
@@ -108,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
           f"(torch {torch.__version__}); identical losses in all three: {same}")
     for name in loops:
         sps = args.steps / best[name]
-        print(f"  {name:<12} {sps:8,.0f} steps/s   {100 * (best[name] / best['bare'] - 1):+6.1f}% time per step vs bare")
+        extra = 100 * (best[name] / best["bare"] - 1)
+        print(f"  {name:<12} {sps:8,.0f} steps/s   {extra:+6.1f}% time per step vs bare")
 
 
 if __name__ == "__main__":

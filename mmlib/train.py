@@ -1,17 +1,21 @@
 """One training loop for every model of the course (built in the open in lesson 02; lessons 03 on call it).
 
-    cfg = TrainConfig(steps=200_000, batch_size=32, lr=0.1, lr_late=0.01)
+    cfg = TrainConfig(max_steps=200_000, batch_size=32, lr=0.1, lr_late=0.01)
     result = train(model, splits, cfg)       # splits: {"train": (X, Y), "dev": (X, Y), ...}
     result.final                             # {"train": 2.13, "dev": 2.18, ...}
 
 Each step draws a random minibatch of rows of the training split, asks the model for its loss
 (`model(X, Y) -> (logits, loss)`, see `mmlib.models`), backpropagates and updates. Two recipes:
 
-- `optimizer="sgd", schedule="step"` (the defaults): the lectures' plain minibatch SGD, `p -= lr * grad`,
-  with the learning rate dropping from `lr` to `lr_late` at `decay_step`. Written exactly as lesson 02
-  writes it, so the lessons' numbers do not move when they switch to this function.
+- `optimizer="sgd", schedule="step"` (the defaults): the lectures' plain minibatch SGD, `p -= lr * grad`
+  (`LectureSGD`), with the learning rate dropping from `lr` to `lr_late` at `decay_step`. Written exactly
+  as lesson 02 writes it, so the lessons' numbers do not move when they switch to this function.
 - `optimizer="adamw", schedule="cosine"`: AdamW with a linear warm-up over `warmup` steps and a cosine
   decay to `lr_min` - the faster recipe lessons 05-06 and the command line use.
+
+`train` reads as makemore's loop does: set up (`_start`), then one step at a time (`_step`), an
+evaluation every `eval_every` steps (`_evaluate_during`), and a final evaluation of every split
+(`_finish`). A caller joins in through a `Callbacks` object.
 
 Deliberately not here: gradient accumulation, mixed precision, learning-rate finders (lesson 02
 builds one by hand), early stopping (the command line keeps the best checkpoint instead).
@@ -25,18 +29,21 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
+import warnings
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from mmlib.layers import eval_mode
-from mmlib.runtime import DEVICES, pick_device
-from mmlib.validate import (boolean, choice, learning_rate, non_negative_int, number, optional, positive_int,
-                            seed as check_seed)
+from mmlib.models import IGNORE
+from mmlib.runtime import DEVICES, device_of, pick_device
+from mmlib.validate import boolean, choice, learning_rate, non_negative_int, number, optional, positive_int
+from mmlib.validate import seed as check_seed
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
@@ -55,55 +62,127 @@ class TrainingDiverged(RuntimeError):
         return [f"TrainingDiverged: {self}"]
 
 
+class DivergenceWarning(UserWarning):
+    """A run that goes on but does not learn: its loss stays above a uniform guess (see `DivergenceGuard`)."""
+
+
 class DivergenceGuard:
-    """Stops a training loop whose loss blew up, with one line: at which step, and what to lower.
+    """Stops a training loop whose loss blew up, and speaks up when one does not learn, with one line each.
 
         guard = DivergenceGuard(vocab_size)          # before the loop
         guard(step, loss.item(), lr)                 # after every step; raises TrainingDiverged
+        guard.finish(final_loss)                     # after the loop (optional); warns DivergenceWarning
 
-    The loss has diverged when it is NaN/inf, or when, after `window` steps, its mean over the last
-    `window` steps is more than twice where it started or twice the loss of a uniform guess,
-    ln(vocab_size) (whichever is higher): a run that learns never climbs there. `lr_name` is the
-    parameter to lower, as the lesson's parameters cell calls it. The one place this rule lives:
-    `train` uses it, and so do the loops lessons 01 and 02 write in the open.
+    Two rules stop a run (`TrainingDiverged`): the loss is NaN/inf, or, after `window` steps, its mean
+    over the last `window` steps is more than twice where it started or twice the loss of a uniform
+    guess, ln(vocab_size) (whichever is higher): a run that learns never climbs there.
+
+    Two rules only warn (`DivergenceWarning`, once per guard), because a slow run that learns must go on.
+    "Above a uniform guess" means by more than `MARGIN`: a net stuck at guessing is no divergence, and
+    lesson 03 shows such nets on purpose.
+    - after `4 * window` steps, the mean over the last `window` steps is above a uniform guess and has
+      fallen less than 10% below the mean over the first `window` steps: the run is not learning
+      (lesson 02's CI run at lr=2.5 hovers near 31 from the lecture's initial 26, at lr=0.1 it falls
+      from 12.5 to 5.7 by then);
+    - `finish`, for runs too short for that: the loss blew up on the way and the run ended above a
+      uniform guess. Blew up: its mean over `SPIKE` steps rose above twice the larger of a uniform guess
+      and its start, the median of its first `SPIKE` losses (lesson 06's 30-step CI run at lr=2.5 goes
+      3.5, 4.1, 8.2, 13.8, 32.2, ... up to 46.8 and ends at 4.24; at lr=5e-3 it never rises and ends at
+      2.76). Medians and means, not single minibatches: from the lectures' confidently wrong start,
+      lesson 02's runs at lr=0.1 jump between 3.7 and 8.4 from one batch of 32 to the next while they
+      learn, and their first loss alone is often far below where they are.
+    `lr_name` is the parameter to lower, as the lesson's parameters cell calls it. The one place these
+    rules live: `train` uses it, and so do the loops lessons 01 and 02 write in the open.
     """
+
+    SPIKE = 5              # steps `finish` averages over, so one unlucky minibatch is not a blow-up
+    STALL_WINDOWS = 4      # windows of history before "not learning" may be said
+    STALL_DROP = 0.1       # a run that learns has fallen more than this share below its first window's mean
+    MARGIN = 0.05          # "above" a loss means above it by more than this share
 
     def __init__(self, vocab_size: int, *, window: int = 100, lr_name: str = "lr"):
         self.uniform = math.log(positive_int("vocab_size", vocab_size))
         self.window: deque[float] = deque(maxlen=positive_int("window", window))
         self.first: float | None = None
+        self.first_window: float | None = None   # the mean over the first `window` steps this guard saw
+        self.seen = 0
+        self.early: list[float] = []                # the first SPIKE losses
+        self.recent: deque[float] = deque(maxlen=self.SPIKE)
+        self.peak, self.peak_step = -math.inf, 0   # the highest mean over SPIKE steps so far, and its last step
+        self.warned = False
         self.lr_name = lr_name
 
     def __call__(self, step: int, value: float, lr: float) -> None:
         if self.first is None:
             self.first = value
         self.window.append(value)
+        self.seen += 1
+        self.recent.append(value)
+        if len(self.early) < self.SPIKE:
+            self.early.append(value)
+        if len(self.recent) == self.SPIKE or self.seen < self.SPIKE:
+            spike = sum(self.recent) / len(self.recent)
+            if spike > self.peak:
+                self.peak, self.peak_step = spike, step
         if not math.isfinite(value):
             raise TrainingDiverged(f"training stopped at step {step:,}: the loss became {value}; {self._fix(lr)}")
-        if len(self.window) == self.window.maxlen and step >= self.window.maxlen:
-            mean = sum(self.window) / len(self.window)
-            ceiling = 2 * max(self.first, self.uniform)
-            if mean > ceiling:
-                raise TrainingDiverged(
-                    f"training stopped at step {step:,}: the loss is diverging (its mean over the last "
-                    f"{len(self.window)} steps, {mean:.2f}, is above {ceiling:.2f}: twice the larger of its start, "
-                    f"{self.first:.2f}, and a uniform guess, {self.uniform:.2f}); {self._fix(lr)}")
+        n = self.window.maxlen
+        if len(self.window) < n or step < n:
+            return
+        mean = sum(self.window) / n
+        if self.first_window is None:
+            self.first_window = mean
+        ceiling = 2 * max(self.first, self.uniform)
+        if mean > ceiling:
+            raise TrainingDiverged(
+                f"training stopped at step {step:,}: the loss is diverging (its mean over the last "
+                f"{n} steps, {mean:.2f}, is above {ceiling:.2f}: twice the larger of its start, "
+                f"{self.first:.2f}, and a uniform guess, {self.uniform:.2f}); {self._fix(lr)}")
+        if (not self.warned and self.seen >= self.STALL_WINDOWS * n and mean > (1 + self.MARGIN) * self.uniform
+                and mean > (1 - self.STALL_DROP) * self.first_window):
+            self._warn(f"the loss is not falling: after {self.seen:,} steps its mean over the last {n}, {mean:.2f}, "
+                       f"is above a uniform guess, {self.uniform:.2f}, and not {self.STALL_DROP:.0%} below its first "
+                       f"{n} steps' mean, {self.first_window:.2f}; {self._fix(lr)} (or raise it if the loss hardly "
+                       "moves)")
 
-    def _fix(self, lr: float) -> str:
-        return f"lower the learning rate ({self.lr_name}, now {lr:g}) and run again"
+    def finish(self, loss: float) -> None:
+        """Say so (`DivergenceWarning`) if the loss blew up during the run and it ended above a uniform guess.
+
+        `loss` is the run's final training loss; `train` passes its evaluation on the whole training split.
+        """
+        if self.warned or self.first is None:
+            return
+        start = sorted(self.early)[len(self.early) // 2]
+        if self.peak > 2 * max(start, self.uniform) and loss > (1 + self.MARGIN) * self.uniform:
+            self._warn(f"this run ended worse than guessing: its loss rose from {self.first:.2f} to a mean of "
+                       f"{self.peak:.2f} over {min(self.SPIKE, self.seen)} steps (up to step {self.peak_step:,}) "
+                       f"and ended at {loss:.2f}, above a uniform guess, {self.uniform:.2f}; {self._fix()}")
+
+    def _warn(self, message: str) -> None:
+        self.warned = True
+        # Point at the caller's line (the learner's loop, or their call of `train`), not at this module's.
+        level, frame = 1, sys._getframe(0)
+        while frame is not None and frame.f_code.co_filename == __file__:
+            level, frame = level + 1, frame.f_back
+        warnings.warn(DivergenceWarning(message), stacklevel=level)
+
+    def _fix(self, lr: float | None = None) -> str:
+        now = "" if lr is None else f", now {lr:g}"
+        return f"lower the learning rate ({self.lr_name}{now}) and run again"
 
 
 @dataclass
 class TrainConfig:
     """How to train: the budget, the optimiser and its learning-rate schedule, and where to run."""
 
-    steps: int = 200_000           # optimisation steps, one minibatch each
+    max_steps: int = 200_000       # optimisation steps, one minibatch each (makemore's --max-steps)
     batch_size: int = 32           # rows of the training split per step (examples, or words for sequence models)
     optimizer: str = "sgd"         # "sgd": the lectures' plain SGD; "adamw": AdamW
     lr: float = 0.1                # learning rate (the peak, after warm-up, for "cosine")
-    schedule: str = "step"         # "step": lr, then lr_late from decay_step; "cosine": warm-up, cosine to lr_min; "constant"
+    # "step": lr, then lr_late from decay_step; "cosine": warm-up, then cosine to lr_min; "constant": lr throughout
+    schedule: str = "step"
     lr_late: float = 0.01          # "step": the rate from decay_step on
-    decay_step: int | None = None  # "step": where the rate drops; None: halfway through `steps`
+    decay_step: int | None = None  # "step": where the rate drops; None: halfway through `max_steps`
     warmup: int = 0                # "cosine": steps of linear warm-up from 0 to lr
     lr_min: float = 0.0            # "cosine": the rate at the last step
     weight_decay: float = 0.0      # "adamw": decoupled weight decay, applied to matrices only (not biases, gains)
@@ -111,14 +190,14 @@ class TrainConfig:
     grad_clip: float | None = None  # clip the gradient's norm to this (None: no clipping)
     eval_every: int = 0            # evaluate the held-out splits every this many steps (0: only at the end)
     eval_rows: int | None = 10_000  # rows per split in those evaluations (None: all); the final one uses all
-    seed: int = 42                 # the order of the minibatches (the model's initialisation is seeded where it is made)
+    seed: int = 42                 # the order of the minibatches (the model's initialisation is seeded where made)
     device: str = "cpu"            # "cpu", "cuda" or "mps"
     threads: int | None = None     # cap on PyTorch's CPU threads (None: leave as is)
     progress: bool | None = None   # progress bar; None: on in a terminal or notebook, off under CI and in tests
-    live_plot: bool = False        # in JupyterLab, redraw the loss curve at every evaluation
+    live_plot: bool = False        # redraw the loss curve at every evaluation, in JupyterLab (never under CI/tests)
 
     def __post_init__(self) -> None:
-        positive_int("steps", self.steps)
+        positive_int("max_steps", self.max_steps)
         positive_int("batch_size", self.batch_size)
         choice("optimizer", self.optimizer, OPTIMIZERS)
         choice("schedule", self.schedule, SCHEDULES)
@@ -146,7 +225,7 @@ class TrainConfig:
     @property
     def decay_at(self) -> int:
         """The step at which the "step" schedule drops to `lr_late`."""
-        return self.steps // 2 if self.decay_step is None else self.decay_step
+        return self.max_steps // 2 if self.decay_step is None else self.decay_step
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,16 +239,16 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr if step < cfg.decay_at else cfg.lr_late
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    span = max(1, cfg.steps - cfg.warmup - 1)
+    span = max(1, cfg.max_steps - cfg.warmup - 1)
     progress = min(1.0, (step - cfg.warmup) / span)
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * progress))
 
 
-class SGD:
+class LectureSGD:
     """The lectures' update, `p -= lr * p.grad` for every parameter, with torch.optim's interface.
 
-    torch.optim.SGD computes `p + (-lr) * grad` in one fused step, which rounds differently in the
-    last bit; over 200,000 steps that is enough to move a lesson's printed losses.
+    Not `torch.optim.SGD`, which computes `p + (-lr) * grad` in one fused step and so rounds
+    differently in the last bit; over 200,000 steps that is enough to move a lesson's printed losses.
     """
 
     def __init__(self, params: list[torch.Tensor], lr: float):
@@ -183,9 +262,13 @@ class SGD:
                     p -= group["lr"] * p.grad
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the gradients: drop them (`set_to_none`, as the lectures' `p.grad = None`) or fill them with 0."""
         for group in self.param_groups:
             for p in group["params"]:
-                p.grad = None
+                if set_to_none:
+                    p.grad = None
+                elif p.grad is not None:
+                    p.grad.zero_()
 
     def state_dict(self) -> dict:
         return {}
@@ -207,10 +290,10 @@ def trainable(model) -> list[torch.Tensor]:
 
 
 def make_optimizer(model, cfg: TrainConfig):
-    """`SGD` or `torch.optim.AdamW` over the model's parameters (weight decay on matrices only)."""
+    """`LectureSGD` or `torch.optim.AdamW` over the model's parameters (weight decay on matrices only)."""
     params = trainable(model)
     if cfg.optimizer == "sgd":
-        return SGD(params, lr_at(0, cfg))
+        return LectureSGD(params, lr_at(0, cfg))
     decay = [p for p in params if p.ndim >= 2]
     rest = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
@@ -221,11 +304,12 @@ def trim_padding(X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.
     """A batch of padded sequences cut after the last column that holds a target (lesson 06).
 
     Names are padded to the longest name of the file, but a random batch rarely holds it: the
-    columns after its own longest name are padding in every row. A sequence model predicts
+    columns after its own longest name are padding (`IGNORE`) in every row. A sequence model predicts
     position t from positions 0..t only, so dropping them changes neither the outputs at the
     other positions nor the loss, and saves their computation (about a quarter of it on names).
     """
-    keep = int((Y != -1).any(0).nonzero().max()) + 1 if (Y != -1).any() else 1
+    real = Y != IGNORE
+    keep = int(real.any(0).nonzero().max()) + 1 if real.any() else 1
     return X[:, :keep], Y[:, :keep]
 
 
@@ -234,18 +318,18 @@ def evaluate(model, X: torch.Tensor, Y: torch.Tensor) -> float:
     """The model's mean loss on all of (X, Y), in eval mode, on the model's device.
 
     Large splits go through in chunks; each chunk's mean is weighted by its number of targets
-    (padding excluded), so the result is the mean over every target of the split.
+    (padding, `IGNORE`, excluded), so the result is the mean over every target of the split.
     """
     if len(X) == 0:
         raise ValueError("cannot evaluate on an empty split: the word file is too small for train/dev/test")
-    device = _device_of(model)
+    device = device_of(model)
     rows = max(1, EVAL_TOKENS // max(1, X.shape[1]))
     total, count = 0.0, 0
     with eval_mode(model):
         for i in range(0, len(X), rows):
             xb, yb = X[i:i + rows].to(device), Y[i:i + rows].to(device)
             _, loss = model(xb, yb)
-            n = int((yb != -1).sum())
+            n = int((yb != IGNORE).sum())
             total += loss.item() * n
             count += n
     return total / count
@@ -288,7 +372,7 @@ class TrainResult:
     evals: list[dict[str, float]]  # {"step": s, "train": ..., "dev": ...} at every evaluation
     final: dict[str, float]        # the loss on each whole split at the end, in eval mode
     seconds: float                 # wall time of the training steps (evaluations excluded)
-    steps: int
+    steps: int                     # steps taken, over all the runs that led here (a resumed run counts all)
 
     @property
     def steps_per_second(self) -> float:
@@ -297,7 +381,7 @@ class TrainResult:
 
 @dataclass
 class StepInfo:
-    """What `on_step` receives: called after backward, before the update, so gradients are there to read."""
+    """What `Callbacks.on_step` receives: the step, its minibatch loss (a tensor), its learning rate, the model."""
 
     step: int
     loss: torch.Tensor
@@ -305,17 +389,202 @@ class StepInfo:
     model: Any
 
 
-def _device_of(model) -> torch.device:
-    return next(iter(model.parameters())).device
+class Callbacks:
+    """Where a caller joins `train`: three hooks, each a no-op here; subclass and override those you need.
+
+        class Watch(Callbacks):
+            def on_eval(self, step, losses):
+                print(step, losses)
+
+        train(model, splits, cfg, callbacks=Watch())
+
+    - `before_step(step)` runs at the start of every step, before anything of it happens (before its
+      minibatch is drawn). It may raise to stop the run (the command line's Ctrl-C does): model,
+      BatchNorm statistics, optimiser and `TrainState` are then exactly as the previous step left
+      them, so a run resumed from that state takes the same steps as one that never stopped.
+    - `on_step(info)` runs after the backward pass and before the update (`StepInfo`: step, loss, lr,
+      model), so the gradients are there to read and not yet used (lesson 03's `Recorder` reads them).
+      It may read anything and should change nothing; if it raises, the update is not made and the
+      run resumes from this step (but the forward pass has already moved BatchNorm's running
+      statistics: stop in `before_step` for an exact resume).
+    - `on_eval(step, losses)` runs after every evaluation (every `eval_every` steps, on `eval_rows`
+      rows) and after the final one (all rows), with `losses` = {"train": ..., "dev": ...} and `step`
+      the number of steps taken. It may save the model (the command line keeps its best checkpoint
+      here); its time is not counted in the run's `seconds`.
+    """
+
+    def before_step(self, step: int) -> None:
+        """Runs before step `step` (0-based) draws its minibatch."""
+
+    def on_step(self, info: StepInfo) -> None:
+        """Runs after the backward pass of step `info.step`, before its update."""
+
+    def on_eval(self, step: int, losses: dict[str, float]) -> None:
+        """Runs after each evaluation, `step` steps into the run."""
 
 
-def _progress_wanted(cfg: TrainConfig) -> bool:
-    if cfg.progress is not None:
-        return cfg.progress
-    return not (os.environ.get("CI") or os.environ.get("MMLIB_QUIET") or os.environ.get("PYTEST_CURRENT_TEST"))
+def train(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig, *,
+          generator: torch.Generator | None = None, state: TrainState | None = None,
+          callbacks: Callbacks | None = None) -> TrainResult:
+    """Train `model` on `splits["train"]` with `cfg`; return the losses and the final loss of every split.
+
+    `generator` draws the minibatches (None: a new one seeded with `cfg.seed`); passing the
+    generator that initialised the model continues one random stream, as the lectures do.
+    `state` resumes an earlier run (see `TrainState`): the result is then that of a run that never
+    stopped. `callbacks` joins in at every step and evaluation (see `Callbacks`: what runs when, and
+    what it may change).
+
+    Stops with `TrainingDiverged` when the loss becomes NaN/inf or, after 100 steps, its average
+    over the last 100 steps is more than twice where it started (or twice the loss of a uniform
+    guess, if that is higher): then the learning rate is too high (see `DivergenceGuard`).
+    """
+    run = _start(model, splits, cfg, generator, state, callbacks)
+    try:
+        t0 = time.perf_counter()
+        while run.state.step < cfg.max_steps:
+            _step(run)
+            if cfg.eval_every and run.state.step % cfg.eval_every == 0 and run.state.step < cfg.max_steps:
+                run.state.seconds += time.perf_counter() - t0
+                _evaluate_during(run)
+                t0 = time.perf_counter()
+        run.state.seconds += time.perf_counter() - t0
+    finally:
+        _stop(run)
+    return _finish(run)
 
 
-def _check_splits(splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig) -> None:
+@dataclass(slots=True)
+class _Run:
+    """What one call of `train` works with, made by `_start` (slots: the step reads it thousands of times)."""
+
+    model: Any
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]]   # on the training device
+    cfg: TrainConfig
+    state: TrainState
+    optimizer: Any
+    params: list[torch.Tensor]
+    device: torch.device
+    on_accelerator: bool                  # not the CPU (read once: torch.device.type costs a microsecond)
+    trim: bool                            # cut sequence batches after their last target (`trim_padding`)
+    callbacks: Callbacks
+    watch_steps: bool                     # callbacks.on_step is not the no-op: a StepInfo per step is worth making
+    bar: _ProgressBar | None
+    plot: _LivePlot | None
+    guard: DivergenceGuard | None = None  # made at the first step, when the logits say how many classes there are
+    drawn_from: torch.Tensor | None = None  # the generator's state before this step's draw, until the step is done
+
+
+def _start(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig,
+           generator: torch.Generator | None, state: TrainState | None, callbacks: Callbacks | None) -> _Run:
+    """Check the arguments, move model and data to the device, make the optimiser; model in training mode."""
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    if callbacks is not None and not isinstance(callbacks, Callbacks):
+        raise TypeError(f"callbacks must be a mmlib.train.Callbacks (subclass it and override the hooks you need), "
+                        f"got {type(callbacks).__name__}")
+    _check_splits(splits)
+    device = pick_device(cfg.device)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    if hasattr(model, "to"):
+        model.to(device)
+    splits = {k: (X.to(device), Y.to(device)) for k, (X, Y) in splits.items()}
+    if state is None:
+        state = TrainState(generator if generator is not None else torch.Generator().manual_seed(cfg.seed))
+    opt = make_optimizer(model, cfg)
+    if state.optimizer_state:
+        opt.load_state_dict(state.optimizer_state)
+    state.optimizer = opt
+    callbacks = callbacks if callbacks is not None else Callbacks()
+    run = _Run(model, splits, cfg, state, opt, params=[p for group in opt.param_groups for p in group["params"]],
+               device=device, on_accelerator=device.type != "cpu",
+               trim=bool(getattr(model, "per_position", False)) and splits["train"][1].ndim == 2,
+               callbacks=callbacks, watch_steps=type(callbacks).on_step is not Callbacks.on_step,
+               bar=_ProgressBar(cfg.max_steps, state.step) if _progress_wanted(cfg) else None,
+               plot=_LivePlot() if _live_plot_wanted(cfg) else None)
+    if hasattr(model, "train") and callable(model.train):
+        model.train()
+    return run
+
+
+def _step(run: _Run) -> None:
+    """One step, as lesson 02 writes it: draw a minibatch, forward, backward, update; then watch the loss."""
+    state, cfg, opt = run.state, run.cfg, run.optimizer
+    step = state.step
+    # From here until the step is done, an exception puts the generator back (`_stop`): a resumed run redraws
+    # this batch. An exception in before_step comes before anything of the step has happened.
+    run.drawn_from = state.generator.get_state()
+    run.callbacks.before_step(step)
+    lr = lr_at(step, cfg)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    X, Y = run.splits["train"]
+    ix = torch.randint(0, len(X), (cfg.batch_size,), generator=state.generator)   # drawn on the CPU
+    if run.on_accelerator:
+        ix = ix.to(run.device)
+    xb, yb = X[ix], Y[ix]
+    if run.trim:
+        xb, yb = trim_padding(xb, yb)
+    logits, loss = run.model(xb, yb)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(run.params, cfg.grad_clip)
+    if run.watch_steps:
+        run.callbacks.on_step(StepInfo(step, loss, lr, run.model))
+    opt.step()
+    value = loss.item()
+    state.losses.append(value)
+    state.step += 1
+    run.drawn_from = None
+    if run.guard is None:
+        run.guard = DivergenceGuard(logits.shape[-1])
+        run.guard.first = state.losses[0]   # a resumed run compares with where the whole run started
+    run.guard(step, value, lr)
+    if run.bar is not None:
+        run.bar.update(value)
+
+
+def _evaluate_during(run: _Run) -> None:
+    """The evaluation every `eval_every` steps: the first `eval_rows` rows of every split."""
+    rows = run.cfg.eval_rows
+    _record_eval(run, {k: evaluate(run.model, X[:rows], Y[:rows]) for k, (X, Y) in _train_first(run.splits)})
+
+
+def _stop(run: _Run) -> None:
+    """After the last step, or an exception: a step left half done gives its minibatch back; the bar closes."""
+    if run.drawn_from is not None:
+        run.state.generator.set_state(run.drawn_from)
+    if run.bar is not None:
+        run.bar.close()
+        run.bar = None
+
+
+def _finish(run: _Run) -> TrainResult:
+    """The final evaluation, of every split in full, and the result."""
+    final = {k: evaluate(run.model, X, Y) for k, (X, Y) in _train_first(run.splits)}
+    if run.guard is not None:
+        run.guard.finish(final["train"])   # a run too short for the guard's windows still hears if it got worse
+    _record_eval(run, final)
+    s = run.state
+    return TrainResult(list(s.losses), list(s.evals), final, s.seconds, len(s.losses))
+
+
+def _record_eval(run: _Run, losses: dict[str, float]) -> None:
+    run.state.evals.append({"step": run.state.step, **losses})
+    if run.bar is not None:
+        run.bar.show_eval(losses)
+    if run.plot is not None:
+        run.plot.update(run.state)
+    run.callbacks.on_eval(run.state.step, losses)
+
+
+def _train_first(splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> list:
+    """The splits with "train" first: the order evaluations are reported in."""
+    return [("train", splits["train"]), *((k, v) for k, v in splits.items() if k != "train")]
+
+
+def _check_splits(splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
     if "train" not in splits:
         raise ValueError(f"splits needs a 'train' entry, got {sorted(splits)}")
     for name, (X, Y) in splits.items():
@@ -325,116 +594,27 @@ def _check_splits(splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: 
         raise ValueError("the training split is empty: the word file is too small")
 
 
-def train(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig, *,
-          generator: torch.Generator | None = None, state: TrainState | None = None,
-          on_step: Callable[[StepInfo], None] | None = None,
-          on_eval: Callable[[int, dict[str, float]], None] | None = None,
-          before_step: Callable[[int], None] | None = None) -> TrainResult:
-    """Train `model` on `splits["train"]` with `cfg`; return the losses and the final loss of every split.
+def _quiet() -> bool:
+    """Under CI, in tests and when the notebooks are executed for the repository (MMLIB_QUIET): no live output."""
+    return bool(os.environ.get("CI") or os.environ.get("MMLIB_QUIET") or os.environ.get("PYTEST_CURRENT_TEST"))
 
-    `generator` draws the minibatches (None: a new one seeded with `cfg.seed`); passing the
-    generator that initialised the model continues one random stream, as the lectures do.
-    `state` resumes an earlier run (see `TrainState`); `on_step(info)` sees every step's gradients
-    before the update (lesson 03's statistics recorder); `on_eval(step, losses)` sees every
-    evaluation (the command line saves its best checkpoint there). `before_step(step)` runs before
-    anything of a step happens; an exception raised there (the command line's Ctrl-C) leaves model,
-    BatchNorm statistics, optimiser and `state` exactly as the previous step left them.
 
-    Stops with `TrainingDiverged` when the loss becomes NaN/inf or, after 100 steps, its average
-    over the last 100 steps is more than twice where it started (or twice the loss of a uniform
-    guess, if that is higher): then the learning rate is too high.
-    """
-    if not isinstance(cfg, TrainConfig):
-        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
-    _check_splits(splits, cfg)
-    device = pick_device(cfg.device)
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    if hasattr(model, "to"):
-        model.to(device)
-    splits = {k: (X.to(device), Y.to(device)) for k, (X, Y) in splits.items()}
-    Xtr, Ytr = splits["train"]
-    on_accelerator = device.type != "cpu"
-    if state is None:
-        state = TrainState(generator if generator is not None else torch.Generator().manual_seed(cfg.seed))
-    opt = make_optimizer(model, cfg)
-    if state.optimizer_state:
-        opt.load_state_dict(state.optimizer_state)
-    state.optimizer = opt
-    params = [p for group in opt.param_groups for p in group["params"]]
-    held_out = [k for k in splits if k != "train"]
-    trim = bool(getattr(model, "per_position", False)) and Ytr.ndim == 2
+def _progress_wanted(cfg: TrainConfig) -> bool:
+    return cfg.progress if cfg.progress is not None else not _quiet()
 
-    bar = _ProgressBar(cfg.steps, state.step) if _progress_wanted(cfg) else None
-    plot = _LivePlot() if cfg.live_plot else None
-    guard = None   # made at the first step, when the logits say how many classes there are
-    drawn_from = state.generator.get_state()
-    if hasattr(model, "train") and callable(model.train):
-        model.train()
+
+def _live_plot_wanted(cfg: TrainConfig) -> bool:
+    """`live_plot` asked for, in a notebook's kernel (JupyterLab), and not a run that must stay quiet."""
+    return cfg.live_plot and not _quiet() and _in_notebook()
+
+
+def _in_notebook() -> bool:
     try:
-        t0 = time.perf_counter()
-        while state.step < cfg.steps:
-            step = state.step
-            # An interruption before the update leaves the state as it was at the start of the step
-            # (the `finally` below puts the generator back), so a resumed run redraws this batch.
-            drawn_from = state.generator.get_state()
-            if before_step is not None:
-                before_step(step)
-            lr = lr_at(step, cfg)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            ix = torch.randint(0, len(Xtr), (cfg.batch_size,), generator=state.generator)   # drawn on the CPU
-            if on_accelerator:
-                ix = ix.to(device)
-            xb, yb = Xtr[ix], Ytr[ix]
-            if trim:
-                xb, yb = trim_padding(xb, yb)
-            logits, loss = model(xb, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            if on_step is not None:
-                on_step(StepInfo(step, loss, lr, model))
-            opt.step()
-            value = loss.item()
-            state.losses.append(value)
-            state.step += 1
-            if guard is None:
-                guard = DivergenceGuard(logits.shape[-1])
-                guard.first = state.losses[0]   # a resumed run compares with where the whole run started
-            guard(step, value, lr)
-            if bar is not None:
-                bar.update(value)
-            if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < cfg.steps:
-                state.seconds += time.perf_counter() - t0
-                losses = {k: _subset_loss(model, *splits[k], cfg.eval_rows) for k in ["train", *held_out]}
-                state.evals.append({"step": state.step, **losses})
-                if bar is not None:
-                    bar.show_eval(losses)
-                if plot is not None:
-                    plot.update(state)
-                if on_eval is not None:
-                    on_eval(state.step, losses)
-                t0 = time.perf_counter()
-        state.seconds += time.perf_counter() - t0
-    finally:
-        if state.step < cfg.steps and len(state.losses) == state.step:
-            state.generator.set_state(drawn_from)
-        if bar is not None:
-            bar.close()
-    final = {k: evaluate(model, *splits[k]) for k in ["train", *held_out]}
-    state.evals.append({"step": state.step, **final})
-    if plot is not None:
-        plot.update(state)
-    if on_eval is not None:
-        on_eval(state.step, final)
-    return TrainResult(list(state.losses), list(state.evals), final, state.seconds, len(state.losses))
-
-
-def _subset_loss(model, X: torch.Tensor, Y: torch.Tensor, rows: int | None) -> float:
-    """The loss on the first `rows` rows (a fixed subset, so evaluations are comparable over a run)."""
-    return evaluate(model, X[:rows], Y[:rows]) if rows else evaluate(model, X, Y)
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
 
 
 class _ProgressBar:
@@ -470,9 +650,9 @@ class _LivePlot:
 
     def update(self, state: TrainState) -> None:
         import matplotlib.pyplot as plt
+        from IPython.display import Image
 
         from mmlib.plots import compact_png, plot_loss
-        from IPython.display import Image
 
         smooth = max(1, len(state.losses) // 200)
         ax = plot_loss(state.losses, log=True, smooth=smooth, label=f"train minibatch (mean of {smooth})")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmlib import cli
+from mmlib import cli, flags, runs
 from mmlib.data import NAMES
 from mmlib.models import MODELS
 from mmlib.train import TrainConfig
@@ -31,8 +31,9 @@ TINY = {  # small enough that each model trains in a second or two
 }
 
 
-@pytest.fixture(scope="module")
-def words(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", name="words")
+def words_file(tmp_path_factory) -> Path:
+    """The first 600 names: every test of the command line trains on them."""
     path = tmp_path_factory.mktemp("words") / "names.txt"
     path.write_text("".join(NAMES.read_text(encoding="utf-8").splitlines(keepends=True)[:600]), encoding="utf-8")
     return path
@@ -76,8 +77,8 @@ def test_every_model_trains_samples_and_evaluates(model, words, tmp_path, capsys
     printed = capsys.readouterr().out
     assert "step 10/20 | train" in printed and "best so far, saved" in printed
     assert "new, marked *" in printed, printed
-    assert sorted(p.name for p in out.iterdir()) == sorted(cli.RUN_FILES)
-    meta = cli.read_run(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(runs.RUN_FILES)
+    meta = runs.read_run(out)
     assert meta["model"] == model and meta["step"] == 20 and meta["finished"]
 
     assert run("sample", "-o", out, "-n", "5", "--seed", "1") == 0
@@ -102,7 +103,7 @@ def test_every_model_on_the_second_word_list(model, tmp_path, capsys):
     cities.write_text("".join(lines[:300] + [max(lines, key=len)]), encoding="utf-8")
     out = tmp_path / "run"
     assert run(*train_args(cities, out, model, 4)) == 0
-    meta = cli.read_run(out)
+    meta = runs.read_run(out)
     assert set(" -'") <= set(meta["vocab"])
     if MODELS[model].per_position:
         assert meta["model_config"]["block_size"] == 58, "the longest city name (57 characters) + 1"
@@ -114,7 +115,7 @@ def test_every_model_on_the_second_word_list(model, tmp_path, capsys):
 def test_the_lectures_sgd_recipe_from_the_command_line(words, tmp_path, capsys):
     out = tmp_path / "run"
     assert run(*train_args(words, out, "mlp"), "--optimizer", "sgd", "--schedule", "step", "--lr", "0.1") == 0
-    cfg = cli.read_run(out)["train_config"]
+    cfg = runs.read_run(out)["train_config"]
     assert cfg["optimizer"] == "sgd" and cfg["weight_decay"] == 0.0, "the AdamW recipe's weight decay is dropped"
     one_line_error(capsys, [*train_args(words, tmp_path / "x", "mlp"), "--optimizer", "sgd", "--weight-decay", "0.1"],
                    match="weight_decay is applied by AdamW only")
@@ -131,7 +132,7 @@ def test_samples_can_start_with_a_prefix_and_be_cut_to_the_top_k(words, tmp_path
 
 
 def test_help_explains_every_flag_and_every_setting_has_one(capsys):
-    parser = cli.make_parser()
+    parser = flags.make_parser()
     subs = next(a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0])))
     for name, sub in subs.choices.items():
         for action in sub._actions:
@@ -140,15 +141,23 @@ def test_help_explains_every_flag_and_every_setting_has_one(capsys):
     for cls in MODELS.values():
         for f in dataclasses.fields(cls.Config):
             if f.name != "vocab_size":
-                assert cli.flag_of(f.name) in train_flags, f"{cls.__name__}.{f.name} has no flag"
+                assert flags.flag_of(f.name) in train_flags, f"{cls.__name__}.{f.name} has no flag"
     for f in dataclasses.fields(TrainConfig):
-        if f.name not in cli.TRAIN_HIDDEN:
-            assert cli.flag_of(f.name) in train_flags, f"TrainConfig.{f.name} has no flag"
+        if f.name not in flags.TRAIN_HIDDEN:
+            assert flags.flag_of(f.name) in train_flags, f"TrainConfig.{f.name} has no flag"
     with pytest.raises(SystemExit) as e:
         run("train", "--help")
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "--n-layer" in text and "transformer: transformer blocks (default: 4)" in " ".join(text.split())
+
+
+def test_a_flag_shared_by_several_models_has_one_type_and_each_comment_is_read_whole():
+    for name, per_model in flags.model_fields().items():
+        assert len({str(hint) for _, hint, _ in per_model.values()}) == 1, f"--{name} has two types: {per_model}"
+    comment = flags.model_fields()["bn_init_noise"]["mlp"][0]
+    assert comment.endswith("or a bias of exactly 0"), "a comment's continuation lines are part of its help"
+    assert flags.field_comments(TrainConfig)["max_steps"].startswith("optimisation steps, one minibatch each")
 
 
 def test_python_dash_m_mmlib_and_the_makemore_script():
@@ -181,7 +190,7 @@ def test_resume_after_ctrl_c_gives_the_numbers_of_an_uninterrupted_run(words, tm
     monkeypatch.setattr(cli.Stopper, "check", ctrl_c_at_step_37)
     assert run(*train_args(words, part, "wavenet", 60, *args)) == 130
     assert f"interrupted at step 37: saved {part / 'last.pt'}" in capsys.readouterr().out
-    assert _last(part)["state"]["step"] == 37 and not cli.read_run(part)["finished"]
+    assert _last(part)["state"]["step"] == 37 and not runs.read_run(part)["finished"]
     monkeypatch.setattr(cli.Stopper, "check", real)
 
     assert run("train", "-o", part, "--resume") == 0      # -i may be left out: the run kept its words
@@ -234,7 +243,7 @@ def test_ctrl_c_in_a_real_process_saves_a_checkpoint(words, tmp_path):
     assert "Traceback" not in stderr
     step = _last(out)["state"]["step"]
     assert f"interrupted at step {step:,}: saved" in stdout and step >= 10
-    assert cli.read_run(out)["step"] == step
+    assert runs.read_run(out)["step"] == step
 
 
 # ---- bad input: one line, a non-zero exit, nothing lost -------------------------------------------
@@ -261,7 +270,7 @@ def test_characters_the_saved_vocabulary_lacks(words, tmp_path, capsys):
     assert run(*train_args(words, out)) == 0
     other = tmp_path / "other.txt"
     other.write_text("anna\nzoë\n", encoding="utf-8")
-    line = one_line_error(capsys, ["eval", "-o", out, "-i", other], match="'ë' (U+00EB) in the word 'zoë'")
+    line = one_line_error(capsys, ["eval", "-o", out, "-i", other], match="'ë' (U+00EB, first in word 2, 'zoë')")
     assert "train a new run on this file" in line
     one_line_error(capsys, ["sample", "-o", out, "--prefix", "Ka"], match="'K' (U+004B)")
     same = tmp_path / "same.txt"
@@ -304,7 +313,7 @@ def test_a_folder_holding_another_run_is_refused_unless_resume_or_force(words, t
     one_line_error(capsys, ["train", "-o", out, "--resume", "--lr", "0.5"], match="--lr 0.5 differs from the run's")
     assert snapshot(out) == before
     assert run(*train_args(words, out, "gru"), "--force") == 0
-    assert cli.read_run(out)["model"] == "gru"
+    assert runs.read_run(out)["model"] == "gru"
 
     foreign = tmp_path / "thesis"
     foreign.mkdir()

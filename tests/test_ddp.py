@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.distributed
 
-from mmlib import cli
+from mmlib import runs
 from mmlib.data import NAMES
 from mmlib.vocab import Vocab
 
@@ -26,7 +26,8 @@ def test_two_processes_take_one_averaged_step_and_write_one_checkpoint(tmp_path)
     out = tmp_path / "run"
     argv = ["-m", "mmlib", "train", "-i", words, "-o", out, "--model", "mlp", "--n-embd", "4", "--n-hidden", "16",
             "--max-steps", "1", "--eval-every", "1", "--batch-size", "8", "--samples", "2", "--threads", "1",
-            "--optimizer", "adamw", "--schedule", "constant", "--lr", "0.01", "--weight-decay", "0", "--grad-clip", "none"]
+            "--optimizer", "adamw", "--schedule", "constant", "--lr", "0.01", "--weight-decay", "0",
+            "--grad-clip", "none"]
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            *map(str, argv)], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "MMLIB_QUIET": "1", "OMP_NUM_THREADS": "1"})
@@ -34,15 +35,15 @@ def test_two_processes_take_one_averaged_step_and_write_one_checkpoint(tmp_path)
     # Both processes compared fingerprints of their parameters after every step (the check raises otherwise).
     assert "2 processes agree on the parameters" in proc.stdout
     assert proc.stdout.count("step 1/1 |") == 1, "only process 0 prints"
-    assert sorted(p.name for p in out.iterdir()) == sorted(cli.RUN_FILES), "one checkpoint, written once"
-    meta = cli.read_run(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(runs.RUN_FILES), "one checkpoint, written once"
+    meta = runs.read_run(out)
     assert meta["world_size"] == 2 and meta["step"] == 1
 
     # The first step is AdamW on the mean of the two processes' gradients, each on its own minibatch
     # (process r draws with seed + r): recompute it in one process and compare.
-    model = cli.build_model(meta, seed=meta["train_config"]["seed"])
+    model = runs.build_model(meta, seed=meta["train_config"]["seed"])
     vocab = Vocab(meta["vocab"][1:])
-    X, Y = cli.splits_of(meta, cli.run_words(out), vocab)["train"]
+    X, Y = runs.splits_of(meta, runs.run_words(out), vocab)["train"]
     grads = []
     for r in range(2):
         g = torch.Generator().manual_seed(meta["train_config"]["seed"] + r)

@@ -11,7 +11,18 @@ import torch.nn.functional as F
 from mmlib.data import build_sequences
 from mmlib.layers import BatchNorm1d, eval_mode
 from mmlib.models import IGNORE, Model, ModelConfig, create
-from mmlib.train import TrainConfig, TrainingDiverged, TrainState, evaluate, lr_at, train, trim_padding
+from mmlib.train import (
+    Callbacks,
+    LectureSGD,
+    StepInfo,
+    TrainConfig,
+    TrainingDiverged,
+    TrainState,
+    evaluate,
+    lr_at,
+    train,
+    trim_padding,
+)
 from mmlib.vocab import Vocab
 
 
@@ -29,14 +40,14 @@ def small_mlp(seed=0, **kw):
 
 
 def cfg(**kw):
-    return TrainConfig(**{"steps": 200, "batch_size": 16, "progress": False, **kw})
+    return TrainConfig(**{"max_steps": 200, "batch_size": 16, "progress": False, **kw})
 
 
 def test_schedules():
-    step = cfg(steps=100, lr=0.1, lr_late=0.01)
+    step = cfg(max_steps=100, lr=0.1, lr_late=0.01)
     assert [lr_at(s, step) for s in (0, 49, 50, 99)] == [0.1, 0.1, 0.01, 0.01]
-    assert lr_at(30, cfg(steps=100, decay_step=30, lr=0.1, lr_late=0.01)) == 0.01
-    cos = cfg(steps=110, optimizer="adamw", schedule="cosine", lr=1e-3, warmup=10, lr_min=1e-4)
+    assert lr_at(30, cfg(max_steps=100, decay_step=30, lr=0.1, lr_late=0.01)) == 0.01
+    cos = cfg(max_steps=110, optimizer="adamw", schedule="cosine", lr=1e-3, warmup=10, lr_min=1e-4)
     assert lr_at(0, cos) == pytest.approx(1e-4) and lr_at(9, cos) == pytest.approx(1e-3)
     assert lr_at(10, cos) == pytest.approx(1e-3) and lr_at(109, cos) == pytest.approx(1e-4)
     mid = lr_at(60, cos)
@@ -45,7 +56,7 @@ def test_schedules():
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"steps": 0}, "steps must be a positive whole number, got 0"),
+    ({"max_steps": 0}, "max_steps must be a positive whole number, got 0"),
     ({"batch_size": "32"}, "batch_size must be a positive whole number, got '32'"),
     ({"lr": 11}, "lr must be a learning rate in \\(0, 10\\], got 11"),
     ({"optimizer": "adam"}, "optimizer must be one of sgd, adamw; got 'adam'"),
@@ -63,8 +74,8 @@ def test_config_refuses_nonsense(kw, message):
                                          "weight_decay": 0.01, "grad_clip": 1.0}])
 def test_training_learns_and_is_deterministic_under_a_seed(recipe):
     splits = toy_splits(n=2000)
-    a = train(small_mlp(), splits, cfg(steps=600, **recipe))
-    b = train(small_mlp(), splits, cfg(steps=600, **recipe))
+    a = train(small_mlp(), splits, cfg(max_steps=600, **recipe))
+    b = train(small_mlp(), splits, cfg(max_steps=600, **recipe))
     assert a.losses == b.losses and a.final == b.final
     assert a.final["dev"] < math.log(5) - 0.3, a.final   # uniform guessing: ln 5 = 1.61
     assert a.steps == 600 and a.steps_per_second > 0 and set(a.final) == {"train", "dev"}
@@ -86,21 +97,23 @@ def test_sgd_is_the_lessons_loop_to_the_last_bit():
         with torch.no_grad():
             for p in P.values():
                 p -= (0.1 if i < 50 else 0.01) * p.grad
-    train(model, splits, cfg(steps=100), generator=torch.Generator().manual_seed(5))
+    train(model, splits, cfg(max_steps=100), generator=torch.Generator().manual_seed(5))
     for k, p in model.named_parameters():
         assert torch.equal(p, P[k]), k
 
 
-def test_an_interrupted_run_resumes_exactly_where_it_stopped():
-    """Ctrl-C (here: an exception from on_step, before step 50's update) then resume == never stopped."""
+@pytest.mark.parametrize("hook, stopped_at", [("on_step", 50), ("on_eval", 60)])
+def test_an_interrupted_run_resumes_exactly_where_it_stopped(hook, stopped_at):
+    """Ctrl-C (here: an exception from on_step, before step 50's update, or from on_eval after step 60's
+    evaluation) then resume == never stopped."""
     splits = toy_splits()
-    recipe = cfg(steps=120, optimizer="adamw", schedule="cosine", lr=3e-3, warmup=10)
+    recipe = cfg(max_steps=120, optimizer="adamw", schedule="cosine", lr=3e-3, warmup=10, eval_every=30)
     full = train(small_mlp(), splits, recipe)
 
     model, state = small_mlp(), TrainState(torch.Generator().manual_seed(recipe.seed))
     with pytest.raises(_Stop):
-        train(model, splits, recipe, state=state, on_step=lambda info: _stop_at(info, 50))
-    assert state.step == 50 and len(state.losses) == 50
+        train(model, splits, recipe, state=state, callbacks=_StopAt(hook, stopped_at))
+    assert state.step == stopped_at and len(state.losses) == stopped_at
     saved, weights = state.state_dict(), {k: v.clone() for k, v in model.state_dict().items()}
 
     resumed = small_mlp(seed=99)           # a fresh process: other weights until the checkpoint loads
@@ -113,26 +126,75 @@ class _Stop(Exception):
     pass
 
 
-def _stop_at(info, step):
-    if info.step == step:
-        raise _Stop
+class _StopAt(Callbacks):
+    def __init__(self, hook, step):
+        self.hook, self.step = hook, step
+
+    def on_step(self, info):
+        if self.hook == "on_step" and info.step == self.step:
+            raise _Stop
+
+    def on_eval(self, step, losses):
+        if self.hook == "on_eval" and step == self.step:
+            raise _Stop
 
 
 def test_a_diverging_run_stops_with_one_line_naming_the_step_and_the_fix():
     with pytest.raises(TrainingDiverged, match=r"(became nan|diverging).*at step|lower the learning rate"):
-        train(small_mlp(), toy_splits(), cfg(steps=2000, lr=10.0, lr_late=10.0))
+        train(small_mlp(), toy_splits(), cfg(max_steps=2000, lr=10.0, lr_late=10.0))
 
 
 def test_on_step_sees_gradients_before_the_update():
     model = small_mlp()
     seen = []
 
-    def look(info):
-        seen.append((info.step, info.lr, model.W2.grad.abs().sum().item(), model.W2.detach().clone()))
+    class Look(Callbacks):
+        def on_step(self, info):
+            seen.append((info.step, info.lr, model.W2.grad.abs().sum().item(), model.W2.detach().clone()))
 
-    train(model, toy_splits(), cfg(steps=3), on_step=look)
+    train(model, toy_splits(), cfg(max_steps=3), callbacks=Look())
     assert [s for s, *_ in seen] == [0, 1, 2] and all(g > 0 for _, _, g, _ in seen)
     assert not torch.equal(seen[0][3], seen[1][3])  # the update came after the first look
+
+
+def test_callbacks_run_in_the_documented_order():
+    calls = []
+
+    class Log(Callbacks):
+        def before_step(self, step):
+            calls.append(("before_step", step))
+
+        def on_step(self, info):
+            assert isinstance(info, StepInfo) and info.loss.requires_grad
+            calls.append(("on_step", info.step))
+
+        def on_eval(self, step, losses):
+            assert set(losses) == {"train", "dev"}
+            calls.append(("on_eval", step))
+
+    result = train(small_mlp(), toy_splits(), cfg(max_steps=4, eval_every=2), callbacks=Log())
+    assert calls == [("before_step", 0), ("on_step", 0), ("before_step", 1), ("on_step", 1), ("on_eval", 2),
+                     ("before_step", 2), ("on_step", 2), ("before_step", 3), ("on_step", 3), ("on_eval", 4)]
+    assert [e["step"] for e in result.evals] == [2, 4]
+    plain = train(small_mlp(), toy_splits(), cfg(max_steps=4), callbacks=Callbacks())   # the no-ops
+    assert plain.losses == result.losses
+
+
+def test_callbacks_must_be_a_callbacks_object():
+    with pytest.raises(TypeError, match="callbacks must be a mmlib.train.Callbacks .subclass it and override"):
+        train(small_mlp(), toy_splits(), cfg(max_steps=2), callbacks=lambda step: None)
+
+
+def test_lecture_sgd_zero_grad_drops_or_zeroes_the_gradients():
+    p = torch.ones(3, requires_grad=True)
+    opt = LectureSGD([p], lr=0.5)
+    (2 * p).sum().backward()
+    opt.step()
+    assert torch.equal(p.detach(), torch.zeros(3))             # 1 - 0.5 * 2
+    opt.zero_grad(set_to_none=False)
+    assert torch.equal(p.grad, torch.zeros(3))
+    opt.zero_grad()
+    assert p.grad is None
 
 
 class Echo(Model):
@@ -188,7 +250,7 @@ def test_sequence_batches_are_cut_after_their_longest_word_without_changing_the_
             return super().forward(idx, targets)
 
     rec = Recording(model.config, generator=torch.Generator().manual_seed(0))
-    train(rec, {"train": (X[:1], Y[:1])}, cfg(steps=3, batch_size=4, optimizer="adamw", lr=1e-3))
+    train(rec, {"train": (X[:1], Y[:1])}, cfg(max_steps=3, batch_size=4, optimizer="adamw", lr=1e-3))
     assert seen[:3] == [2, 2, 2]   # "a" and its end token; the final evaluation reads the whole width
 
 
@@ -226,10 +288,42 @@ def test_divergence_guard_is_the_one_rule_and_says_where_and_what_to_lower():
                                                 r"lower the learning rate \(lr, now 50\) and run again$"):
         DivergenceGuard(27)(7, float("nan"), 50.0)
     climbing = DivergenceGuard(27)
-    with pytest.raises(TrainingDiverged, match=r"at step 100: the loss is diverging .* lower the learning rate \(lr, now 10\)"):
+    with pytest.raises(TrainingDiverged,
+                       match=r"at step 100: the loss is diverging .* lower the learning rate \(lr, now 10\)"):
         for step in range(200):
             climbing(step, 3.3 + step, 10.0)
     err = TrainingDiverged("training stopped at step 3: the loss became inf; lower the learning rate")
     assert err._render_traceback_() == [f"TrainingDiverged: {err}"]   # one line in a notebook, no traceback
     with pytest.raises(ValueError, match="vocab_size must be a positive whole number"):
         DivergenceGuard(0)
+
+
+def test_the_live_plot_shows_only_in_a_notebook_and_never_in_tests_or_ci(monkeypatch):
+    import mmlib.train as t
+
+    monkeypatch.setattr(t, "_in_notebook", lambda: True)
+    assert not t._live_plot_wanted(cfg(live_plot=True))          # under pytest (PYTEST_CURRENT_TEST)
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("MMLIB_QUIET", raising=False)
+    assert t._live_plot_wanted(cfg(live_plot=True)) and not t._live_plot_wanted(cfg())
+    monkeypatch.setenv("MMLIB_QUIET", "1")                       # the notebooks executed for the repository
+    assert not t._live_plot_wanted(cfg(live_plot=True))
+    monkeypatch.delenv("MMLIB_QUIET")
+    monkeypatch.setattr(t, "_in_notebook", lambda: False)        # a terminal: nothing to draw in
+    assert not t._live_plot_wanted(cfg(live_plot=True))
+
+
+def test_the_live_plot_draws_the_minibatch_and_evaluation_losses(monkeypatch):
+    import mmlib.train as t
+
+    shown = []
+
+    class Handle:
+        def update(self, image):
+            shown.append(image)
+
+    monkeypatch.setattr(t, "_live_plot_wanted", lambda c: c.live_plot)
+    monkeypatch.setattr("IPython.display.display", lambda display_id: Handle())
+    train(small_mlp(), toy_splits(), cfg(max_steps=40, eval_every=10, live_plot=True))
+    assert len(shown) == 4 and all(image.data.startswith(b"\x89PNG") for image in shown)   # steps 10, 20, 30, end

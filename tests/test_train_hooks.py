@@ -1,4 +1,4 @@
-"""mmlib.train's before_step hook (added for the command line's Ctrl-C): a run stopped there and resumed
+"""mmlib.train's Callbacks.before_step hook (added for the command line's Ctrl-C): a run stopped there and resumed
 equals one that never stopped, BatchNorm's running statistics included."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmlib.models import create
-from mmlib.train import TrainConfig, TrainState, train
+from mmlib.train import Callbacks, TrainConfig, TrainState, train
 
 
 class _Stop(Exception):
@@ -26,18 +26,20 @@ def _model():
 
 
 def test_a_run_stopped_before_a_step_resumes_exactly_batchnorm_statistics_included():
-    cfg = TrainConfig(steps=40, batch_size=16, optimizer="adamw", schedule="cosine", lr=1e-2, warmup=5, progress=False)
+    cfg = TrainConfig(max_steps=40, batch_size=16, optimizer="adamw", schedule="cosine", lr=1e-2, warmup=5,
+                      progress=False)
     full = _model()
     want = train(full, _splits(), cfg)
 
     model, state = _model(), TrainState(torch.Generator().manual_seed(cfg.seed))
 
-    def stop_at_17(step):
-        if step == 17:
-            raise _Stop
+    class StopAt17(Callbacks):
+        def before_step(self, step):
+            if step == 17:
+                raise _Stop
 
     with pytest.raises(_Stop):
-        train(model, _splits(), cfg, state=state, before_step=stop_at_17)
+        train(model, _splits(), cfg, state=state, callbacks=StopAt17())
     assert state.step == 17
     saved, weights = state.state_dict(), {k: v.clone() for k, v in model.state_dict().items()}
     resumed = _model()

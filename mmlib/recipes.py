@@ -1,0 +1,44 @@
+"""The command line's default recipe for each model: how `makemore train` trains it unless a flag says otherwise.
+
+The lessons train with the lectures' plain SGD on batches of 32; the command line trains the same models
+faster, with AdamW, a short warm-up and a cosine decay on larger batches. `benchmarks/recipes.py`
+measures every recipe against the lectures' (its table of dev losses and times is in the README's
+results), so the numbers live there, where a rerun updates them, and not in comments here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One model's defaults: `train` holds TrainConfig fields, `model` the model config's where they differ."""
+
+    why: str                                                   # one line: why these settings
+    train: dict[str, Any]                                      # TrainConfig fields
+    model: dict[str, Any] = field(default_factory=dict)       # the model config's fields the recipe changes
+
+
+_ADAMW = {"optimizer": "adamw", "schedule": "cosine", "eval_every": 500, "eval_rows": None, "lr_min": 1e-4,
+          "weight_decay": 0.01, "grad_clip": 1.0, "warmup": 200}
+
+RECIPES: dict[str, Recipe] = {
+    "bigram": Recipe("one table of logits: a high rate, no warm-up, and short runs are enough",
+                     {**_ADAMW, "max_steps": 2_000, "batch_size": 512, "lr": 0.1, "warmup": 0, "eval_every": 200}),
+    "mlp": Recipe("lesson 03's initialisation (the config keeps lesson 02's, which the lesson improves on by hand)",
+                  {**_ADAMW, "max_steps": 3_000, "batch_size": 512, "lr": 2e-2},
+                  {"w1_scale": "kaiming", "b1_scale": 0.01, "w2_scale": 0.1, "b2_scale": 0.0}),
+    "wavenet": Recipe("the MLP's recipe: window models train well on large batches at a high rate",
+                      {**_ADAMW, "max_steps": 3_000, "batch_size": 512, "lr": 2e-2}),
+    "rnn": Recipe("whole words per row, so smaller batches, and a lower rate for the recurrent weights",
+                  {**_ADAMW, "max_steps": 6_000, "batch_size": 128, "lr": 3e-3}),
+    "gru": Recipe("the RNN's recipe: the same rows, the same rate",
+                  {**_ADAMW, "max_steps": 6_000, "batch_size": 128, "lr": 3e-3}),
+    "transformer": Recipe("lesson 06's recipe for its initialisation; dropout, as it overfits 30,000 names without it",
+                          {**_ADAMW, "max_steps": 4_500, "batch_size": 128, "lr": 5e-3, "weight_decay": 0.3,
+                           "lr_min": 0.0, "grad_clip": None},
+                          {"dropout": 0.1}),
+}
+"""Every model's recipe, by the model's name in `mmlib.models.MODELS`."""
