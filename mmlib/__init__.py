@@ -11,23 +11,27 @@ One module per idea, so a helper can be found from the file names:
 - `mmlib.timing`    timing a piece of code: the fastest of several rounds                      (lesson 02, 04)
 - `mmlib.models`    the course's models behind one call, `logits, loss = model(idx, targets)`  (lesson 02 onwards)
 - `mmlib.train`     one training loop for every model (`train`, `TrainConfig`) and `evaluate`  (lesson 02 onwards)
-- `mmlib.losslog`   a lesson's running log of runs and their train/dev losses                  (lesson 02, 03)
+- `mmlib.losslog`   a lesson's running log of runs and their train/dev losses                  (lesson 02, 03, 05)
 - `mmlib.plots`     the small plotting helpers the lessons share                               (lesson 01 onwards)
 - `mmlib.sample`    drawing words from any next-character model                                (lesson 01, 02)
 - `mmlib.layers`    Linear, BatchNorm1d, Tanh, ... with torch.nn's call shapes, in plain tensors, and
-                    `DeepMLP`, a stack of them with the models' call                            (lesson 03);
+                    `LayerModel`, a stack of them with the models' call                         (lesson 03);
                     Embedding, FlattenConsecutive, Sequential, the WaveNet as a layer stack   (lesson 05)
 - `mmlib.diagnostics` per-layer activation, gradient and update:data statistics and plots      (lesson 03)
 - `mmlib.widgets`   the initialisation and training-statistics explorers (ipywidgets)          (lesson 03);
                     the WaveNet's receptive-field explorer                                   (lesson 05);
                     attention maps of a trained transformer, and sampling with temperature/top-k (lesson 06)
 - `mmlib.results`   every lesson's committed metrics read back: the course-wide table and plot  (lesson 06, README)
-- `mmlib.gradcheck` comparing hand-written gradients with autograd, one row per variable, and
-                    probing a learner's backward pass before it trains                          (lesson 04)
+- `mmlib.notebooks` running a notebook (papermill, a time limit per cell): tests, results, exercises
+- `mmlib.gradcheck` comparing hand-written gradients with autograd, one row per variable      (lesson 04)
 - `mmlib.checks`    exercise checks that tell a learner what is wrong and by how much          (lesson 01 onwards)
 - `mmlib.expected`  the independent computations the exercise checks compare against           (lesson 01 onwards)
 - `mmlib.exercises` builds the learner notebooks from the solution notebooks                   (course tooling)
 - `mmlib.cli`       `makemore train/sample/eval`: any word list from the command line (also `python -m mmlib`)
+- `mmlib.flags`     the command line's flags, made from the config dataclasses' typed fields
+- `mmlib.recipes`   the command line's default recipe for each model, each with its reason
+- `mmlib.runs`      a run folder: run.json, checkpoints, atomic writes, the lock, resume checks
+- `mmlib.distributed` training on several processes under torchrun (DDP)
 
 Lessons import from the submodules (`from mmlib.data import load_words`), so the reader sees
 where each helper lives.

@@ -10,16 +10,32 @@ import os
 import random
 import unicodedata
 import warnings
+from functools import partial
 from importlib.resources import files
 from pathlib import Path
 
 import torch
 
 from mmlib import validate
-from mmlib.vocab import Vocab
+from mmlib.vocab import Vocab, quote
 
 NAMES = Path(str(files("mmlib.words") / "names.txt"))
 """The names file that ships with the course (data/names.txt in the repository; see data/README.md)."""
+
+MAX_WORD_LENGTH = 100
+"""The longest word `load_words` accepts. Sequence models pad every word to the longest one, so a
+single 100,000-character line would make every example 100,000 positions long; the course's longest
+words are 15 (names) and 57 (cities) characters."""
+
+MAX_BLOCK_SIZE = 128
+"""The most characters a model may read (`block_size`): the longest word and its end token fit, rounded up
+to a power of two for lesson 05's WaveNet; more positions would only ever hold padding or start tokens."""
+BLOCK_SIZE_WHY = f"words have at most {MAX_WORD_LENGTH} characters, so more positions would hold only padding"
+
+LINE_BREAKS = {"\r": "CARRIAGE RETURN", "\x0b": "LINE TABULATION", "\x0c": "FORM FEED", "\x1c": "FILE SEPARATOR",
+               "\x1d": "GROUP SEPARATOR", "\x1e": "RECORD SEPARATOR", "\x85": "NEXT LINE",
+               "\u2028": "LINE SEPARATOR", "\u2029": "PARAGRAPH SEPARATOR"}
+"""The characters other than '\\n' that some programs (and `str.splitlines`) read as the end of a line, by name."""
 
 
 class DataError(ValueError):
@@ -30,7 +46,9 @@ def load_words(path: str | os.PathLike | None = None) -> list[str]:
     """Read one word per line from a UTF-8 text file (`None`: the names file the course ships).
 
     A byte-order mark and Windows line endings are accepted; surrounding whitespace is stripped
-    and blank lines are dropped. Nothing else is changed: no lowercasing, no filtering of
+    and blank lines are dropped. Lines end at '\\n' only: a file holding another line break (a lone
+    '\\r', a form feed, U+2028, ...) is refused, as is a word longer than `MAX_WORD_LENGTH`.
+    Nothing else is changed: no lowercasing, no filtering of
     characters, so the vocabulary is exactly what the file holds. Characters that are easy to
     miss (tabs and other control characters, zero-width characters, combining accents) are kept
     too, but each kind gets a warning naming the first line that holds it.
@@ -65,12 +83,38 @@ def load_words(path: str | os.PathLike | None = None) -> list[str]:
             f"{path} is not valid UTF-8 (byte {raw[e.start]:#04x} on line {line}); "
             "save it as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
         ) from None
-    lines = [w.strip() for w in text.splitlines()]
+    # One word per line means lines end at '\n' (or '\r\n') only: str.splitlines would also cut at form
+    # feeds, U+0085, U+2028 and others, turning one line into several words without a word said.
+    raw_lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    _refuse_other_line_breaks(path, raw_lines)
+    lines = [w.strip() for w in raw_lines]
+    _refuse_long_words(path, lines)
     _warn_hidden_characters(path, lines)
     words = [w for w in lines if w]
     if not words:
         raise DataError(f"{path} holds no words (it is empty or only blank lines)")
     return words
+
+
+def _refuse_other_line_breaks(path: Path, lines: list[str]) -> None:
+    for n, line in enumerate(lines, 1):
+        at = next((i for i, ch in enumerate(line) if ch in LINE_BREAKS), None)
+        if at is not None:
+            ch = line[at]
+            count = sum(text.count(c) for text in lines for c in LINE_BREAKS)
+            raise DataError(f"{path.name}, line {n}: U+{ord(ch):04X} {LINE_BREAKS[ch]} "
+                            f"at character {at + 1}, which some programs read as a line break ({count:,} such "
+                            f"character{'s' if count != 1 else ''} in the file); words are separated by newlines "
+                            "('\\n') only: replace each with a newline, e.g. "
+                            "`python -c \"import sys; sys.stdout.write(sys.stdin.read()"
+                            f".replace('\\u{ord(ch):04x}', '\\n'))\" < in.txt > out.txt`")
+
+
+def _refuse_long_words(path: Path, lines: list[str]) -> None:
+    for n, line in enumerate(lines, 1):
+        if len(line) > MAX_WORD_LENGTH:
+            raise DataError(f"{path.name}, line {n}: a word of {len(line):,} characters; words may have at most "
+                            f"{MAX_WORD_LENGTH} (models pad every word to the longest one): split or remove that line")
 
 
 HIDDEN = {
@@ -92,12 +136,31 @@ def _warn_hidden_characters(path: Path, lines: list[str]) -> None:
                 first.setdefault(cat, (n, ch, line))
                 counts[cat] = counts.get(cat, 0) + 1
     for cat, (n, ch, line) in first.items():
-        fix = ("normalise the file to NFC (e.g. `python -c \"import unicodedata,sys; "
-               "sys.stdout.write(unicodedata.normalize('NFC', sys.stdin.read()))\" < in.txt > out.txt`)"
-               if cat in ("Mn", "Me") else "remove it from the file if it is not meant to be a character of the words")
-        warnings.warn(f"{path.name}, line {n} ({line!r}): U+{ord(ch):04X} "
+        fix = (_combining_fix(lines, cat) if cat in ("Mn", "Me")
+               else "remove it from the file if it is not meant to be a character of the words")
+        warnings.warn(f"{path.name}, line {n} ({quote(line)}): U+{ord(ch):04X} "
                       f"{unicodedata.name(ch, 'unnamed')} is {HIDDEN[cat]}; it becomes a token of its own "
-                      f"({counts[cat]} such characters in the file): {fix}", stacklevel=3)
+                      f"({counts[cat]:,} such character{'s' if counts[cat] != 1 else ''} in the file): {fix}",
+                      stacklevel=3)
+
+
+def _combining_fix(lines: list[str], cat: str) -> str:
+    """Advice that removes the combining marks of category `cat`: NFC joins a mark to its letter where
+    Unicode has one character for the pair (e + U+0301 is é) and leaves the others (i + U+0307, which
+    Python's 'İ'.lower() gives), which only deleting the mark removes."""
+    total = sum(unicodedata.category(c) == cat for line in lines for c in line)
+    left = [(line[i - 1:i], c) for line in map(partial(unicodedata.normalize, "NFC"), lines)
+            for i, c in enumerate(line) if unicodedata.category(c) == cat]
+    nfc = "unicodedata.normalize('NFC', sys.stdin.read())"
+    if not left:
+        return (f"normalise the file to NFC, which joins each such mark to its letter (e.g. `python -c \"import "
+                f"unicodedata,sys; sys.stdout.write({nfc})\" < in.txt > out.txt`)")
+    marks = list(dict.fromkeys(c for _, c in left))[:3]
+    letter, mark = left[0]
+    deletes = "".join(f".replace('\\u{ord(c):04x}', '')" for c in marks)
+    return (f"NFC normalisation leaves {len(left):,} of the {total:,} unchanged (Unicode has no single character for "
+            f"{letter!r} + U+{ord(mark):04X}), so normalise and delete what is left, e.g. `python -c \"import "
+            f"unicodedata,sys; sys.stdout.write({nfc}{deletes})\" < in.txt > out.txt`")
 
 
 def _split_sizes(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
@@ -155,7 +218,7 @@ def build_dataset(words: list[str], vocab: Vocab, block_size: int) -> tuple[torc
     window of `block_size` ids is a context `X[i]` and the id after it is its target `Y[i]`.
     Returns X of shape (N, block_size) and Y of shape (N,), both int64.
     """
-    validate.positive_int("block_size", block_size)
+    validate.at_most("block_size", validate.positive_int("block_size", block_size), MAX_BLOCK_SIZE, BLOCK_SIZE_WHY)
     if not words:
         raise DataError("build_dataset got no words")
     seqs = [[0] * block_size + vocab.encode(w) + [0] for w in words]
@@ -172,8 +235,17 @@ def build_dataset(words: list[str], vocab: Vocab, block_size: int) -> tuple[torc
 
 
 def sequence_length(words: list[str]) -> int:
-    """The block size a sequence model needs for `words`: the longest word plus its end token."""
-    return max(len(w) for w in words) + 1
+    """The block size a sequence model needs for `words`: the longest word plus its end token.
+
+    Words longer than `MAX_WORD_LENGTH` are refused here too (a list made in code skips `load_words`).
+    """
+    if not words:
+        raise DataError("sequence_length got no words")
+    i, longest = max(enumerate(words, 1), key=lambda iw: len(iw[1]))
+    if len(longest) > MAX_WORD_LENGTH:
+        raise DataError(f"word {i:,} has {len(longest):,} characters; words may have at most {MAX_WORD_LENGTH} "
+                        "(models pad every word to the longest one): split or remove it")
+    return len(longest) + 1
 
 
 def build_sequences(words: list[str], vocab: Vocab, block_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,10 +258,14 @@ def build_sequences(words: list[str], vocab: Vocab, block_size: int | None = Non
     """
     if not words:
         raise DataError("build_sequences got no words")
-    T = sequence_length(words) if block_size is None else block_size
+    if block_size is None:
+        T = sequence_length(words)
+    else:
+        T = validate.at_most("block_size", validate.positive_int("block_size", block_size), MAX_BLOCK_SIZE,
+                             BLOCK_SIZE_WHY)
     longest = max(words, key=len)
     if len(longest) + 1 > T:
-        raise DataError(f"block_size {T} is too short for the word {longest!r} ({len(longest)} characters "
+        raise DataError(f"block_size {T} is too short for the word {quote(longest)} ({len(longest)} characters "
                         "plus the end token); use a block_size of at least " + str(len(longest) + 1))
     X = torch.zeros(len(words), T, dtype=torch.long)
     Y = torch.full((len(words), T), -1, dtype=torch.long)
@@ -217,3 +293,15 @@ def build_splits(
     if block_size is None:
         raise ValueError("window datasets need a block_size (the number of characters of context)")
     return {name: build_dataset(ws, vocab, block_size) for name, ws in parts.items()}
+
+
+def train_and_dev(splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The train and dev parts of `build_splits`' result, the data a training run may look at (lessons 05, 06).
+
+    The test split is looked at once, by the results cell, so a run never gets it: `mmlib.train.train`
+    fits on "train" and measures on "dev".
+    """
+    missing = [k for k in ("train", "dev") if k not in splits]
+    if missing:
+        raise KeyError(f"splits needs the parts 'train' and 'dev' (as build_splits returns), lacks {missing}")
+    return {"train": splits["train"], "dev": splits["dev"]}

@@ -11,9 +11,9 @@ numbers (so tests and widgets can use them) and a `plot_*` function that draws t
                                      scale per step) is the rule of thumb the lecture uses
 
 `Recorder` keeps the first three (and the update ratios) at chosen steps of a training run, for
-`mmlib.widgets.training_explorer`; `recorder.on_step(layers, weights)` hands it every step of
+`mmlib.widgets.training_explorer`; `recorder.callbacks(layers, weights)` hands it every step of
 `mmlib.train.train`. Layers are those of `mmlib.layers`: anything with `.out`, and for the gradients
-`retain_grads(layers)` must run before `loss.backward()` (`DeepMLP(..., keep_grads=True)` does it).
+`retain_grads(layers)` must run before `loss.backward()` (`LayerModel(..., keep_grads=True)` does it).
 `gradients_on` runs one forward and backward pass for a look at a network's state, and
 `four_diagnostics` prints and draws all four at once.
 
@@ -24,13 +24,14 @@ numbers (so tests and widgets can use them) and a `plot_*` function that draws t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
 import torch
 
 from mmlib.layers import ReLU, Tanh, retain_grads  # noqa: F401 (retain_grads: lesson 03 imports it from here)
+from mmlib.train import Callbacks, StepInfo
 from mmlib.validate import positive_int
 
 TANH_SATURATION = 0.97
@@ -288,23 +289,27 @@ class Recorder:
             self.activations.append(activation_stats(layers))
             self.gradients.append(gradient_stats(layers))
 
-    def on_step(self, layers: Sequence, params) -> Callable:
-        """This recorder as `mmlib.train.train(..., on_step=...)`: `record` at every step, after the
+    def callbacks(self, layers: Sequence, params) -> Callbacks:
+        """This recorder as `mmlib.train.train(..., callbacks=...)`: `record` at every step, after the
         backward pass and before the update (when the gradients are there and not yet used)."""
-
-        def record_step(info) -> None:
-            self.record(info.step, layers, params, info.lr, info.loss.item())
-
-        return record_step
+        return _RecordSteps(self, layers, params)
 
     def __len__(self) -> int:
         return len(self.steps)
 
 
+class _RecordSteps(Callbacks):
+    def __init__(self, recorder: Recorder, layers: Sequence, params):
+        self.recorder, self.layers, self.params = recorder, layers, params
+
+    def on_step(self, info: StepInfo) -> None:
+        self.recorder.record(info.step, self.layers, self.params, info.lr, info.loss.item())
+
+
 def gradients_on(model, X: torch.Tensor, Y: torch.Tensor) -> float:
     """One forward and backward pass of `model` on (X, Y), from cleared gradients; nothing is updated.
 
-    Afterwards every parameter's `.grad` (and, for a `DeepMLP(..., keep_grads=True)`, every layer's
+    Afterwards every parameter's `.grad` (and, for a `LayerModel(..., keep_grads=True)`, every layer's
     output gradient) holds the gradient of this batch's loss: the state the diagnostics read.
     Returns the loss.
     """

@@ -1,4 +1,4 @@
-"""Checking hand-written gradients against autograd, one row per variable (lesson 04).
+"""Checking hand-written gradients against autograd, one row per variable (used by lesson 04).
 
 Lesson 04 has learners write the backward pass of an MLP by hand, one intermediate at a time.
 `check_grads` compares a dict of their gradients with autograd's: one `mmlib.checks.check` row per
@@ -11,15 +11,13 @@ What this module adds to `mmlib.checks` is the lesson's own knowledge: the toler
 dtype (`TOLERANCES`), and hints from a table of the forward pass (`Step`): a variable's gradient
 collects one contribution from every step that *uses* the variable, so the hint names exactly those steps.
 
-`probe_backward` is exercise 4's guard: before a learner's `backward` trains a network, it runs once
-on a batch of another size and its answer is inspected, so a missing or misshapen gradient, an
-exception, or a `backward` that quietly uses the notebook's 32-example batch is explained in one
-sentence instead of surfacing deep inside training.
+The lesson's own probes (exercise 4's `probe_backward`, the references' staleness test) live with its
+expected values in `mmlib.expected.lesson04`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,38 +96,6 @@ class GradReport(Report):
     max_abs_diff: float | None = None
 
 
-def stale_reference(want: Mapping[str, torch.Tensor], batch: tuple[torch.Tensor, torch.Tensor] | None = None,
-                    loss: torch.Tensor | float | None = None) -> str:
-    """Why the references `want` do not belong to the forward pass the answers came from ("" if they do).
-
-    `want` from `mmlib.expected.lesson04.autograd_grads` remembers its batch and its loss. When a
-    learner re-runs the minibatch cell or the forward pass after the references were computed,
-    every answer is compared with gradients of another batch: say so, and which cells to re-run,
-    instead of reporting "wrong" rows.
-    """
-    X, Y, ref_loss = (getattr(want, k, None) for k in ("X", "Y", "loss"))
-    same_loss = None
-    if loss is not None and ref_loss is not None:
-        a = float(loss.detach()) if torch.is_tensor(loss) else float(loss)
-        b = float(ref_loss)
-        same_loss = abs(a - b) <= 1e-5 * max(1.0, abs(b))
-    if batch is not None and X is not None:
-        Xb, Yb = batch
-        same_batch = (tuple(Xb.shape) == tuple(X.shape) and tuple(Yb.shape) == tuple(Y.shape)
-                      and torch.equal(Xb.detach().cpu(), X.cpu()) and torch.equal(Yb.detach().cpu(), Y.cpu()))
-        if not same_batch:
-            if same_loss is False:
-                return ("the references (ref) belong to an earlier minibatch than the forward pass: re-run the cell "
-                        "`ref = autograd_grads(...)` (section 2), then this exercise")
-            return ("the minibatch (Xb, Yb) changed after the forward pass and the references were computed: re-run "
-                    "the forward-pass cell and the cell `ref = autograd_grads(...)` (section 2), then this exercise")
-    if same_loss is False:
-        return (f"the forward pass's loss ({a:.6f}) is not the references' ({b:.6f}): the "
-                "parameters or the batch changed in between; re-run the forward-pass cell and the cell "
-                "`ref = autograd_grads(...)` (section 2), then this exercise")
-    return ""
-
-
 def check_grads(
     got: Mapping[str, Any],
     want: Mapping[str, torch.Tensor],
@@ -149,148 +115,28 @@ def check_grads(
     `got` must have a reference in `want`. `n` is the batch size (default: the references' own,
     `want.n`): an answer off by a constant factor such as n or n/(n-1) is then named as a missing
     division by n or Bessel's correction. `batch=(Xb, Yb)` and `loss` are the notebook's current
-    minibatch and forward-pass loss: when the references belong to another, a first row says which
-    cells to re-run (`stale_reference`). Returns the `GradReport` (its `counts` go into the metrics).
+    minibatch and forward-pass loss: when `want.stale(batch, loss)` (e.g. lesson 04's `References`)
+    says the references belong to another, a first row says which cells to re-run. `want.causes`
+    (name -> (factor, reason) pairs) names the factors that have one cause for a variable
+    (`mmlib.checks.factor_cause`). Returns the `GradReport` (its `counts` go into the metrics).
     """
     missing = [k for k, v in got.items() if k not in want and v is not TODO]
     if missing:
         raise KeyError(f"no autograd reference for {missing}; the references cover {sorted(want)}")
     hints = hints or {}
     n = n if n is not None else getattr(want, "n", None)
-    results = [check(f"d{name}", value, want.get(name), atol=atol, rtol=rtol, hint=hints.get(name, ""), n=n)
-               for name, value in got.items()]
+    causes = getattr(want, "causes", {})
+    results = [check(f"d{name}", value, want.get(name), atol=atol, rtol=rtol, hint=hints.get(name, ""), n=n,
+                     causes=causes.get(name, ())) for name, value in got.items()]
     # `check` has already converted and compared every answer; where it got as far as comparing
     # values (a verdict other than todo, error or shape), the same conversion gives the difference.
     diffs = [(checks.as_tensor(got[name]) - checks.as_tensor(want[name])).abs().max().item()
              for r, name in zip(results, got) if r.status in ("exact", "close", "wrong") and want[name].numel()]
-    stale = stale_reference(want, batch, loss) if any(v is not TODO for v in got.values()) else ""
+    stale_of = getattr(want, "stale", None)
+    stale = stale_of(batch, loss) if callable(stale_of) and any(v is not TODO for v in got.values()) else ""
     if stale:
         results.insert(0, checks.Result("ref", "error", stale))
     rep = GradReport(results, title, max_abs_diff=torch.tensor(diffs).max().item() if diffs else None)  # NaN propagates
     if show:
         checks.show(rep)
     return rep
-
-
-@dataclass
-class Probe:
-    """What `probe_backward` found: `backward`'s answer on the probe batch and whether it can train.
-
-    `got` is what `backward` returned (`TODO` when it was not run), `want` autograd's gradients on
-    the same batch, `problem` the reason training cannot start ("" when it can), `unanswered` the
-    earlier answers still `TODO`.
-    """
-
-    got: Any
-    want: Mapping[str, torch.Tensor]
-    names: tuple[str, ...]
-    batch: int
-    problem: str = ""
-    unanswered: tuple[str, ...] = ()
-
-    @property
-    def ready(self) -> bool:
-        return not self.problem
-
-    def message(self) -> str:
-        if self.problem:
-            return f"{self.problem} The cells below skip training."
-        return f"backward returns a gradient of the right shape for each of {', '.join(self.names)}: ready to train."
-
-    def check(self, steps_got: Sequence[Mapping[str, torch.Tensor]] = (),
-              steps_want: Sequence[Mapping[str, torch.Tensor]] = (), *, atol: float, rtol: float,
-              hints: Mapping[str, str] | None = None, title: str = "Exercise 4", show: bool = True) -> GradReport:
-        """One row per parameter. When `backward` could train, the probe and the training steps'
-        gradients are stacked (index 0 of a "where" is the probe, 1.. the steps); otherwise the rows
-        compare what there is on the probe batch, so a learner sees which gradient is missing or misshapen.
-
-        A gradient wrong on the probe batch only, right on every training batch, is named as such: it
-        depends on the notebook's batch size or batch instead of its input's. A key `backward`
-        returned that is not a parameter (`"db1"` for `"b1"`) is named in the row of the missing one.
-        """
-        absent: dict[str, str] = {}
-        if self.ready:
-            got = {k: torch.stack([self.got[k], *(s[k] for s in steps_got)]) for k in self.names}
-            want = {k: torch.stack([self.want[k], *(s[k] for s in steps_want)]) for k in self.names}
-            where = f"the probe batch and the first {len(steps_got)} training steps" if steps_got else "the probe batch"
-            title = f"{title}: your backward vs autograd on {where}"
-        elif isinstance(self.got, Mapping):
-            got, want = {k: self.got.get(k, TODO) for k in self.names}, self.want
-            title = f"{title}: your backward vs autograd on the probe batch of {self.batch}"
-            extra = [k for k in self.got if k not in self.names]
-            for k in self.names:
-                if k not in self.got:
-                    near = [e for e in extra if str(e).lstrip("d") == k or str(e).lower() == k.lower()]
-                    absent[k] = (f"backward returned no {k!r}" + (
-                        f" but {near[0]!r}, which is not a parameter name: the keys are the names in params, "
-                        f"{k!r} and not 'd{k}'" if near else
-                        f" (it returned {', '.join(map(repr, extra))}, which are not parameter names)" if extra else ""))
-        else:
-            got, want = {k: TODO for k in self.names}, self.want
-            title = f"{title}: your backward vs autograd"
-        rep = check_grads(got, want, atol=atol, rtol=rtol, hints=hints, title=title, show=False)
-        results = list(rep.results)
-        for i, k in enumerate(self.names):
-            if k in absent:
-                results[i] = checks.Result(f"d{k}", "error", absent[k])
-            elif self.ready and steps_got and results[i].status == "wrong":
-                ok = [bool((checks.as_tensor(got[k][j]) - checks.as_tensor(want[k][j])).abs().le(
-                      atol + rtol * checks.as_tensor(want[k][j]).abs()).all()) for j in range(len(got[k]))]
-                if not ok[0] and all(ok[1:]):
-                    c = checks.scale_factor(checks.as_tensor(got[k][0]), checks.as_tensor(want[k][0]), atol, rtol)
-                    results[i] = checks.Result(
-                        f"d{k}", "wrong",
-                        f"wrong only on the probe batch of {self.batch} (index 0)"
-                        + (f", where it is {c:.6g} x autograd's" if c is not None else "")
-                        + f", right on all {len(steps_got)} "
-                        f"training batches: your gradient depends on a global batch size or batch (n, Xb, Yb "
-                        f"of the exercises above) instead of the batch backward is given",
-                        "take the batch from cache['X'] and the batch size from n = X.shape[0], never from the notebook's globals")
-        rep = GradReport(results, rep.title, max_abs_diff=rep.max_abs_diff)
-        if show:
-            checks.show(rep)
-        return rep
-
-
-def probe_backward(backward: Callable, forward: Callable, params: Mapping[str, torch.Tensor], X: torch.Tensor,
-                   Y: torch.Tensor, *, want: Mapping[str, torch.Tensor], names: Sequence[str],
-                   after: Sequence[Report] = ()) -> Probe:
-    """Run a learner's `backward(params, cache, Y)` once on the batch (X, Y) and say whether it can train.
-
-    `forward(params, X)` must return `(loss, cache)` as lesson 04's does; `want` is autograd's
-    gradients on (X, Y), `names` the parameters `backward` must return a gradient for, each shaped
-    like its parameter. `after` are the reports of the exercises this one builds on: while any of
-    their answers is `TODO`, `backward` is not run. Choose a batch of another size than the training
-    batches, so a `backward` that reads the notebook's batch size instead of its input's shows up.
-    """
-    names = tuple(names)
-    unanswered = tuple(r.name for rep in after for r in rep.results if r.status == "todo")
-    if unanswered:
-        shown = ", ".join(unanswered[:6]) + (", ..." if len(unanswered) > 6 else "")
-        return Probe(TODO, want, names, len(X),
-                     f"Exercise 4 needs exercises 1-3 first: {len(unanswered)} answers are still TODO ({shown}).",
-                     unanswered)
-    try:
-        with torch.no_grad():
-            got = backward(params, forward(params, X)[1], Y)
-    except Exception as err:  # a learner's bug: explain it here rather than deep inside training
-        return Probe(TODO, want, names, len(X),
-                     f"Exercise 4: backward raised {type(err).__name__}: {err}\n  (call backward on a batch of "
-                     f"{len(X)} in a new cell to see where)")
-    if got is TODO:
-        problem = "Exercise 4: `backward` still returns TODO. Fill it in (cell above) and run again."
-    elif not isinstance(got, Mapping):
-        problem = f"Exercise 4: `backward` must return a dict name -> gradient, got {type(got).__name__}."
-    else:
-        missing = [k for k in names if k not in got]
-        misshapen = [f"d{k} {tuple(got[k].shape) if torch.is_tensor(got[k]) else type(got[k]).__name__} "
-                     f"(want {tuple(params[k].shape)})" for k in names
-                     if k in got and not (torch.is_tensor(got[k]) and got[k].shape == params[k].shape)]
-        unexpected = [repr(k) for k in got if k not in names]
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
-            [f"wrong shape: {', '.join(misshapen)}"] if misshapen else []) + (
-            [f"unexpected key{'s' if len(unexpected) > 1 else ''} {', '.join(unexpected)} (the keys are the "
-             f"parameter names: {', '.join(names)}, without a 'd')"] if unexpected and missing else [])
-        problem = (f"Exercise 4: backward's gradients do not fit the parameters on a batch of {len(X)}: "
-                   + "; ".join(parts)) if parts else ""
-    return Probe(got, want, names, len(X), problem)

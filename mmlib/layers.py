@@ -13,14 +13,13 @@ Shapes follow `torch.nn` (`Linear` maps (..., fan_in) to (..., fan_out), `BatchN
 shape (fan_in, fan_out), so the forward pass is `x @ W + b` with no transpose. `tests/test_layers.py`
 checks each layer against its `torch.nn` twin with tolerances.
 
-`build_stack` builds lesson 03's deep network as a list of these layers, and `DeepMLP` puts an
-embedding table in front of the list and gives the whole the course's model call,
-`logits, loss = model(idx, targets)`, so `mmlib.train.train` trains it (lesson 03).
+`build_stack` builds lesson 03's deep network as a list of these layers, and `LayerModel` gives a
+stack the course's model call, `logits, loss = model(idx, targets)`, so `mmlib.train.train` trains
+it and `mmlib.sample` samples from it (lesson 03 puts an embedding table in front: `LayerModel.mlp`).
 
 Lesson 05 adds `Embedding`, `FlattenConsecutive` and `Sequential` (a list of layers called in
-turn), `hierarchical_stack` (the WaveNet in these layers), `BatchNorm1dOverBatch` (the first,
-buggy BatchNorm for (N, L, C) inputs, kept to be looked at) and `LayerModel`, which gives a stack
-the course's model call so `mmlib.train` and `mmlib.sample` take it.
+turn), `hierarchical_stack` (the WaveNet in these layers) and `BatchNorm1dOverBatch` (the first,
+buggy BatchNorm for (N, L, C) inputs, kept to be looked at).
 
 Left out on purpose: hooks, `state_dict`, dtype handling. The course needs a handful of layers it
 can read in one sitting, not a framework.
@@ -32,9 +31,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
-
 import torch.nn.functional as F
 
+from mmlib.runtime import n_parameters
 from mmlib.validate import boolean, choice, number, positive_int, power_of_two
 
 NONLINEARITIES = ("tanh", "relu", "none")
@@ -277,65 +276,6 @@ def build_stack(n_in: int, n_out: int, *, gain: float, depth: int, width: int, n
     return layers, ends
 
 
-class DeepMLP:
-    """Lesson 03's deep MLP: an embedding table `C`, then a list of this module's layers.
-
-        logits, loss = model(idx, targets=None)       idx (B, block_size) -> logits (B, vocab_size)
-
-    The same call as every model of `mmlib.models`, so `mmlib.train.train` trains it,
-    `mmlib.train.evaluate` scores it and `mmlib.sample.sample_words` samples from it; `eval_mode`
-    finds its BatchNorm layers through `.layers`. With `keep_grads=True` every forward pass that
-    builds a graph keeps each layer's output gradient (`retain_grads`), for the gradient diagnostics.
-    """
-
-    per_position = False
-
-    def __init__(self, C: torch.Tensor, layers: Iterable, *, keep_grads: bool = False):
-        self.C = C                                   # (vocab_size, n_embd), requires_grad
-        self.layers = list(layers)
-        first = self.layers[0] if self.layers else None
-        if not isinstance(first, Linear) or first.fan_in % C.shape[1]:
-            raise ValueError(f"the first layer must be a Linear whose fan_in is a multiple of C's {C.shape[1]} "
-                             f"columns (block_size * n_embd), got {first!r}")
-        self.block_size = first.fan_in // C.shape[1]
-        self.keep_grads = boolean("keep_grads", keep_grads)
-
-    def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        x = self.C[idx].view(idx.shape[0], -1)      # (B, block_size * n_embd)
-        for layer in self.layers:
-            x = layer(x)
-        if self.keep_grads:
-            retain_grads(self.layers)
-        loss = None if targets is None else F.cross_entropy(x, targets)
-        return x, loss                               # logits (B, vocab_size)
-
-    @classmethod
-    def build(cls, vocab_size: int, block_size: int, n_embd: int, *, generator: torch.Generator | None = None,
-              device: str | torch.device | None = None, keep_grads: bool = False, **stack) -> "DeepMLP":
-        """A fresh deep MLP: `C` drawn from N(0, 1), then `build_stack(block_size * n_embd, vocab_size, **stack)`,
-        both from `generator` in that order (the lecture's), e.g. `gain=5/3, depth=5, width=100, batchnorm=True`."""
-        positive_int("vocab_size", vocab_size)
-        positive_int("block_size", block_size)
-        positive_int("n_embd", n_embd)
-        C = torch.randn((vocab_size, n_embd), generator=generator).to(device).requires_grad_()
-        layers, _ = build_stack(block_size * n_embd, vocab_size, generator=generator, device=device, **stack)
-        return cls(C, layers, keep_grads=keep_grads)
-
-    def parameters(self) -> list[torch.Tensor]:
-        return [self.C] + parameters(self.layers)
-
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        """The embedding table and every Linear layer's weight, named for the diagnostics: `C`, `0: Linear`, ..."""
-        return {"C": self.C} | {f"{i}: Linear": layer.weight for i, layer in enumerate(self.layers)
-                                if isinstance(layer, Linear)}
-
-    def __repr__(self) -> str:
-        return f"DeepMLP(C {tuple(self.C.shape)}, layers {self.layers})"
-
-
 # ---- lesson 05: embeddings, fusing neighbours, a container ---------------------------------------
 
 
@@ -355,10 +295,12 @@ class Embedding:
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
         if not isinstance(idx, torch.Tensor) or idx.is_floating_point() or idx.is_complex():
-            raise TypeError(f"Embedding expects a tensor of integer ids, got {getattr(idx, 'dtype', type(idx).__name__)}")
+            got = getattr(idx, "dtype", type(idx).__name__)
+            raise TypeError(f"Embedding expects a tensor of integer ids, got {got}")
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.num_embeddings):
-            raise ValueError(f"Embedding has {self.num_embeddings} rows, so ids must lie in 0..{self.num_embeddings - 1}; "
-                             f"got ids from {int(idx.min())} to {int(idx.max())} (is the vocabulary larger than the table?)")
+            raise ValueError(f"Embedding has {self.num_embeddings} rows, so ids must lie in "
+                             f"0..{self.num_embeddings - 1}; got ids from {int(idx.min())} to {int(idx.max())} "
+                             "(is the vocabulary larger than the table?)")
         self.out = self.weight[idx]
         return self.out
 
@@ -511,35 +453,74 @@ def hierarchical_stack(vocab_size: int, block_size: int, n_embd: int, n_hidden: 
 
 
 class LayerModel:
-    """A stack of these layers behind the course's model call, `logits, loss = model(idx, targets)` (lesson 05).
+    """A stack of these layers behind the course's model call, `logits, loss = model(idx, targets)` (lessons 03, 05).
 
-    `mmlib.train.train`, `mmlib.train.evaluate` and `mmlib.sample.sample_words` then take it like
-    any model of `mmlib.models`: the loss is the mean cross-entropy of the logits against `targets`.
-    `block_size` is the number of characters of context the stack reads.
+        logits, loss = model(idx, targets=None)       idx (B, block_size) -> logits (B, vocab_size)
+
+    `mmlib.train.train` trains it, `mmlib.train.evaluate` scores it and `mmlib.sample.sample_words`
+    samples from it like any model of `mmlib.models`; the loss is the mean cross-entropy of the logits
+    against `targets`. `eval_mode` finds its BatchNorm layers through `.layers`.
+
+    Lesson 05 passes a stack that starts with an `Embedding` (`hierarchical_stack`); lesson 03's deep
+    MLP (`LayerModel.mlp`) passes its embedding table as `C`, looked up and flattened before the
+    layers as in the lecture, `C[idx].view(B, -1)`. With `keep_grads=True` every forward pass that
+    builds a graph keeps each layer's output gradient (`retain_grads`), for lesson 03's diagnostics.
     """
 
     per_position = False
 
-    def __init__(self, net, block_size: int):
-        if not callable(net) or not hasattr(net, "parameters"):
-            raise TypeError(f"LayerModel needs a layer or Sequential, got {type(net).__name__}")
-        self.net = net
-        self.layers = [net]          # eval_mode reaches the BatchNorm layers through this
+    def __init__(self, layers: Iterable, block_size: int, *, C: torch.Tensor | None = None, keep_grads: bool = False):
+        if not isinstance(layers, Iterable) or isinstance(layers, torch.Tensor):
+            raise TypeError(f"LayerModel needs a list of layers or a Sequential, got {type(layers).__name__}")
+        self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            if not callable(layer) or not hasattr(layer, "parameters"):
+                raise TypeError(f"layer {i} ({layer!r}) is not a layer: it needs a call and parameters()")
         self.block_size = positive_int("block_size", block_size)
+        self.C = C                                   # (vocab_size, n_embd), requires_grad; None: no table
+        if C is not None:
+            first = self.layers[0] if self.layers else None
+            if not isinstance(first, Linear) or first.fan_in != block_size * C.shape[1]:
+                raise ValueError(f"after the table C the first layer must be a Linear reading block_size * "
+                                 f"n_embd = {block_size} * {C.shape[1]} features, got {first!r}")
+        self.keep_grads = boolean("keep_grads", keep_grads)
+
+    @classmethod
+    def mlp(cls, vocab_size: int, block_size: int, n_embd: int, *, generator: torch.Generator | None = None,
+            device: str | torch.device | None = None, keep_grads: bool = False, **stack) -> "LayerModel":
+        """Lesson 03's deep MLP: `C` drawn from N(0, 1), then `build_stack(block_size * n_embd, vocab_size, **stack)`,
+        both from `generator` in that order (the lecture's), e.g. `gain=5/3, depth=5, width=100, batchnorm=True`."""
+        positive_int("vocab_size", vocab_size)
+        positive_int("block_size", block_size)
+        positive_int("n_embd", n_embd)
+        C = torch.randn((vocab_size, n_embd), generator=generator).to(device).requires_grad_()
+        layers, _ = build_stack(block_size * n_embd, vocab_size, generator=generator, device=device, **stack)
+        return cls(layers, block_size, C=C, keep_grads=keep_grads)
 
     def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         if idx.ndim != 2 or idx.shape[1] != self.block_size:
             raise ValueError(f"this model reads exactly {self.block_size} characters, got idx of shape "
                              f"{tuple(idx.shape)}: was the data built with another block_size?")
-        logits = self.net(idx)
-        return logits, None if targets is None else F.cross_entropy(logits, targets)
+        x = idx if self.C is None else self.C[idx].view(idx.shape[0], -1)   # (B, block_size * n_embd)
+        for layer in self.layers:
+            x = layer(x)
+        if self.keep_grads:
+            retain_grads(self.layers)
+        return x, None if targets is None else F.cross_entropy(x, targets)   # logits (B, vocab_size)
 
-    def parameters(self):
-        """An iterator over the parameters, as `torch.nn.Module.parameters()` gives."""
-        return iter(self.net.parameters())
+    def parameters(self) -> list[torch.Tensor]:
+        """Every parameter, the table `C` first (as `torch.nn.Module.parameters()` lists them in order)."""
+        return ([] if self.C is None else [self.C]) + parameters(self.layers)
 
     def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.net.parameters())
+        return n_parameters(self)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The embedding table and every Linear layer's weight, named for the diagnostics: `C`, `0: Linear`, ..."""
+        table = {} if self.C is None else {"C": self.C}
+        return table | {f"{i}: Linear": layer.weight for i, layer in enumerate(self.layers)
+                         if isinstance(layer, Linear)}
 
     def __repr__(self) -> str:
-        return f"LayerModel(block_size={self.block_size}, net={self.net!r})"
+        table = "" if self.C is None else f"C {tuple(self.C.shape)}, "
+        return f"LayerModel(block_size={self.block_size}, {table}layers {self.layers})"

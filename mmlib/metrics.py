@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,32 @@ def check_metrics_path(path: str | os.PathLike | None) -> Path | None:
     if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK):
         raise MetricsError(f"metrics_path {p} cannot be written: {folder} is not a folder you can write to")
     return p
+
+
+PLAIN = (type(None), bool, int, float, str)
+"""The types a parameters cell's values have: what papermill can inject and JSON can write."""
+
+
+def lesson_parameters(namespace: Mapping[str, Any], first: str = "data_path",
+                      end: str = "metrics_path") -> dict[str, Any]:
+    """The parameters cell's values, for the metrics' "parameters": every plain value of `namespace`
+    from the name `first` up to (not including) `end`, in the order they were defined.
+
+    A lesson calls it as `parameters = lesson_parameters(globals())` in the cell after its parameters
+    cell, so no parameter name is typed twice. Every parameters cell starts with `data_path` and ends
+    with `metrics_path` (CONTRIBUTING.md); `metrics_path` is left out: it says where the numbers go,
+    not how they were made. Values papermill injected are the ones returned, as they are the ones used.
+    """
+    names = list(namespace)
+    for name in (first, end):
+        if name not in namespace:
+            raise MetricsError(f"lesson_parameters needs the parameters cell's {name!r} in the namespace it is "
+                               "given: run the parameters cell first, and pass globals()")
+    start, stop = names.index(first), names.index(end)
+    if stop < start:
+        raise MetricsError(f"{end!r} was defined before {first!r}: the parameters cell must start with "
+                           f"{first} and end with {end}")
+    return {k: namespace[k] for k in names[start:stop] if not k.startswith("_") and isinstance(namespace[k], PLAIN)}
 
 
 def save_metrics(path: str | os.PathLike | None, metrics: dict[str, Any], *, show: bool = True) -> dict[str, Any]:

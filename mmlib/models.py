@@ -22,14 +22,15 @@ checks itself when made, and is registered by name, so the command line can buil
 from a name and a dict: `create("mlp", vocab_size=27, n_hidden=300)`.
 
 The MLP keeps the lectures' names and layout (`C`, `W1`, `b1`, `bngain`, `bnbias`, `W2`, `b2`;
-`W` has shape (fan_in, fan_out) and the layer is `x @ W + b`; `bngain` and `bnbias` are (1, n_hidden)), so the dict of tensors a learner
-builds by hand in lessons 02-04 loads into it with `load_state_dict`, and the lessons' numbers
-are reproduced exactly. Models added later use `torch.nn`'s own layers.
+`W` has shape (fan_in, fan_out) and the layer is `x @ W + b`; `bngain` and `bnbias` are (1, n_hidden)),
+so the dict of tensors a learner builds by hand in lessons 02-04 loads into it with `load_state_dict`,
+and the lessons' numbers are reproduced exactly. Models added later use `torch.nn`'s own layers.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
@@ -37,8 +38,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmlib.layers import eval_mode
-from mmlib.validate import boolean, non_negative_int, number, positive_int, power_of_two
+from mmlib.data import BLOCK_SIZE_WHY, MAX_BLOCK_SIZE
+from mmlib.layers import eval_mode, n_levels
+from mmlib.runtime import device_of, n_parameters
+from mmlib.validate import at_most, boolean, number, positive_int, power_of_two
 
 IGNORE = -1
 """The target that marks padding in sequence data; `F.cross_entropy(..., ignore_index=IGNORE)` skips it."""
@@ -56,10 +59,17 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         positive_int("vocab_size", self.vocab_size)
-        positive_int("block_size", self.block_size)
+        at_most("block_size", positive_int("block_size", self.block_size), MAX_BLOCK_SIZE, BLOCK_SIZE_WHY)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def n_parameters(self) -> int | None:
+        """How many parameters the model of this config has, counted without building it (None: not known).
+
+        Every model checks it against the machine's memory before it allocates a weight (`check_model_fits`).
+        """
+        return None
 
 
 class Model(nn.Module):
@@ -73,6 +83,7 @@ class Model(nn.Module):
         super().__init__()
         if not isinstance(config, self.Config):
             raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}")
+        check_model_fits(config, type(self).__name__)   # before a single weight is allocated
         self.config = config
         self.block_size = config.block_size
         self.vocab_size = config.vocab_size
@@ -97,11 +108,11 @@ class Model(nn.Module):
 
     def n_parameters(self) -> int:
         """How many numbers training adjusts."""
-        return sum(p.numel() for p in self.parameters())
+        return n_parameters(self)
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        return device_of(self)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in fields(self.config))
@@ -136,6 +147,120 @@ def create(name: str, *, generator: torch.Generator | None = None, **config: Any
     return cls(cls.Config(**config), generator=generator)
 
 
+# ---- what fits in memory: a model's weights, and a training step's activations ---------------------
+
+
+def device_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes of memory `device` has: the GPU's own for CUDA, else the machine's (None where it cannot be read)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):   # no sysconf (Windows): ask psutil if it is there
+        try:
+            import psutil
+        except ImportError:
+            return None
+        return psutil.virtual_memory().total
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def check_model_fits(config: ModelConfig, what: str = "model") -> None:
+    """Refuse, with one line, a model whose weights alone (4 bytes each) exceed the machine's memory.
+
+    Called by every model before it allocates anything, so `n_embd=10**8` says how much memory it would
+    need instead of failing inside PyTorch's allocator.
+    """
+    n = config.n_parameters()
+    memory = device_memory("cpu")   # every model is built on the CPU first
+    if n is None or memory is None or 4 * n <= memory:
+        return
+    sizes = ", ".join(f"{f.name}={getattr(config, f.name):,}" for f in fields(config)
+                      if f.name != "vocab_size" and f.type == "int")
+    raise ValueError(f"this {what} would have {n:,} parameters, {_size(4 * n)} of weights at 4 bytes each, more than "
+                     f"this machine's {_size(memory)} of memory (training needs about four times that): make it "
+                     f"smaller ({sizes})")
+
+
+TRAINING_BYTES_PER_PARAMETER = 16
+"""What training holds per parameter: the weight, its gradient and AdamW's two moving averages, 4 bytes each."""
+
+
+def _activation_bytes(model: Model, batch_size: int) -> int:
+    """The bytes of the tensors one forward pass on `batch_size` full-length examples keeps for backward."""
+    seen: set[int] = set()
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in seen:       # views of one tensor (and a weight saved twice) count once
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+        return t
+
+    device = model.device
+    idx = torch.zeros(batch_size, model.block_size, dtype=torch.long, device=device)
+    targets = idx if model.per_position else idx[:, 0]
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    was_training = model.training
+    try:
+        # Training mode, as a step runs; its side effects are undone: BatchNorm's statistics are put back
+        # and dropout's draws come from a forked generator, so measuring never changes a run.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.enable_grad():
+            model.train()
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                model(idx, targets)
+    finally:
+        model.train(was_training)
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(buffers[k])
+    return total
+
+
+def training_memory(model: Model, batch_size: int) -> tuple[int, int]:
+    """An estimate of one training step's memory in bytes: (fixed, per example).
+
+    fixed: the weights, gradients and optimiser state (`TRAINING_BYTES_PER_PARAMETER` each); per example:
+    the activations backward needs for one example of full length (`block_size` positions), measured on
+    batches of 2 and 4 (BatchNorm needs two) and taking the difference, so weights saved for backward
+    cancel out. A step on `batch_size` examples needs about fixed + batch_size * per example.
+    """
+    positive_int("batch_size", batch_size)
+    per_example = max(0, _activation_bytes(model, 4) - _activation_bytes(model, 2)) // 2
+    return TRAINING_BYTES_PER_PARAMETER * model.n_parameters(), per_example
+
+
+def check_batch_fits(model: Model, batch_size: int) -> int:
+    """`batch_size` unchanged, or one line saying that a training step on it cannot fit in the device's memory.
+
+    The command line calls it once the model is built (`--batch-size 1e8` is refused before training starts,
+    not in the allocator); the line says the largest batch size that would fit.
+    """
+    fixed, per_example = training_memory(model, batch_size)
+    memory = device_memory(model.device)
+    need = fixed + batch_size * per_example
+    if memory is None or need <= memory:
+        return batch_size
+    where = f"{model.device.type} memory" if model.device.type != "cpu" else "memory"
+    if fixed >= memory:
+        raise ValueError(f"training this model needs about {_size(fixed)} for its weights, gradients and optimiser "
+                         f"alone, more than the {_size(memory)} of {where}: make the model smaller")
+    most = (memory - fixed) // max(1, per_example)
+    raise ValueError(f"batch_size {batch_size:,} needs about {_size(need)} per training step ({_size(per_example)} "
+                     f"of activations per example), more than the {_size(memory)} of {where}: use a batch_size of "
+                     f"at most {most:,}")
+
+
 def _randn(*shape: int, generator: torch.Generator | None, dtype: torch.dtype | None = None) -> torch.Tensor:
     return torch.randn(shape, generator=generator, dtype=dtype or torch.float32)
 
@@ -151,7 +276,11 @@ class BigramConfig(ModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.block_size != 1:
-            raise ValueError(f"a bigram model reads exactly 1 character, so block_size must be 1, got {self.block_size!r}")
+            raise ValueError("a bigram model reads exactly 1 character, so block_size must be 1, "
+                             f"got {self.block_size!r}")
+
+    def n_parameters(self) -> int:
+        return self.vocab_size ** 2
 
 
 @register("bigram")
@@ -230,6 +359,10 @@ class MLPConfig(ModelConfig):
             number("w1_scale", self.w1_scale, 0, None)
         if self.hidden_bias is not None:
             boolean("hidden_bias", self.hidden_bias)
+
+    def n_parameters(self) -> int:
+        H, V = self.n_hidden, self.vocab_size
+        return V * self.n_embd + self.fan_in * H + H * self.has_b1 + 2 * H * self.batchnorm + H * V + V
 
     @property
     def fan_in(self) -> int:
@@ -338,7 +471,13 @@ class WaveNetConfig(ModelConfig):
 
     @property
     def n_levels(self) -> int:
-        return self.block_size.bit_length() - 1
+        """Levels of the tree, log2(block_size): `mmlib.layers.n_levels`, the one place it is computed."""
+        return n_levels(self.block_size)
+
+    def n_parameters(self) -> int:
+        E, H, V = self.n_embd, self.n_hidden, self.vocab_size
+        fuse = 2 * E * H + (self.n_levels - 1) * 2 * H * H      # level 1 reads 2 embeddings, the others 2 levels
+        return V * E + fuse + self.n_levels * 2 * H + H * V + V
 
 
 class BatchNormTime(nn.BatchNorm1d):
@@ -462,10 +601,12 @@ def copy_wavenet_weights(model: WaveNet, stack: nn.Module) -> None:
             H, C = w.shape[0], w.shape[1] // 2
             want = (H, C, 2)
             if tuple(conv.weight.shape) != want:
-                raise ValueError(f"Conv1d {k} has weight shape {tuple(conv.weight.shape)}, but level {k} of the WaveNet "
+                raise ValueError(f"Conv1d {k} has weight shape {tuple(conv.weight.shape)}, "
+                                 f"but level {k} of the WaveNet "
                                  f"needs {want}: Conv1d({C}, {H}, kernel_size=2)")
             if conv.bias is not None:
-                raise ValueError(f"Conv1d {k} has a bias; the WaveNet's levels have none (BatchNorm follows): bias=False")
+                raise ValueError(f"Conv1d {k} has a bias; the WaveNet's levels have none (BatchNorm follows): "
+                                 "bias=False")
             conv.weight.copy_(w.view(H, 2, C).transpose(1, 2))    # [:, :, 0] the earlier position
             norm.load_state_dict(level["bn"].state_dict())
 
@@ -548,6 +689,11 @@ class TransformerConfig(ModelConfig):
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd must be a multiple of n_head (each head gets n_embd / n_head dimensions), "
                              f"got n_embd={self.n_embd}, n_head={self.n_head}")
+
+    def n_parameters(self) -> int:
+        E, V = self.n_embd, self.vocab_size
+        block = 12 * E * E + 13 * E     # 2 LayerNorms, qkv, proj and the MLP's two layers, with their biases
+        return V * E + self.block_size * E * self.pos_emb + self.n_layer * block + 2 * E + E * V + V
 
 
 class CausalSelfAttention(nn.Module):
@@ -676,10 +822,16 @@ class RNNConfig(ModelConfig):
     n_embd: int = 64         # dimensions of each character's embedding
     n_hidden: int = 128      # dimensions of the hidden state carried from one position to the next
 
+    gates: ClassVar[int] = 1   # Linear layers in the cell: the GRU has three (reset, update, candidate)
+
     def __post_init__(self) -> None:
         super().__post_init__()
         positive_int("n_embd", self.n_embd)
         positive_int("n_hidden", self.n_hidden)
+
+    def n_parameters(self) -> int:
+        E, H, V = self.n_embd, self.n_hidden, self.vocab_size
+        return V * E + H + self.gates * ((E + H) * H + H) + H * V + V
 
 
 def _uniform_linear(layer: nn.Linear, generator: torch.Generator | None) -> None:
@@ -777,7 +929,7 @@ class Recurrent(Model):
 
 @dataclass
 class GRUConfig(RNNConfig):
-    pass
+    gates: ClassVar[int] = 3
 
 
 @register("rnn")

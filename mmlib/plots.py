@@ -68,15 +68,20 @@ def plot_loss(losses: Sequence[float] | torch.Tensor, *, log: bool = False, smoo
     return ax
 
 
-def compact_png(fig: plt.Figure, colors: int = 32) -> bytes:
+def compact_png(fig: plt.Figure, colors: int = 32, *, tight: bool = True) -> bytes:
     """`fig` as a PNG with a palette of `colors` colours: a fifth of the bytes, no visible loss
-    for heatmaps and line plots (they hold few distinct colours anyway)."""
+    for heatmaps and line plots (they hold few distinct colours anyway).
+
+    `tight` crops or widens the picture to what the figure draws, as JupyterLab's own inline figures
+    are, so no axis label or title is ever cut at the edge; the explorers keep a fixed size instead
+    (False), so that their picture does not jump as a slider moves.
+    """
     import io
 
     from PIL import Image
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", **({"bbox_inches": "tight", "pad_inches": 0.05} if tight else {}))
     img = Image.open(buf).convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
     out = io.BytesIO()
     img.save(out, format="PNG", optimize=True)
@@ -89,3 +94,48 @@ def show_compact(fig: plt.Figure, colors: int = 32) -> None:
 
     display(Image(data=compact_png(fig, colors)))
     plt.close(fig)
+
+
+def layout_problems(fig: plt.Figure, *, tight: bool = False) -> list[str]:
+    """What a reader could not read in `fig`: text that two labels draw over each other, and (unless the
+    figure is saved `tight`, which widens the picture to its text) text that runs off the figure.
+
+    Only the text matplotlib actually draws counts (tick labels outside the axes' limits are not drawn);
+    each problem is one line naming the texts. An empty list: every label is readable.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    renderer = fig.canvas.get_renderer()
+    drawn = []
+    original = RendererAgg.draw_text
+
+    def record(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
+        if mtext is not None and s.strip():
+            drawn.append(mtext)
+        return original(self, gc, x, y, s, prop, angle, ismath, mtext)
+
+    RendererAgg.draw_text = record
+    try:
+        fig.draw(renderer)
+    finally:
+        RendererAgg.draw_text = original
+    boxes, seen = [], set()
+    for t in drawn:
+        if id(t) not in seen:
+            seen.add(id(t))
+            boxes.append((t.get_text().replace("\n", " ")[:40], t.get_window_extent(renderer)))
+    problems = []
+    if not tight:
+        width, height = fig.bbox.width, fig.bbox.height
+        for text, b in boxes:
+            if b.x0 < -0.5 or b.y0 < -0.5 or b.x1 > width + 0.5 or b.y1 > height + 0.5:
+                problems.append(f"{text!r} runs off the figure ({b.x0:.0f}..{b.x1:.0f} x {b.y0:.0f}..{b.y1:.0f} "
+                                f"px of {width:.0f} x {height:.0f})")
+    for i, (text_a, a) in enumerate(boxes):
+        for text_b, b in boxes[i + 1:]:
+            # more than a pixel each way: glyph boxes of neighbouring lines may touch
+            if min(a.x1, b.x1) - max(a.x0, b.x0) > 1 and min(a.y1, b.y1) - max(a.y0, b.y0) > 1:
+                problems.append(f"{text_a!r} and {text_b!r} overlap")
+    return problems

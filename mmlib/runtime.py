@@ -1,6 +1,8 @@
 """The run-time set-up every lesson starts with: seed, device, threads, plot style (lesson 01).
 
-(Named `runtime`, not `setup`, so that nobody takes it for a setuptools script.)
+(Named `runtime`, not `setup`, so that nobody takes it for a setuptools script.) Also the two facts
+about a model that do not depend on which model it is: where it runs (`device_of`) and how many
+numbers it learns (`n_parameters`).
 
 Seeding matters in a course: with the same seed a learner's numbers match the ones in the text.
 """
@@ -30,6 +32,23 @@ def pick_device(name: str = "cpu") -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise RuntimeError("device='mps' was asked for but Apple's MPS backend is not available here; use device='cpu'")
     return torch.device(name)
+
+
+def device_of(model) -> torch.device:
+    """The device `model`'s parameters are on: where its inputs must go.
+
+    `model` is a `torch.nn.Module` or anything with a `parameters()` method (lesson 03's layer
+    stacks return a list), as `mmlib.train.train` accepts.
+    """
+    first = next(iter(model.parameters()), None)
+    if first is None:
+        raise ValueError(f"{type(model).__name__} has no parameters, so it is on no device; give it at least one")
+    return first.device
+
+
+def n_parameters(model) -> int:
+    """How many numbers training adjusts in `model` (any model `device_of` accepts)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -48,6 +48,13 @@ def at_least(name: str, v: Any, low: int, why: str) -> int:
     return v
 
 
+def at_most(name: str, v: Any, high: int, why: str) -> int:
+    """A whole number <= `high`; `why` says where the limit comes from (e.g. the longest word for block_size)."""
+    if not _is_int(v) or v > high:
+        raise ValueError(f"{name} must be a whole number <= {high:,} ({why}), got {v!r}")
+    return v
+
+
 def power_of_two(name: str, v: Any, why: str) -> int:
     """A whole number 2, 4, 8, 16, ...; `why` says what needs it (lesson 05: each level halves the block)."""
     if not _is_int(v) or v < 2 or v & (v - 1):
@@ -81,10 +88,19 @@ def number(name: str, v: Any, low: float | None = None, high: float | None = Non
     return float(v)
 
 
+MAX_SEED = 2**63 - 1
+"""The largest seed. PyTorch's generators take seeds up to 2**64 - 1 (beyond: "Overflow when unpacking long
+long"); half of that leaves room for the seeds derived from one (seed + 1 for samples, seed + rank under
+torchrun)."""
+
+
 def seed(name: str, v: Any) -> int:
-    """A seed: any whole number (None is refused: a run without a seed cannot be repeated)."""
+    """A seed: a whole number from 0 to `MAX_SEED` (None is refused: a run without a seed cannot be repeated)."""
     if not _is_int(v):
         raise ValueError(f"{name} must be a whole number (runs are repeatable only with a fixed seed), got {v!r}")
+    if not 0 <= v <= MAX_SEED:
+        raise ValueError(f"{name} must be a whole number from 0 to 2**63 - 1 = {MAX_SEED:,} (within what PyTorch's "
+                         f"random generators accept), got {v!r}")
     return v
 
 

@@ -63,7 +63,7 @@ def test_vocab_error_names_the_character_and_the_word():
 
 
 def test_vocab_rejects_words_containing_the_boundary_token():
-    with pytest.raises(VocabError, match=r"the word 'a.b' contains '\.'"):
+    with pytest.raises(VocabError, match=r"^word 2 'a.b' contains '\.', the token that marks the start and end"):
         Vocab.from_words(["ok", "a.b"])
 
 
@@ -151,7 +151,8 @@ def test_invisible_characters_are_kept_but_named_with_their_line(tmp_path, text,
 def test_split_needs_a_seed_and_enough_words_for_every_part():
     with pytest.raises(ValueError, match="seed must be a whole number"):
         split_words(["a"] * 20, seed=None)
-    with pytest.raises(DataError, match="5 words are too few .* the dev split would be empty; use a file with at least 6"):
+    with pytest.raises(DataError,
+                       match="5 words are too few .* the dev split would be empty; use a file with at least 6"):
         split_words(list("abcde"))
     assert [len(part) for part in split_words(list("abcdef"))] == [4, 1, 1]
 
@@ -176,3 +177,105 @@ def test_require_words_names_the_file_the_count_and_the_reason():
         require_words(words, 6, "a split", "tiny.txt")
     with pytest.raises(ValueError, match="minimum must be a positive whole number"):
         require_words(words, 0, "why")
+
+
+def test_train_and_dev_leaves_the_test_split_out():
+    from mmlib.data import train_and_dev
+
+    words = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "amelia", "harper", "evelyn", "abigail"]
+    splits = build_splits(words, Vocab("abcdefghijklmnopqrstuvwxyz"), 3)
+    got = train_and_dev(splits)
+    assert list(got) == ["train", "dev"] and got["train"] is splits["train"] and got["dev"] is splits["dev"]
+    with pytest.raises(KeyError, match=r"splits needs the parts 'train' and 'dev' \(as build_splits returns\), "
+                                       r"lacks \['dev'\]"):
+        train_and_dev({"train": splits["train"]})
+
+
+# ---- line breaks other than '\n', very long words, block sizes (issue 15) ---------------------------
+
+
+def test_only_newlines_end_lines_and_other_line_breaks_are_refused_with_their_line(tmp_path):
+    # The issue's file: 7 lines, 4 of them holding a character str.splitlines also cuts at (11 "words").
+    text = "anna\nbo\x85b\ncarl\nda\u2028vid\nev\x0ce\nfr\x1cank\ngus\n"
+    assert len(text.splitlines()) == 11 and text.count("\n") == 7
+    p = write(tmp_path, text.encode("utf-8"))
+    with pytest.raises(DataError) as err:
+        load_words(p)
+    msg = str(err.value)
+    assert msg.startswith("words.txt, line 2: U+0085 NEXT LINE at character 3, which some programs read as a line "
+                          "break (4 such characters in the file)"), msg
+    assert "\n" not in msg, "one line"
+    for ch, name in [("\u2028", "LINE SEPARATOR"), ("\x0c", "FORM FEED"), ("\x1c", "FILE SEPARATOR"),
+                     ("\r", "CARRIAGE RETURN"), ("\x0b", "LINE TABULATION"), ("\u2029", "PARAGRAPH SEPARATOR")]:
+        with pytest.raises(DataError, match=f"line 3: U\\+{ord(ch):04X} {name} at character 2"):
+            load_words(write(tmp_path, f"ana\nbob\nx{ch}y\n".encode("utf-8")))
+    # Windows endings and a final line without a newline are still one word per line.
+    assert load_words(write(tmp_path, b"ana\r\nbob\r\ncarl")) == ["ana", "bob", "carl"]
+
+
+def test_the_advice_for_another_line_break_fixes_the_file(tmp_path):
+    p = write(tmp_path, "ana\rbob\rcarl\r".encode("utf-8"))   # classic Mac line endings
+    with pytest.raises(DataError, match="line 1: U\\+000D CARRIAGE RETURN") as err:
+        load_words(p)
+    fixed = _run_advice(str(err.value), p)
+    assert load_words(fixed) == ["ana", "bob", "carl"]
+
+
+def _run_advice(message: str, path: Path) -> Path:
+    """Run the `python -c "..." < in.txt > out.txt` command a message advises on `path`; return out.txt."""
+    import re
+    import subprocess
+    import sys
+
+    code = re.search(r'`python -c "(.*?)" < in.txt > out.txt`', message).group(1)
+    out = path.with_name("out.txt")
+    with open(path, "rb") as src, open(out, "wb") as dst:
+        subprocess.run([sys.executable, "-c", code], stdin=src, stdout=dst, check=True)
+    return out
+
+
+@pytest.mark.parametrize("text, left", [
+    ("Jose\u0301\nana\n", False),                 # NFC has é: it joins them
+    ("i\u0307stanbul\nana\n", True),             # 'İ'.lower(): NFC has no single character for i + U+0307
+    ("i\u0307stanbul\nJose\u0301\nana\n", True),  # both in one file
+])
+def test_the_combining_mark_warning_gives_advice_that_works(tmp_path, text, left):
+    p = write(tmp_path, text.encode("utf-8"))
+    with pytest.warns(UserWarning, match="line 1 .*combining accent") as rec:
+        load_words(p)
+    (w,) = [str(r.message) for r in rec if "combining" in str(r.message)]
+    assert ("NFC normalisation leaves" in w) == left, w
+    fixed = _run_advice(w, p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        words = load_words(fixed)   # no mark left to warn about
+    assert words[-1] == "ana" and ("José" in words) == ("Jose\u0301" in text)
+
+
+def test_a_very_long_word_is_refused_with_its_line_and_length_never_echoed(tmp_path):
+    from mmlib.data import MAX_WORD_LENGTH
+
+    p = write(tmp_path, ("ana\n" + "x" * 100_000 + "\nbob\n").encode("utf-8"))
+    with pytest.raises(DataError) as err:
+        load_words(p)
+    msg = str(err.value)
+    assert msg == (f"words.txt, line 2: a word of 100,000 characters; words may have at most {MAX_WORD_LENGTH} "
+                   "(models pad every word to the longest one): split or remove that line")
+    ok = "y" * MAX_WORD_LENGTH
+    assert load_words(write(tmp_path, f"ana\n{ok}\n".encode("utf-8"))) == ["ana", ok]
+
+
+def test_words_made_in_code_meet_the_same_length_rule_and_block_sizes_have_a_maximum():
+    from mmlib.data import MAX_BLOCK_SIZE, MAX_WORD_LENGTH, build_sequences, sequence_length
+
+    v = Vocab("xab")
+    assert sequence_length(["ab", "x" * MAX_WORD_LENGTH]) == MAX_WORD_LENGTH + 1 <= MAX_BLOCK_SIZE
+    with pytest.raises(DataError, match=r"^word 2 has 100,001 characters; words may have at most 100") as err:
+        build_sequences(["ab", "x" * 100_001], v)
+    assert len(str(err.value)) < 200
+    with pytest.raises(ValueError, match=f"block_size must be a whole number <= {MAX_BLOCK_SIZE} .*got 100001"):
+        build_sequences(["ab"], v, 100_001)
+    with pytest.raises(ValueError, match=f"block_size must be a whole number <= {MAX_BLOCK_SIZE}"):
+        build_dataset(["ab"], v, MAX_BLOCK_SIZE + 1)
+    with pytest.raises(DataError, match=r"too short for the word 'xxxxxxxx.*'\.\.\. \(60 characters\)"):
+        build_sequences(["x" * 60], v, 8)   # the word is quoted, not echoed whole

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmlib.layers import BatchNorm1d, DeepMLP, Linear, ReLU, Tanh, parameters, retain_grads, train_mode
+from mmlib.layers import BatchNorm1d, LayerModel, Linear, ReLU, Tanh, parameters, retain_grads, train_mode
 
 ATOL = 1e-5  # float32 arithmetic done in a different order
 
@@ -237,7 +237,7 @@ def test_the_first_batchnorm_keeps_statistics_per_position():
 
 
 def test_layer_model_trains_and_samples_like_a_library_model():
-    from mmlib.layers import LayerModel, hierarchical_stack
+    from mmlib.layers import hierarchical_stack
     from mmlib.sample import sample_words
     from mmlib.train import TrainConfig, evaluate, train
     from mmlib.vocab import Vocab
@@ -247,16 +247,17 @@ def test_layer_model_trains_and_samples_like_a_library_model():
     Y = (X[:, -1] + 1) % 5                        # learnable: the next id follows the last one
     model = LayerModel(hierarchical_stack(5, 4, 3, 8, generator=g), block_size=4)
     before = evaluate(model, X, Y)
-    result = train(model, {"train": (X, Y)}, TrainConfig(steps=300, batch_size=16, lr=0.3, progress=False))
+    result = train(model, {"train": (X, Y)}, TrainConfig(max_steps=300, batch_size=16, lr=0.3, progress=False))
     assert result.final["train"] < before / 2
     words = sample_words(model, Vocab("abcd"), 3, g=g, max_len=5)
     assert len(words) == 3 and all(len(w) <= 5 for w in words)
+    assert model.n_parameters() == sum(p.numel() for p in model.parameters()) and "C" not in model.weights()
     with pytest.raises(ValueError, match="reads exactly 4 characters, got idx of shape \\(2, 3\\)"):
         model(torch.zeros(2, 3, dtype=torch.long))
 
 
 def _deep(batchnorm=False, seed=0, keep_grads=False):
-    return DeepMLP.build(11, 3, 4, gain=5 / 3, depth=3, width=16, batchnorm=batchnorm, keep_grads=keep_grads,
+    return LayerModel.mlp(11, 3, 4, gain=5 / 3, depth=3, width=16, batchnorm=batchnorm, keep_grads=keep_grads,
                          generator=torch.Generator().manual_seed(seed))
 
 
@@ -270,12 +271,12 @@ def test_deep_mlp_trains_under_mmlib_train_exactly_as_by_hand(batchnorm):
 
     g = torch.Generator().manual_seed(5)
     X, Y = torch.randint(0, 11, (200, 3), generator=g), torch.randint(0, 11, (200,), generator=g)
-    cfg = TrainConfig(steps=40, batch_size=8, lr=0.1, lr_late=0.01, progress=False)
+    cfg = TrainConfig(max_steps=40, batch_size=8, lr=0.1, lr_late=0.01, progress=False)
 
     by_hand, gh = _deep(batchnorm, keep_grads=True), torch.Generator().manual_seed(9)
     rec_hand = Recorder(every=10)
     losses = []
-    for i in range(cfg.steps):
+    for i in range(cfg.max_steps):
         ix = torch.randint(0, len(X), (8,), generator=gh)
         x = by_hand.C[X[ix]].view(8, -1)
         for layer in by_hand.layers:
@@ -295,7 +296,7 @@ def test_deep_mlp_trains_under_mmlib_train_exactly_as_by_hand(batchnorm):
     model = _deep(batchnorm, keep_grads=True)
     rec = Recorder(every=10)
     result = train(model, {"train": (X, Y)}, cfg, generator=torch.Generator().manual_seed(9),
-                   on_step=rec.on_step(model.layers, model.weights()))
+                   callbacks=rec.callbacks(model.layers, model.weights()))
     assert result.losses == losses
     assert rec.ud == rec_hand.ud and rec.steps == [0, 10, 20, 30] and rec.names == rec_hand.names
     for a, b in zip(model.parameters(), by_hand.parameters()):
@@ -313,5 +314,11 @@ def test_deep_mlp_has_the_course_call_and_samples_in_eval_mode():
     assert list(model.weights()) == ["C", "0: Linear", "3: Linear", "6: Linear", "9: Linear"]
     words = sample_words(model, Vocab.from_words(["abcdefghij"]), n=3, g=torch.Generator().manual_seed(0))
     assert len(words) == 3 and all(layer.training for layer in model.layers if hasattr(layer, "training"))
-    with pytest.raises(ValueError, match="the first layer must be a Linear"):
-        DeepMLP(torch.zeros(11, 4), [Tanh()])
+    with pytest.raises(ValueError, match="the first layer must be a Linear reading block_size \\* n_embd = 3 \\* 4"):
+        LayerModel([Tanh()], 3, C=torch.zeros(11, 4))
+    with pytest.raises(ValueError, match="reading block_size \\* n_embd = 2 \\* 4 features, got Linear\\(12, 5"):
+        LayerModel([Linear(12, 5)], 2, C=torch.zeros(11, 4))
+    with pytest.raises(TypeError, match="layer 1 .* is not a layer"):
+        LayerModel([Tanh(), "tanh"], 3)
+    with pytest.raises(ValueError, match="reads exactly 3 characters"):
+        model(torch.zeros(5, 4, dtype=torch.long))

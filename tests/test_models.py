@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from mmlib.layers import BatchNorm1d, Linear, Tanh, eval_mode
-from mmlib.models import MODELS, MLP, Bigram, BigramConfig, MLPConfig, Model, create
+from mmlib.models import MLP, MODELS, Bigram, BigramConfig, MLPConfig, Model, create
 
 
 def test_registry_builds_every_model_by_name_and_refuses_unknown_names():
@@ -124,7 +124,8 @@ def test_batchnorm_mlp_needs_a_batch_in_training_mode_and_not_in_eval_mode():
 def test_lessons_hand_built_dict_loads_into_the_mlp():
     g = torch.Generator().manual_seed(3)
     params = {"C": torch.randn(27, 10, generator=g), "W1": torch.randn(30, 200, generator=g),
-              "b1": torch.randn(200, generator=g), "W2": torch.randn(200, 27, generator=g), "b2": torch.randn(27, generator=g)}
+              "b1": torch.randn(200, generator=g), "W2": torch.randn(200, 27, generator=g),
+              "b2": torch.randn(27, generator=g)}
     model = create("mlp")
     model.load_state_dict(params)
     X = torch.randint(0, 27, (8, 3), generator=g)
@@ -195,3 +196,94 @@ def test_bigram_from_counts_is_the_smoothed_count_table():
     assert abs(loss.item() - want.item()) < 1e-5
     with pytest.raises(ValueError, match="block_size=1"):
         Bigram.from_counts(torch.zeros(4, 3, dtype=torch.long), torch.zeros(4, dtype=torch.long), vocab_size=3)
+
+
+# ---- sizes that cannot fit: block size, parameters, a training step's activations (issue 15) -----------
+
+
+SIZES = [{}, {"block_size": 8, "n_embd": 5, "n_hidden": 7}, {"block_size": 4, "batchnorm": True},
+         {"block_size": 4, "batchnorm": True, "hidden_bias": True}, {"pos_emb": False, "n_layer": 2, "n_embd": 8},
+         {"block_size": 16, "n_embd": 3, "n_hidden": 5}]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_config_counts_its_models_parameters_without_building_it(name):
+    cls = MODELS[name]
+    known = {f for f in cls.Config.__dataclass_fields__}
+    built = 0
+    for sizes in SIZES:
+        settings = {k: v for k, v in sizes.items() if k in known}
+        try:
+            model = create(name, vocab_size=11, **settings)
+        except ValueError:   # e.g. a bigram's block_size must be 1, a WaveNet's a power of two
+            continue
+        assert model.config.n_parameters() == model.n_parameters(), settings
+        built += 1
+    assert built >= 2
+
+
+@pytest.mark.parametrize("name", ["mlp", "transformer", "gru"])
+def test_block_size_has_a_maximum_every_model_shares(name):
+    from mmlib.data import MAX_BLOCK_SIZE, MAX_WORD_LENGTH
+
+    assert MAX_BLOCK_SIZE >= MAX_WORD_LENGTH + 1   # the longest word and its end token fit
+    with pytest.raises(ValueError, match=r"^block_size must be a whole number <= 128 \(words have at most 100 "
+                                         r"characters, so more positions would hold only padding\), got 100001$"):
+        create(name, block_size=100_001)
+    assert create(name, block_size=64).block_size == 64
+
+
+@pytest.mark.parametrize("name, setting", [("transformer", "n_embd"), ("mlp", "n_embd"), ("gru", "n_hidden"),
+                                           ("wavenet", "n_hidden")])
+def test_a_model_too_large_for_memory_is_refused_before_it_allocates(name, setting):
+    with pytest.raises(ValueError) as err:
+        create(name, **{setting: 10**8})
+    msg = str(err.value)
+    assert msg.startswith(f"this {MODELS[name].__name__} would have ") and " parameters, " in msg, msg
+    assert "of weights at 4 bytes each, more than this machine's" in msg and f"{setting}=100,000,000" in msg
+    assert "\n" not in msg
+
+
+def test_the_memory_limit_is_the_machines(monkeypatch):
+    import mmlib.models as models
+
+    config = MLPConfig(n_embd=1000, n_hidden=1000)   # 3,055,027 parameters: 12 MB of weights
+    monkeypatch.setattr(models, "device_memory", lambda device="cpu": 10_000_000)
+    with pytest.raises(ValueError, match=r"would have 3,055,027 parameters, 12\.2 MB of weights .* this machine's "
+                                         r"10\.0 MB of memory"):
+        MLP(config)
+    monkeypatch.setattr(models, "device_memory", lambda device="cpu": 20_000_000)
+    assert MLP(config).n_parameters() == 3_055_027
+
+
+def test_a_batch_whose_activations_cannot_fit_is_refused_with_the_largest_that_would():
+    from mmlib.models import check_batch_fits, device_memory, training_memory
+
+    model = create("transformer", vocab_size=27, block_size=16, n_layer=2, n_head=2, n_embd=16)
+    fixed, per_example = training_memory(model, 32)
+    assert fixed == 16 * model.n_parameters() and per_example > 16 * 16 * 4   # at least the residual stream
+    assert check_batch_fits(model, 128) == 128
+    with pytest.raises(ValueError) as err:
+        check_batch_fits(model, 10**12)
+    msg = str(err.value)
+    most = (device_memory() - fixed) // per_example
+    assert msg.startswith("batch_size 1,000,000,000,000 needs about ") and msg.endswith(
+        f"of memory: use a batch_size of at most {most:,}"), msg
+    check_batch_fits(model, most)
+
+
+def test_measuring_a_training_step_changes_nothing():
+    from mmlib.models import training_memory
+
+    model = create("mlp", generator=torch.Generator().manual_seed(0), block_size=3, batchnorm=True)
+    transformer = create("transformer", vocab_size=27, block_size=8, n_layer=1, n_head=2, n_embd=8, dropout=0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.eval()
+    torch.manual_seed(7)
+    training_memory(model, 4)
+    training_memory(transformer, 4)   # dropout draws from the global generator: it is put back
+    assert not model.training, "the mode is put back"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "BatchNorm's statistics too"
+    drawn = torch.rand(1)
+    torch.manual_seed(7)
+    assert torch.equal(drawn, torch.rand(1)), "the global generator is where it was"

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmlib.models import GRU, RNN, MODELS, create
+from mmlib.models import GRU, MODELS, RNN, create
 
 
 @pytest.mark.parametrize("name", ["rnn", "gru"])

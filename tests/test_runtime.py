@@ -10,8 +10,8 @@ import torch
 
 from mmlib.metrics import save_metrics
 from mmlib.models import Bigram, BigramConfig
+from mmlib.runtime import device_of, n_parameters, pick_device, seed_everything, setup
 from mmlib.sample import sample_words
-from mmlib.runtime import pick_device, seed_everything, setup
 from mmlib.timing import seconds_per_call
 from mmlib.vocab import Vocab
 
@@ -35,11 +35,29 @@ def test_device_choice():
     assert dev.type == "cpu" and isinstance(g, torch.Generator)
 
 
+def test_a_models_device_and_size_whatever_the_model():
+    model = Bigram(BigramConfig(vocab_size=5))
+    assert device_of(model) == torch.device("cpu") == model.device and n_parameters(model) == 25 == model.n_parameters()
+
+    class Stack:                                  # lesson 03's hand-built models: parameters() is a list
+        def parameters(self):
+            return [torch.zeros(2, 3), torch.zeros(3)]
+
+    assert device_of(Stack()) == torch.device("cpu") and n_parameters(Stack()) == 9
+    with pytest.raises(ValueError, match="^Empty has no parameters, so it is on no device; give it at least one$"):
+        device_of(Empty())
+
+
+class Empty(torch.nn.Module):
+    pass
+
+
 def test_save_metrics_writes_plain_json_and_nulls_for_nan(tmp_path):
     p = tmp_path / "sub" / "m.json"
     base = {"lesson": "02", "model": "MLP", "parameters": {}, "train_seconds": 1.5, "n_parameters": 10,
             "checks": {"correct": 0, "exact": 0, "wrong": 0, "todo": 0, "total": 0}}
-    m = {**base, "losses": {"train": torch.tensor(2.5), "dev": float("nan"), "test": None}, "nested": {"x": [torch.tensor(1)]}}
+    m = {**base, "losses": {"train": torch.tensor(2.5), "dev": float("nan"), "test": None},
+         "nested": {"x": [torch.tensor(1)]}}
     out = save_metrics(p, m)
     assert json.loads(p.read_text()) == out
     assert out["losses"] == {"train": 2.5, "dev": None, "test": None} and out["nested"] == {"x": [1]}
