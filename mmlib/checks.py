@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import math
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,10 @@ TODO = _Todo()
 def is_todo(*values: Any) -> bool:
     """True when any of `values` is still the `TODO` placeholder."""
     return any(v is TODO for v in values)
+
+
+NOT_ATTEMPTED = "replace TODO with your answer"
+"""The detail of every "not attempted yet" row."""
 
 
 PASS = ("exact", "close")
@@ -118,9 +123,21 @@ def scale_factor(got: torch.Tensor, want: torch.Tensor, atol: float, rtol: float
     return None
 
 
-def factor_cause(c: float, n: int | None = None) -> str:
-    """The usual reason an answer comes out `c` times too large (`n`: the batch size, if one is involved)."""
+def factor_cause(c: float, n: int | None = None, causes: Sequence[tuple[float, str]] = ()) -> str:
+    """The usual reason an answer comes out `c` times too large (`n`: the batch size, if one is involved).
+
+    `causes` are (factor, reason) pairs of the exercise itself, tried before the general ones: where a
+    factor has one cause in that exercise (n where 1 / (n - 1) belongs is not a missing division by n).
+    """
+    for value, why in causes:
+        if abs(c - value) <= 1e-3 * abs(value):
+            return why
     causes = [(-1.0, "the sign is flipped"), (2.0, "a factor of 2 too many"), (0.5, "half of what it should be")]
+    if n and n > 2:
+        causes += [(float((n - 1) ** 2), f"a factor (n - 1)^2 = {(n - 1) ** 2} too large: n - 1 where 1 / (n - 1) "
+                                         f"belongs (n = {n})?"),
+                   (float(n - 1), f"a missing division by n - 1 = {n - 1}?"),
+                   (1 / (n - 1), f"divided by n - 1 = {n - 1} once too often?")]
     if n and n > 1:
         causes += [(float(n), f"a missing division by n = {n} (the batch size)?"),
                    (1 / n, f"divided by n = {n} once too often?"),
@@ -138,36 +155,28 @@ def factor_cause(c: float, n: int | None = None) -> str:
 
 
 def check(name: str, got: Any, want: Any, *, atol: float = 1e-6, rtol: float = 0.0, hint: str = "",
-          n: int | None = None) -> Result:
+          n: int | None = None, causes: Sequence[tuple[float, str]] = ()) -> Result:
     """Compare a learner's answer with the expected value.
 
     `got` and `want` may be tensors, numpy arrays, numbers or (nested) lists. The tolerance is
     |got - want| <= atol + rtol * |want| elementwise; `hint` says what to look at when it fails.
     An answer that is a constant multiple of the expected one is reported as such, with its
-    likely cause; `n` (the batch size, where one is involved) lets that cause be named exactly.
+    likely cause; `n` (the batch size, where one is involved) lets that cause be named exactly, and
+    `causes` (see `factor_cause`) names the factors that have one cause in this exercise.
     """
     tol = f"atol={atol:g}" + (f", rtol={rtol:g}" if rtol else "")
     if got is TODO:
-        return Result(name, "todo", "replace TODO with your answer", hint)
+        return Result(name, "todo", NOT_ATTEMPTED, hint)
     if got is None:
         return Result(name, "error", "got None: does your cell assign the answer (and not just print it)?", hint)
     try:
         g = as_tensor(got)
-    except (TypeError, ValueError, RuntimeError) as e:
-        return Result(name, "error", f"expected a number or tensor, got {type(got).__name__} ({e})", hint)
+    except Exception as e:  # noqa: BLE001 - whatever the answer is, the row says what it is
+        return Result(name, "error", f"expected a number or tensor, got {type(got).__name__} ({describe_error(e)})",
+                      hint)
     w = as_tensor(want)
     if g.shape != w.shape:
-        detail = f"expected shape {tuple(w.shape)}, got {tuple(g.shape)}"
-        if [d for d in g.shape if d != 1] == [d for d in w.shape if d != 1]:
-            if g.ndim < w.ndim:   # the usual cause: a sum over a broadcast dimension without keepdim=True
-                detail += (": they differ only in dimensions of size 1 - your answer lost one: a "
-                           ".sum(..., keepdim=True) keeps the dimension that was broadcast")
-            else:
-                detail += (": they differ only in dimensions of size 1 - your answer has one too many "
-                           "(a .view/.reshape that kept a dimension of size 1, or keepdim=True where none belongs?)")
-        elif g.numel() == w.numel():
-            detail += " (same number of entries: a .view/.reshape or a transpose away?)"
-        return Result(name, "shape", detail, hint)
+        return Result(name, "shape", shape_diagnosis(g, w), hint)
     if torch.equal(g, w):
         return Result(name, "exact", f"shape {tuple(g.shape)}" if g.ndim else _fmt(g.item()), hint)
     diff = (g - w).abs()
@@ -177,20 +186,45 @@ def check(name: str, got: Any, want: Any, *, atol: float = 1e-6, rtol: float = 0
         worst = diff.max().item()
         return Result(name, "close", f"max |difference| {_fmt(worst)} within {tol}", hint)
     if g.ndim == 0:
+        why = ""
+        if w.item() != 0 and math.isfinite(g.item()):   # a scalar off by a factor with a name (a sign, n, ...)
+            why = factor_cause(g.item() / w.item(), n, causes)
+            why = "" if why.startswith("one constant factor") else f": {why}"
         return Result(name, "wrong", f"got {_fmt(g.item())}, expected {_fmt(w.item())}: "
-                      f"|difference| {_fmt(diff.item())} is outside {tol}", hint)
+                      f"|difference| {_fmt(diff.item())} is outside {tol}{why}", hint)
     if torch.isnan(g).any() and not torch.isnan(w).any():
         where = _where(tuple(int(i) for i in torch.isnan(g).nonzero()[0]))
         return Result(name, "wrong", f"{int(torch.isnan(g).sum())} NaN entries, the first at {where}", hint)
     c = scale_factor(g, w, atol, rtol)
     if c is not None:
         return Result(name, "wrong", f"got {_fmt(c)} x the expected value everywhere (shape {tuple(g.shape)}): "
-                      f"{factor_cause(c, n)}", hint)
+                      f"{factor_cause(c, n, causes)}", hint)
     worst = int(torch.where(bad, diff, torch.full_like(diff, -1.0)).argmax())
     idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), g.shape))
     detail = (f"max |difference| {_fmt(diff[idx].item())} at {_where(idx)} (got {_fmt(g[idx].item())}, "
               f"expected {_fmt(w[idx].item())}); {int(bad.sum())} of {g.numel()} entries outside {tol}")
     return Result(name, "wrong", detail, hint)
+
+
+def shape_diagnosis(got: torch.Tensor, want: torch.Tensor) -> str:
+    """Both shapes, and the usual cause of the difference: a transpose, a lost or extra dimension of
+    size 1 (keepdim, squeeze), or the same entries in another layout (view/reshape)."""
+    detail = f"expected shape {tuple(want.shape)}, got {tuple(got.shape)}"
+    if got.ndim == 2 and tuple(got.T.shape) == tuple(want.shape) and got.shape != want.shape:
+        close = bool(torch.allclose(got.T.to(torch.float64), want.to(torch.float64), atol=1e-6, rtol=1e-4))
+        return detail + (": your answer is the transpose of the expected one (.T, or the two factors of a matrix "
+                         "product in the other order?)" if close else
+                         " (the transposed shape: are the two factors of a matrix product in the other order?)")
+    if [d for d in got.shape if d != 1] == [d for d in want.shape if d != 1]:
+        if got.ndim < want.ndim:
+            return detail + (": they differ only in dimensions of size 1 - your answer lost one: a sum or mean "
+                             "without keepdim=True, or a squeeze() that dropped every dimension of size 1 "
+                             "(squeeze(d) drops only dimension d)?")
+        return detail + (": they differ only in dimensions of size 1 - your answer has one too many (a .view/"
+                         ".reshape that kept a dimension of size 1, or keepdim=True where none belongs?)")
+    if got.numel() == want.numel():
+        return detail + " (same number of entries: a .view/.reshape or a transpose away?)"
+    return detail
 
 
 def _first(mask: torch.Tensor) -> tuple[int, ...]:
@@ -205,7 +239,7 @@ def check_that(name: str, got: Any, ok: bool, detail: str, hint: str = "") -> Re
     `ok` is the verdict the caller computed, `detail` says what was measured against what.
     """
     if got is TODO:
-        return Result(name, "todo", "replace TODO with your answer", hint)
+        return Result(name, "todo", NOT_ATTEMPTED, hint)
     return Result(name, "close" if ok else "wrong", detail, hint)
 
 
@@ -298,3 +332,109 @@ def tally(*reports: Report) -> dict[str, int]:
         for k in out:
             out[k] += r.counts[k]
     return out
+
+
+# ---- running a learner's code: whatever it raises or returns becomes a row, never an exception ----------------
+
+def todo_rows(names: Sequence[str]) -> list[Result]:
+    """One "not attempted yet" row per name."""
+    return [Result(n, "todo", NOT_ATTEMPTED) for n in names]
+
+
+def skipped_rows(names: Sequence[str], why: str) -> list[Result]:
+    """Rows that cannot be checked because an earlier one failed; they count as not passed, so a
+    check cell always shows (and tallies) the same number of rows."""
+    return [Result(n, "error", f"not checked: {why}") for n in names]
+
+
+def describe_error(err: BaseException, limit: int = 200) -> str:
+    """An exception as one line a learner can read: its type and the first line of its message."""
+    lines = str(err).strip().splitlines()
+    msg = lines[0] if lines else ""
+    if len(msg) > limit:
+        msg = msg[: limit - 3] + "..."
+    return f"{type(err).__name__}: {msg}" if msg else type(err).__name__
+
+
+@dataclass
+class Outcome:
+    """What a call of learner code gave: `value`, or `row` saying why there is no usable value."""
+
+    value: Any = None
+    row: Result | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.row is None
+
+
+def attempt(name: str, fn: Callable, *args: Any, what: str, hint: str = "", **kwargs: Any) -> Outcome:
+    """Call the learner's `fn(*args, **kwargs)`; an exception, `TODO` or `None` becomes the row `name`.
+
+    `what` is how the row names the call (e.g. "MyHead(16, 8)"); `hint` is shown when it raised.
+    """
+    try:
+        value = fn(*args, **kwargs)
+    except Exception as err:  # noqa: BLE001 - any exception in learner code is reported, not raised
+        return Outcome(row=Result(name, "error", f"{what} raised {describe_error(err)}", hint))
+    if value is TODO:
+        return Outcome(row=Result(name, "todo", NOT_ATTEMPTED))
+    if value is None:
+        return Outcome(row=Result(name, "error", f"{what} returned None: does it end with `return ...`?", hint))
+    return Outcome(value)
+
+
+def tensor_problem(value: Any, like: torch.Tensor | None = None) -> str:
+    """Why `value` cannot be an output computed from the tensor `like` ("" when it can): not a tensor,
+    or a tensor on another device than its input (a new tensor made without `device=x.device`)."""
+    if not isinstance(value, torch.Tensor):
+        return f"expected a tensor, got {type(value).__name__}"
+    if like is not None and value.device != like.device:
+        return (f"the output is on {value.device} but its input was on {like.device}: create new tensors on the "
+                f"input's device (device=x.device) or with *_like functions")
+    if not value.is_floating_point():
+        return f"expected a floating-point tensor, got {value.dtype}"
+    return ""
+
+
+def shares_parameters(mine: Any, theirs: Any, mine_name: str = "my_model", theirs_name: str = "model") -> str:
+    """Why training `mine` would change the lesson's trained `theirs` ("" when it would not): `mine` is
+    `theirs` itself (an assignment copies no tensors) or holds some of its parameter tensors."""
+    if is_todo(mine) or mine is None or theirs is None:
+        return ""
+    if mine is theirs:
+        return (f"{mine_name} is the lesson's `{theirs_name}` itself, not a copy (`{mine_name} = {theirs_name}` copies "
+                f"no tensors): training it would change `{theirs_name}`, and the results cell would report your "
+                f"run's test loss as the lesson's. Start from copy.deepcopy({theirs_name})")
+    params = getattr(mine, "parameters", None)
+    theirs_params = getattr(theirs, "parameters", None)
+    if not callable(params) or not callable(theirs_params):
+        return ""
+    ours = {p.data_ptr() for p in theirs_params()}
+    shared = sum(p.data_ptr() in ours for p in params())
+    if shared:
+        return (f"{mine_name} shares {shared} parameter tensors with the lesson's `{theirs_name}`: training it would "
+                f"change `{theirs_name}` too. Start from copy.deepcopy({theirs_name})")
+    return ""
+
+
+def beat_target(name: str, got: Any, target: float, *, what: str = "dev loss", hint: str = "",
+                problem: str = "") -> Result:
+    """Whether the loss `got` beats the lesson's `target` (is lower), and by how much it beat or missed it.
+
+    `problem` (e.g. from `shares_parameters`) is a reason the run cannot count, reported instead.
+    """
+    if problem:
+        return Result(name, "error", problem, hint)
+    if is_todo(got):
+        return Result(name, "todo", NOT_ATTEMPTED)
+    try:
+        value = float(got)
+    except (TypeError, ValueError):
+        return Result(name, "error", f"expected a number (the {what}), got {type(got).__name__}", hint)
+    if not math.isfinite(value):
+        return Result(name, "wrong", f"the {what} is {value}: the run diverged (a lower learning rate?)", hint)
+    margin = target - value
+    if margin > 0:
+        return Result(name, "close", f"{what} {value:.4f} beats the lesson's {target:.4f} by {margin:.4f}")
+    return Result(name, "wrong", f"{what} {value:.4f} misses the lesson's {target:.4f} by {-margin:.4f}", hint)

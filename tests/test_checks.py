@@ -127,3 +127,66 @@ def test_bessels_correction_under_a_square_root_is_named():
     assert r.status == "wrong" and "unbiased (n - 1) variance" in r.detail and "n = 32" in r.detail
     r = check("out", want * math.sqrt(n / (n - 1)), want, atol=1e-6, n=n)
     assert r.status == "wrong" and "batch's own (n) variance" in r.detail
+
+
+# ---- the toolkit for running learner code (issue 14) ----------------------------------------------------
+
+
+def test_attempt_turns_whatever_learner_code_does_into_a_row():
+    from mmlib.checks import attempt
+
+    def boom(x):
+        raise RuntimeError("The size of tensor a (16) must match\nthe size of tensor b (8)")
+
+    r = attempt("out", boom, 1, what="head(x)").row
+    assert r.status == "error" and r.detail == "head(x) raised RuntimeError: The size of tensor a (16) must match"
+    assert attempt("out", lambda: TODO, what="f()").row.status == "todo"
+    assert "returned None" in attempt("out", lambda: None, what="f()").row.detail
+    ok = attempt("out", lambda a, b=0: a + b, 1, b=2, what="f()")
+    assert ok.ok and ok.value == 3
+
+
+def test_tensor_problem_names_a_wrong_type_device_or_dtype():
+    from mmlib.checks import tensor_problem
+    x = torch.zeros(2)
+    assert tensor_problem(torch.ones(2), x) == ""
+    assert "got list" in tensor_problem([1.0], x)
+    assert "floating-point" in tensor_problem(torch.ones(2, dtype=torch.long), x)
+    meta = torch.empty(2, device="meta")
+    assert "on meta but its input was on cpu" in tensor_problem(meta, x)
+
+
+def test_shares_parameters_catches_an_assignment_and_shared_tensors_but_not_a_copy():
+    import copy
+
+    from mmlib.checks import shares_parameters
+    model = torch.nn.Linear(2, 2)
+    assert "itself, not a copy" in shares_parameters(model, model)
+    assert "shares 2 parameter tensors" in shares_parameters(torch.nn.Sequential(model), model)
+    assert shares_parameters(copy.deepcopy(model), model) == ""
+    assert shares_parameters(TODO, model) == ""
+
+
+def test_beat_target_rows():
+    from mmlib.checks import beat_target
+    assert beat_target("dev", 1.9, 2.0).passed
+    assert "misses the lesson's 2.0000 by 0.1000" in beat_target("dev", 2.1, 2.0).detail
+    assert beat_target("dev", TODO, 2.0).status == "todo"
+    assert "diverged" in beat_target("dev", float("nan"), 2.0).detail
+    assert "got dict" in beat_target("dev", {"dev": 1.0}, 2.0).detail
+    assert beat_target("dev", 1.9, 2.0, problem="not a copy").status == "error"
+
+
+def test_shape_rows_name_a_transpose_and_a_lost_dimension():
+    w = torch.arange(6.0).view(2, 3)
+    assert "the transpose of the expected one" in check("W", w.T, w).detail
+    r = check("x", torch.zeros(24), torch.zeros(1, 24))
+    assert "lost one" in r.detail and "squeeze" in r.detail
+
+
+def test_a_scalar_with_its_sign_flipped_says_so_and_a_factor_can_have_an_exercises_own_cause():
+    assert "the sign is flipped" in check("nll", -2.5, 2.5, atol=1e-4).detail
+    assert check("nll", 2.4, 2.5, atol=1e-4).detail.endswith("outside atol=0.0001")
+    w = torch.tensor([1.0, 2.0, 3.0])
+    assert "here it means this" in check("g", 32 * w, w, n=32, causes=[(32.0, "here it means this")]).detail
+    assert "a missing division by n = 32" in check("g", 32 * w, w, n=32).detail

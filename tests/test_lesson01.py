@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from conftest import NOTEBOOKS, parameter_error
+
 from mmlib.data import load_words
 from mmlib.expected import lesson01 as expected
 from mmlib.vocab import Vocab

@@ -9,8 +9,8 @@ import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import NOTEBOOKS, parameter_error, stdout
 
-from conftest import NOTEBOOKS, parameter_error
 from mmlib.checks import TODO
 from mmlib.data import build_dataset, load_words, split_words
 from mmlib.expected import lesson02 as ex
@@ -129,15 +129,11 @@ def test_lesson_follows_the_data_it_is_given(run_lesson, tmp_path_factory):
 # ---- the committed run at default parameters -------------------------------------------------
 
 
-def _stdout(cell) -> str:
-    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
-
-
 def test_committed_default_run_beats_the_target_and_its_loss_log_quotes_it():
     nb = nbformat.read(SOLUTION, as_version=4)
     cells = nb.cells
     log_cell = next(i for i, c in enumerate(cells) if c.cell_type == "code" and c.source.strip() == "loss_log.show()")
-    printed = _stdout(cells[log_cell])
+    printed = stdout(cells[log_cell])
     quoted = re.findall(r"\d\.\d{4}", cells[log_cell + 1].source)
     runs = len(printed.strip().splitlines()) - 1  # one line per run under a header
     assert len(quoted) == 2 * runs, "the loss-log markdown should quote the train and dev loss of every run"
@@ -239,7 +235,8 @@ def _random_params(vocab_size, block_size, n_embd, n_hidden, direct, seed=0):
     return p
 
 
-@pytest.mark.parametrize("block_size, n_embd, n_hidden, direct", [(3, 10, 200, False), (2, 4, 16, True), (4, 3, 7, True)])
+@pytest.mark.parametrize("block_size, n_embd, n_hidden, direct",
+                         [(3, 10, 200, False), (2, 4, 16, True), (4, 3, 7, True)])
 def test_mlp_loss_matches_torch_nn(names, block_size, n_embd, n_hidden, direct):
     words, vocab = names
     _, dev, _ = split_words(words)

@@ -11,8 +11,8 @@ import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import NOTEBOOKS, assert_checks, parameter_error, stdout
 
-from conftest import NOTEBOOKS, assert_checks, parameter_error
 from mmlib.expected import lesson03 as ex
 from mmlib.layers import BatchNorm1d
 
@@ -72,15 +72,11 @@ def test_nonsense_parameters_fail_with_a_clear_message(tmp_path, overrides, mess
 # ---- the committed run at default parameters -------------------------------------------------
 
 
-def _stdout(cell) -> str:
-    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
-
-
 def test_committed_default_run():
     nb = nbformat.read(SOLUTION, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     log = next(c for c in code if c.source.strip() == "loss_log.show()")
-    main = re.search(r"BatchNorm MLP, main run +[\d,]+ +200,000 +(\d\.\d{4}) +(\d\.\d{4})", _stdout(log))
+    main = re.search(r"BatchNorm MLP, main run +[\d,]+ +200,000 +(\d\.\d{4}) +(\d\.\d{4})", stdout(log))
     assert main, "the loss log should list the main run at the default 200,000 steps"
     train, dev = float(main.group(1)), float(main.group(2))
     # the lecture reports ~2.10 on its own names.txt; ours (a different file) must be in that region
@@ -89,9 +85,10 @@ def test_committed_default_run():
     (metrics,) = [o["data"]["application/json"] for o in results.outputs if "application/json" in o.get("data", {})]
     assert {k: metrics["checks"][k] for k in ("correct", "wrong", "todo", "total")} == dict(correct=6, wrong=0, todo=0,
                                                                                            total=6), metrics["checks"]
-    assert metrics["losses"]["train"] == pytest.approx(train, abs=1e-4) and metrics["losses"]["dev"] == pytest.approx(dev, abs=1e-4)
+    assert metrics["losses"]["train"] == pytest.approx(train, abs=1e-4)
+    assert metrics["losses"]["dev"] == pytest.approx(dev, abs=1e-4)
     redraw = next(c for c in code if "mean redraw time" in c.source)
-    ms = int(re.search(r"mean redraw time over \d+ slider moves: (\d+) ms", _stdout(redraw)).group(1))
+    ms = int(re.search(r"mean redraw time over \d+ slider moves: (\d+) ms", stdout(redraw)).group(1))
     assert ms < 1000, "a redraw should take well under a second"
     explorer = next(c for c in code if "init_explorer(" in c.source)
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in explorer.outputs)

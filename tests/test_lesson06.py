@@ -10,9 +10,9 @@ import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import NOTEBOOKS, assert_checks, ci_parameters, parameter_error
 from torch import nn
 
-from conftest import NOTEBOOKS, assert_checks, ci_parameters, parameter_error
 from mmlib import results
 from mmlib.data import build_splits, load_words
 from mmlib.expected import lesson06 as ex
@@ -174,7 +174,7 @@ def test_the_model_trains_a_few_steps_and_its_loss_falls():
     splits = build_splits(words, vocab, None, per_position=True)
     model = create("transformer", generator=torch.Generator().manual_seed(0), vocab_size=len(vocab),
                    block_size=splits["train"][0].shape[1], n_layer=2, n_head=2, n_embd=32)
-    run = train(model, splits, TrainConfig(steps=40, batch_size=32, optimizer="adamw", schedule="cosine", lr=3e-3,
+    run = train(model, splits, TrainConfig(max_steps=40, batch_size=32, optimizer="adamw", schedule="cosine", lr=3e-3,
                                            warmup=5, progress=False))
     assert sum(run.losses[-5:]) / 5 < run.losses[0] - 0.5
     assert run.final["dev"] < math.log(len(vocab)) - 0.3
@@ -264,7 +264,7 @@ def test_a_head_without_its_layers_or_with_the_wrong_shape_is_named():
             return super().forward(x).sum(-1)
 
     rows = ex.probe_causal_head(Flat)
-    assert rows[0].status == "shape" and "(4, 8, 8)" in rows[0].detail
+    assert rows[0].status == "shape" and "(4, 8, 4)" in rows[0].detail
 
 
 # ---- exercise 3: multi-head attention ----------------------------------------------------------

@@ -126,7 +126,8 @@ def check_direct_connections(direct_params, direct_dev_loss, words: Sequence[str
                            hint="one weight per (concatenated embedding number, output character) pair")
     try:
         with_direct = mlp_loss(direct_params, words, vocab)
-        without = direct_params if is_todo(direct_params) else {k: v for k, v in direct_params.items() if k != "W_direct"}
+        without = (direct_params if is_todo(direct_params)
+                   else {k: v for k, v in direct_params.items() if k != "W_direct"})
         without_direct = mlp_loss(without, words, vocab)
         problem = None
     except (ValueError, AttributeError) as e:   # malformed parameters: a failed row instead of a traceback
@@ -140,7 +141,8 @@ def check_direct_connections(direct_params, direct_dev_loss, words: Sequence[str
                       hint="report the dev loss of the model in direct_params, with its direct connections"),
                 check_that("W_direct is used", direct_dev_loss, abs(with_direct - without_direct) > 1e-3,
                            f"dev loss {with_direct:.4f} with W_direct, {without_direct:.4f} with it removed",
-                           hint="was W_direct trained? it must be a parameter of the model and used in its forward pass")]
+                           hint="was W_direct trained? it must be a parameter of the model and used in its "
+                                "forward pass")]
     rep = Report([shape_row, *rows], title)
     if display:
         show(rep)

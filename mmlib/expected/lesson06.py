@@ -11,6 +11,9 @@ that run a learner's code against them.
 - `probe_multihead`: a learner's multi-head attention built from single heads, against
   `mmlib.models.CausalSelfAttention` given the same weights (exercise 3).
 - `beat_target`: a dev loss against the lesson's, by how much it beat or missed it (exercise 4).
+
+The checks run the learner's code through `mmlib.checks.attempt`: whatever it raises or returns
+becomes a row that says what happened, and every probe returns the same number of rows.
 """
 
 from __future__ import annotations
@@ -22,12 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmlib.checks import TODO, Result, check, check_that, is_todo
+from mmlib import checks
+from mmlib.checks import TODO, Result, attempt, check, check_that, skipped_rows, tensor_problem, todo_rows
 
 ATOL = 1e-5
-"""float32 attention computed in two orders of summation differs by about 1e-7 on these sizes; 1e-5 leaves room."""
+"""How close is right, for float32 attention: the right answers of the catalogue (tests/wrong_answers.toml) differ
+from PyTorch's fused kernel by at most 3.6e-7 (exercise 1), 6e-8 (exercise 2) and 9e-8 (exercise 3); the
+closest wrong one is off by 2.4e-2 (exercise 2) and 0.12 (exercise 1). 1e-5 sits between, with a margin of
+more than 25 on the right side and 2,000 on the wrong one."""
 
-# (batch, heads, positions, head size); a 3-D case (no head dimension) and a single position too.
+# (batch, heads, positions, head size); a 3-D case (no head dimension) and a single position too. No case has
+# as many positions as its head size, so a scale by 1/sqrt(T) cannot pass for 1/sqrt(head size).
 ATTENTION_CASES = [(2, 1, 5, 8), (3, 4, 7, 16), (1, 2, 1, 4), (4, 6, 8)]
 
 
@@ -37,51 +45,73 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, sc
     return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
 
 
-def _wrong_dim_softmax(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, mask: str = "-inf",
+               diagonal: int = 1, dim: int = -1) -> torch.Tensor:
+    """Attention written out step by step, with one of the usual mistakes: `mask` "-inf" (right), "zero"
+    (scores of the future set to 0 instead of -inf), "after" (weights zeroed after the softmax, not
+    renormalised) or "none"; `diagonal` 0 masks each position from itself too; `dim` the softmax's dimension."""
     T = q.shape[-2]
-    att = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    att = att.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
-    return torch.nan_to_num(att.softmax(dim=-2)) @ v
+    scores = q @ k.transpose(-2, -1) * scale
+    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(diagonal)
+    if mask == "-inf":
+        scores = scores.masked_fill(future, float("-inf"))
+    elif mask == "zero":
+        scores = scores.masked_fill(future, 0.0)
+    wei = scores.softmax(dim=dim)
+    if mask == "after":
+        wei = wei.masked_fill(future, 0.0)
+    return wei @ v
 
 
-def _variants(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
-    """Outputs of the usual mistakes, each with what to fix."""
-    hs = q.shape[-1]
-    return [
-        ("it matches attention without the 1/sqrt(head size) scale: divide q @ k^T by sqrt(head size) "
-         f"(here sqrt({hs}))", attention_reference(q, k, v, scale=1.0)),
-        ("it matches attention divided by the head size instead of its square root",
-         attention_reference(q, k, v, scale=1.0 / hs)),
-        ("it matches attention without the causal mask: set the weights of positions after t to -inf "
-         "before the softmax (masked_fill with a lower-triangular mask)", attention_reference(q, k, v, causal=False)),
-        ("it matches attention with neither the scale nor the mask",
-         attention_reference(q, k, v, scale=1.0, causal=False)),
-        ("it matches a softmax over the wrong dimension: normalise each row (dim=-1), so that position t's "
-         "weights over positions 0..t sum to 1", _wrong_dim_softmax(q, k, v)),
+def attention_variants(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """The outputs of the usual mistakes, each with the sentence that names it."""
+    T, hs = q.shape[-2], q.shape[-1]
+    s = 1 / math.sqrt(hs)
+    out = [
+        (f"it matches attention without the 1/sqrt(head size) scale (here head size = {hs}): the scores' spread "
+         "grows with the head size and the softmax saturates (section 3)", _attention(q, k, v, scale=1.0)),
+        ("it matches attention divided by the head size instead of by its square root",
+         _attention(q, k, v, scale=1 / hs)),
+        ("it matches attention multiplied by sqrt(head size) where it should be divided by it",
+         _attention(q, k, v, scale=math.sqrt(hs))),
+        (f"it matches attention scaled by 1/sqrt(T) (T = {T} positions) instead of 1/sqrt(head size) "
+         f"(head size = {hs}): the scale comes from the size of q and k, not from the sequence length",
+         _attention(q, k, v, scale=1 / math.sqrt(T))),
+        ("it matches attention without the causal mask: every position also averages over later ones",
+         _attention(q, k, v, scale=s, mask="none")),
+        ("it matches attention with neither the scale nor the mask", _attention(q, k, v, scale=1.0, mask="none")),
+        ("it matches attention whose future weights were set to 0 after the softmax: each row's weights then no "
+         "longer sum to 1; mask the scores before the softmax so it renormalises over the past",
+         _attention(q, k, v, scale=s, mask="after")),
+        ("it matches attention whose future scores were set to 0 instead of -inf: a score of 0 still gets the "
+         "weight exp(0) in the softmax, so later positions leak in", _attention(q, k, v, scale=s, mask="zero")),
+        ("it matches attention that masks the diagonal too (triu(0) where triu(1) belongs): position 0 then has "
+         "nothing left to attend to, and a softmax of only -inf gives NaN; a position may see itself",
+         _attention(q, k, v, scale=s, diagonal=0)),
     ]
+    for d in range(q.ndim - 1):   # the softmax over any dimension but the last (q's dims are the scores' dims)
+        dim_name = "dim=-2 (each column)" if d == q.ndim - 2 else f"dim={d}"
+        out.append((f"it matches a softmax over {dim_name}: normalise each row (dim=-1), so that position t's "
+                    "weights over positions 0..t sum to 1", _attention(q, k, v, scale=s, dim=d)))
+    return out
 
 
 def diagnose_attention(got: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
-    """Which usual mistake `got` matches (within ATOL), or a generic hint."""
-    for why, out in _variants(q, k, v):
-        if got.shape == out.shape and torch.allclose(got.double(), out.double(), atol=ATOL):
-            return why
-    return ("compute wei = q @ k.transpose(-2, -1) / sqrt(head size), mask the future with -inf, "
-            "softmax over the last dimension, then wei @ v")
-
-
-def _call(fn: Callable, *args):
-    """`fn(*args)`, or the exception it raised."""
-    try:
-        return fn(*args), None
-    except Exception as e:  # noqa: BLE001 - any exception is reported to the learner, not raised
-        return None, e
+    """Which usual mistake `got` matches (within ATOL, NaN where the mistake gives NaN), or a generic hint."""
+    if isinstance(got, torch.Tensor):
+        g = got.detach().to("cpu", torch.float64)
+        for why, out in attention_variants(q.detach().cpu(), k.detach().cpu(), v.detach().cpu()):
+            if g.shape == out.shape and torch.allclose(g, out.double(), atol=ATOL, equal_nan=True):
+                return why
+    return ("follow section 3 step by step: the scores q @ k^T, their scale, the mask of the future, the softmax "
+            "over each row, the average of the values")
 
 
 def probe_attention(fn: Callable, seed: int = 0) -> list[Result]:
     """One row per shape: `fn(q, k, v)` against causal `scaled_dot_product_attention`, tolerance ATOL.
 
-    A `fn` that is still `TODO` gives rows that say "not attempted yet".
+    A `fn` that is still `TODO` gives rows that say "not attempted yet"; one that raises or returns
+    something other than a tensor gives a row that says so.
     """
     g = torch.Generator().manual_seed(seed)
     rows = []
@@ -89,32 +119,21 @@ def probe_attention(fn: Callable, seed: int = 0) -> list[Result]:
         q, k, v = (torch.randn(shape, generator=g) for _ in range(3))
         name = f"attention on q, k, v of shape {shape}"
         if fn is TODO:
-            rows.append(Result(name, "todo", "replace TODO with your answer"))
+            rows += todo_rows([name])
             continue
-        got, err = _call(fn, q, k, v)
-        if err is not None:
-            rows.append(Result(name, "error", f"raised {type(err).__name__}: {err}",
-                               "work on the last two dimensions only (positions, head size), so any batch shape works"))
-            continue
-        if got is TODO:
-            rows.append(Result(name, "todo", "replace TODO with your answer"))
-            continue
-        want = attention_reference(q, k, v)
-        hint = diagnose_attention(got, q, k, v) if isinstance(got, torch.Tensor) else ""
-        rows.append(check(name, got, want, atol=ATOL, hint=hint))
+        got = attempt(name, fn, q, k, v, what="my_attention(q, k, v)",
+                      hint="work on the last two dimensions only (positions, head size), so any batch shape works")
+        if not got.ok:
+            rows.append(got.row)
+        elif problem := tensor_problem(got.value, q):
+            rows.append(Result(name, "error", problem))
+        else:
+            rows.append(check(name, got.value, attention_reference(q, k, v), atol=ATOL,
+                              hint=diagnose_attention(got.value, q, k, v)))
     return rows
 
 
 # ---- exercise 2: one head, and the causal test ---------------------------------------------------
-
-def _shape_row(name: str, out, want: tuple[int, ...], hint: str) -> Result:
-    """A row for the output's shape: right, wrong (both shapes named), or not a tensor at all."""
-    if not isinstance(out, torch.Tensor):
-        return Result(name, "error", f"expected a tensor, got {type(out).__name__}", hint)
-    if tuple(out.shape) != want:
-        return Result(name, "shape", f"expected {want} for an input of that batch and length, got {tuple(out.shape)}", hint)
-    return Result(name, "exact", f"{want}")
-
 
 def _head_reference(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Causal attention of the head's own projections (its `query`, `key`, `value` layers)."""
@@ -128,7 +147,7 @@ def future_leaks(fn: Callable[[torch.Tensor], torch.Tensor], idx: torch.Tensor, 
 
     `fn` maps character ids (B, T) to outputs (B, T, ...); `idx` are the ids to start from.
     Returns (t, p, change) for every position p <= t whose output moved by more than `atol` when
-    only characters after t changed: empty for a causal `fn`.
+    only characters after t changed: empty for a causal `fn`. NaN outputs count as moved.
     """
     B, T = idx.shape
     with torch.no_grad():
@@ -139,8 +158,10 @@ def future_leaks(fn: Callable[[torch.Tensor], torch.Tensor], idx: torch.Tensor, 
             # a different character at every later position (shifting the id by 1..V-1 never keeps it)
             shift = torch.randint(1, vocab_size, (B, T - t - 1), generator=generator)
             other[:, t + 1:] = (idx[:, t + 1:] + shift) % vocab_size
-            moved = (fn(other)[:, : t + 1] - base[:, : t + 1]).abs().reshape(B, t + 1, -1).amax(dim=(0, 2))  # (t + 1,)
-            leaks += [(t, p, float(m)) for p, m in enumerate(moved) if m > atol]
+            now, before = fn(other)[:, : t + 1], base[:, : t + 1]
+            diff = (now - before).abs().masked_fill(now.isnan() & before.isnan(), 0.0)   # NaN both times: no leak
+            moved = diff.reshape(B, t + 1, -1).amax(dim=(0, 2))  # (t + 1,)
+            leaks += [(t, p, float(m)) for p, m in enumerate(moved) if not m <= atol]
     return leaks
 
 
@@ -155,54 +176,91 @@ def _describe_leaks(leaks: list[tuple[int, int, float]]) -> str:
     return f"{len(by_p)} positions changed although only later characters did: " + "; ".join(parts) + more
 
 
-def probe_causal_head(make_head: Callable[[int, int], nn.Module], n_embd: int = 16, head_size: int = 8,
+def _mask_too_long(head: nn.Module, T: int) -> str:
+    """The sentence for a head whose square mask (a buffer or tensor attribute) was not cut to T positions."""
+    for name, t in [*head.named_buffers(), *((k, v) for k, v in vars(head).items() if isinstance(v, torch.Tensor))]:
+        if t.ndim == 2 and t.shape[0] == t.shape[1] != T:
+            return (f"the mask `{name}` is ({t.shape[0]}, {t.shape[0]}), made for the longest sequence, but this "
+                    f"input has T = {T} positions: use only the part of it that belongs to T positions")
+    return ""
+
+
+def probe_causal_head(make_head: Callable[[int, int], nn.Module], n_embd: int = 16, head_size: int = 4,
                       block_size: int = 8, vocab_size: int = 27, seed: int = 0) -> list[Result]:
     """A learner's head class `make_head(n_embd, head_size)` (attributes `key`, `query`, `value`).
 
-    Rows: the output's shape; the output against causal attention of the head's own projections
-    (on a full block and on fewer positions); the causal test (`future_leaks`).
+    Rows: the output's shape; the output against causal attention of the head's own projections, and
+    the same output twice in eval mode (dropout off); fewer positions; the causal test (`future_leaks`).
+    `head_size` differs from the number of positions so a scale by 1/sqrt(T) is told apart.
     """
     names = ("output shape (B, T, head_size)", "output against attention of its own key, query, value",
              "fewer positions than block_size", "no position sees a later character")
     if make_head is TODO:
-        return [Result(n, "todo", "replace TODO with your answer") for n in names]
+        return todo_rows(names)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)   # the head draws its weights from the global generator, as nn.Linear does
-    head, err = _call(make_head, n_embd, head_size)
-    if err is not None:
-        return [Result(names[0], "error", f"MyHead({n_embd}, {head_size}) raised {type(err).__name__}: {err}")]
+    made = attempt(names[0], make_head, n_embd, head_size, what=f"MyHead({n_embd}, {head_size})")
+    if not made.ok:
+        return [made.row, *(todo_rows(names[1:]) if made.row.status == "todo" else
+                            skipped_rows(names[1:], "the head could not be made"))]
+    head = made.value
     missing = [a for a in ("key", "query", "value") if not isinstance(getattr(head, a, None), nn.Module)]
-    if missing:
-        return [Result(names[0], "error", f"the head has no layer {', '.join(missing)}",
-                       "make key, query and value nn.Linear(n_embd, head_size, bias=False) attributes")]
+    if not isinstance(head, nn.Module) or missing:
+        return [Result(names[0], "error", f"the head has no layer {', '.join(missing) or 'at all'}",
+                       "key, query and value are nn.Linear(n_embd, head_size, bias=False) attributes of an nn.Module"),
+                *skipped_rows(names[1:], "the head's layers are missing")]
     head.eval()
     emb = torch.randn(vocab_size, n_embd, generator=g)
     idx = torch.randint(0, vocab_size, (4, block_size), generator=g)
     x = emb[idx]
     with torch.no_grad():
-        out, err = _call(head, x)
-    if err is not None:
-        return [Result(names[0], "error", f"head(x) on x of shape {tuple(x.shape)} raised {type(err).__name__}: {err}")]
-    if out is TODO:
-        return [Result(n, "todo", "replace TODO with your answer") for n in names]
-    rows = [_shape_row(names[0], out, (4, block_size, head_size), "the head maps (B, T, n_embd) to (B, T, head_size)")]
-    if not rows[0].passed:
-        return rows
-    rows.append(check(names[1], out, _head_reference(head, x), atol=ATOL,
-                      hint=diagnose_attention(out, head.query(x), head.key(x), head.value(x))))
-    short = x[:, : block_size // 2 + 1]
-    got, err = _call(head, short)
-    if err is not None:
-        rows.append(Result(names[2], "error", f"head(x) on x of shape {tuple(short.shape)} raised "
-                           f"{type(err).__name__}: {err}", "cut the mask to the input's length: tril[:T, :T]"))
+        out = attempt(names[0], head, x, what=f"head(x) on x of shape {tuple(x.shape)}")
+    if not out.ok:
+        if out.row.status == "todo":
+            return todo_rows(names)
+        cause = _mask_too_long(head, block_size)
+        row = Result(names[0], "error", out.row.detail + (f": {cause}" if cause else ""))
+        return [row, *skipped_rows(names[1:], "head(x) raised")]
+    problem = tensor_problem(out.value, x)
+    if not problem and tuple(out.value.shape) != (4, block_size, head_size):
+        problem = (f"expected {(4, block_size, head_size)} for an input of that batch and length, got "
+                   f"{tuple(out.value.shape)}")
+    if problem:
+        return [Result(names[0], "shape" if isinstance(out.value, torch.Tensor) else "error", problem,
+                       "the head maps (B, T, n_embd) to (B, T, head_size)"),
+                *skipped_rows(names[1:], "the output's shape is wrong")]
+    rows = [Result(names[0], "exact", f"{(4, block_size, head_size)}")]
+    with torch.no_grad():
+        again = attempt(names[1], head, x, what="head(x)")
+        q, k, v = head.query(x), head.key(x), head.value(x)
+    if again.ok and isinstance(again.value, torch.Tensor) and not (
+            again.value.shape == out.value.shape and torch.equal(again.value.isnan(), out.value.isnan())
+            and torch.equal(again.value.nan_to_num(), out.value.nan_to_num())):
+        rows.append(Result(names[1], "wrong", "two calls on the same input in eval mode gave different outputs: "
+                           "dropout is still on after head.eval()",
+                           "F.dropout drops in eval mode too unless told training=self.training; an nn.Dropout "
+                           "module follows .eval() by itself"))
     else:
-        rows.append(check(names[2], got, _head_reference(head, short), atol=ATOL,
-                          hint="cut the mask to the input's length: tril[:T, :T]"))
-    leaks = future_leaks(lambda i: head(emb[i]), idx, vocab_size, g)
-    rows.append(check_that(names[3], out, not leaks,
-                           "changing the characters after each position t left every output at 0..t unchanged "
-                           "(tolerance 1e-6)" if not leaks else _describe_leaks(leaks),
-                           hint="mask the weights of later positions with -inf before the softmax"))
+        rows.append(check(names[1], out.value, _head_reference(head, x), atol=ATOL,
+                          hint=diagnose_attention(out.value, q, k, v)))
+    short = x[:, : block_size // 2 + 1]
+    with torch.no_grad():
+        got = attempt(names[2], head, short, what=f"head(x) on x of shape {tuple(short.shape)}")
+    if not got.ok:
+        cause = _mask_too_long(head, short.shape[1])
+        rows.append(Result(names[2], "error", got.row.detail + (f": {cause}" if cause else "")))
+    else:
+        # Only when the full-length output is right does a wrong shorter one point at the mask's length.
+        hint = "the mask must be cut to the input's length" if rows[1].passed else "fix the row above first"
+        rows.append(check(names[2], got.value, _head_reference(head, short), atol=ATOL, hint=hint))
+    leaks = attempt(names[3], future_leaks, lambda i: head(emb[i]), idx, vocab_size, g, what="the causal test")
+    if not leaks.ok:
+        rows.append(leaks.row)
+    else:
+        rows.append(check_that(names[3], out.value, not leaks.value,
+                               "changing the characters after each position t left every output at 0..t unchanged "
+                               "(tolerance 1e-6)" if not leaks.value else _describe_leaks(leaks.value),
+                               hint="the scores of later positions must be -inf before the softmax"))
     return rows
 
 
@@ -214,7 +272,7 @@ def multihead_reference(mh: nn.Module) -> nn.Module:
     `mh.heads` is a list of heads with `query`, `key`, `value` (nn.Linear without bias) and
     `mh.proj` the output projection. CausalSelfAttention computes all heads' queries, keys and
     values with one matrix `qkv`: its first n_embd rows are the queries of head 0, head 1, ...,
-    then the keys, then the values.
+    then the keys, then the values. `multihead_structure` says first whether the weights fit.
     """
     from mmlib.models import CausalSelfAttention, TransformerConfig
 
@@ -230,48 +288,136 @@ def multihead_reference(mh: nn.Module) -> nn.Module:
     return ref.eval()
 
 
+def multihead_structure(mh: nn.Module, n_embd: int, n_head: int) -> str:
+    """What is wrong with the parts of a multi-head module ("" when they fit `multihead_reference`):
+    the heads missing, repeated, not registered, of the wrong size, or no projection."""
+    heads = getattr(mh, "heads", None)
+    proj = getattr(mh, "proj", None)
+    try:
+        heads = list(heads)
+    except TypeError:
+        return f"expected `heads`, a list of {n_head} heads, got {type(heads).__name__}"
+    if len(heads) != n_head:
+        return f"expected {n_head} heads for MyMultiHead({n_embd}, {n_head}), got {len(heads)}"
+    if not (isinstance(proj, nn.Linear) and proj.weight.shape == (n_embd, n_embd)):
+        return f"expected `proj`, an nn.Linear({n_embd}, {n_embd}), got {proj!r}"
+    distinct = len({id(h) for h in heads})
+    if distinct < n_head:
+        return (f"the {n_head} heads are {distinct} distinct module(s): a list repeated with * holds the same "
+                f"object {n_head} times, so every head computes the same thing with the same weights; each head "
+                "needs its own MyHead(...) call")
+    hs = n_embd // n_head
+    for i, h in enumerate(heads):
+        for part in ("query", "key", "value"):
+            layer = getattr(h, part, None)
+            if not isinstance(layer, nn.Linear):
+                return f"head {i} has no nn.Linear `{part}`"
+            if tuple(layer.weight.shape) != (hs, n_embd):
+                got_in, got_out = layer.weight.shape[1], layer.weight.shape[0]
+                if got_in != n_embd:
+                    return (f"head {i}'s {part} reads {got_in} numbers, not all {n_embd}: every head sees the whole "
+                            f"(B, T, n_embd) input, not a slice of it (its own projection picks what it needs)")
+                return (f"head {i}'s {part} has {got_out} outputs: each head is n_embd // n_head = {hs} wide, so "
+                        f"the {n_head} heads side by side are n_embd = {n_embd} wide again")
+    registered = {id(p) for p in mh.parameters()}
+    want = [p for part in [*heads, proj] for p in part.parameters()]
+    if any(id(p) not in registered for p in want):
+        n_got = sum(p.numel() for p in mh.parameters())
+        return (f"mh.parameters() holds {n_got:,} numbers, the heads and proj have {sum(p.numel() for p in want):,}: "
+                "the heads are not registered with the module (a plain Python list hides them), so an optimiser "
+                "would never train them; nn.Module registers what is stored in an nn.ModuleList")
+    return ""
+
+
+def _combination_cause(shape: tuple[int, ...] | None, B: int, T: int, n_embd: int, n_head: int) -> str:
+    """How the heads' outputs were combined, read from the input shape `proj` received."""
+    hs = n_embd // n_head
+    if shape is None:
+        return "proj was never called on the heads' outputs"
+    if shape == (B, T, n_embd):
+        return ""
+    if shape == (B, n_head * T, hs):
+        return "the heads' outputs were concatenated along the positions (dim 1), not along the channels"
+    if shape == (B, T, hs):
+        return "proj got one head's width: the heads' outputs were summed or averaged, not put side by side"
+    if len(shape) == 4 and n_head in shape:
+        return "proj got a 4-D input: the heads' outputs were stacked on a new dimension, not concatenated"
+    return f"proj got an input of shape {shape}, expected (B, T, n_embd) = {(B, T, n_embd)}"
+
+
 def probe_multihead(make_mh: Callable[[int, int], nn.Module], n_embd: int = 32, n_head: int = 4,
                     block_size: int = 8, seed: int = 0) -> list[Result]:
-    """A learner's `make_mh(n_embd, n_head)`: shape, then against `multihead_reference` on its weights."""
+    """A learner's `make_mh(n_embd, n_head)`: the output's shape, then its parts and output against
+    `multihead_reference` on its own weights; a head that disagrees with its own attention is blamed first."""
     names = ("output shape (B, T, n_embd)", "against CausalSelfAttention with the same weights")
     if make_mh is TODO:
-        return [Result(n, "todo", "replace TODO with your answer") for n in names]
+        return todo_rows(names)
     torch.manual_seed(seed)
-    mh, err = _call(make_mh, n_embd, n_head)
-    if err is not None:
-        return [Result(names[0], "error", f"MyMultiHead({n_embd}, {n_head}) raised {type(err).__name__}: {err}")]
+    made = attempt(names[0], make_mh, n_embd, n_head, what=f"MyMultiHead({n_embd}, {n_head})")
+    if not made.ok:
+        return [made.row, *(todo_rows(names[1:]) if made.row.status == "todo" else
+                            skipped_rows(names[1:], "the module could not be made"))]
+    mh = made.value
+    if not isinstance(mh, nn.Module):
+        return [Result(names[0], "error", f"expected an nn.Module, got {type(mh).__name__}"),
+                *skipped_rows(names[1:], "not a module")]
     mh.eval()
     x = torch.randn(3, block_size, n_embd, generator=torch.Generator().manual_seed(seed))
+    seen: list[tuple[int, ...]] = []
+    proj = getattr(mh, "proj", None)
+    hook = (proj.register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape)))
+            if isinstance(proj, nn.Module) else None)
+    try:
+        with torch.no_grad():
+            out = attempt(names[0], mh, x, what=f"mh(x) on x of shape {tuple(x.shape)}")
+    finally:
+        if hook is not None:
+            hook.remove()
+    if not out.ok and out.row.status == "todo":
+        return todo_rows(names)
+    structure = "" if getattr(mh, "heads", None) is TODO else multihead_structure(mh, n_embd, n_head)
+    if not out.ok:
+        cause = structure or _combination_cause(seen[0] if seen else None, 3, block_size, n_embd, n_head)
+        return [Result(names[0], "error", out.row.detail + (f": {cause}" if cause else "")),
+                *skipped_rows(names[1:], "mh(x) raised")]
+    problem = tensor_problem(out.value, x)
+    if problem or tuple(out.value.shape) != tuple(x.shape):
+        why = problem or f"expected {tuple(x.shape)}, got {tuple(out.value.shape)}"
+        cause = structure or _combination_cause(seen[0] if seen else None, 3, block_size, n_embd, n_head)
+        return [Result(names[0], "shape" if not problem else "error", why + (f": {cause}" if cause else "")),
+                *skipped_rows(names[1:], "the output's shape is wrong")]
+    rows = [Result(names[0], "exact", f"{tuple(x.shape)}")]
+    if structure:
+        return rows + [Result(names[1], "wrong", structure)]
+    if not seen:
+        return rows + [Result(names[1], "wrong", "proj was never called on the heads' outputs: the projection mixes "
+                              "what the heads found (section 4)")]
+    for i, h in enumerate(mh.heads):   # a wrong head is the head's fault, not the concatenation's
+        got = attempt(names[1], h, x, what=f"head {i}")
+        with torch.no_grad():
+            if got.ok and isinstance(got.value, torch.Tensor) and got.value.shape == (*x.shape[:2], n_embd // n_head):
+                want = _head_reference(h, x)
+                if not torch.allclose(got.value.double(), want.double(), atol=ATOL):
+                    why = diagnose_attention(got.value, h.query(x), h.key(x), h.value(x))
+                    return rows + [Result(names[1], "wrong", f"head {i} on its own disagrees with attention of its "
+                                          f"own key, query, value ({why}): fix MyHead (exercise 2) first")]
+    ref = attempt(names[1], multihead_reference, mh, what="copying your weights into CausalSelfAttention")
+    if not ref.ok:
+        return rows + [ref.row]
     with torch.no_grad():
-        out, err = _call(mh, x)
-    if err is not None:
-        return [Result(names[0], "error", f"on x of shape {tuple(x.shape)} it raised {type(err).__name__}: {err}")]
-    if out is TODO:
-        return [Result(n, "todo", "replace TODO with your answer") for n in names]
-    rows = [_shape_row(names[0], out, tuple(x.shape), f"concatenate the {n_head} heads' outputs (each n_embd // n_head "
-                                                     "wide) on the last dimension, then apply proj")]
-    if not rows[0].passed:
-        return rows
-    heads = getattr(mh, "heads", None)
-    if heads is None or len(heads) != n_head or getattr(mh, "proj", None) is None:
-        rows.append(Result(names[1], "error", f"expected `heads` (a list of {n_head} heads) and `proj` "
-                                              f"(nn.Linear(n_embd, n_embd)), got heads={heads!r}"))
-        return rows
-    with torch.no_grad():
-        want = multihead_reference(mh)(x)
-    rows.append(check(names[1], out, want, atol=ATOL,
-                      hint="each head sees the whole (B, T, n_embd) input; torch.cat([h(x) for h in self.heads], "
-                           "dim=-1), then self.proj"))
+        want = ref.value(x)
+    rows.append(check(names[1], out.value, want, atol=ATOL,
+                      hint="every head reads the same whole input; their outputs side by side on the channel "
+                           "dimension, in the order of self.heads, go through proj"))
     return rows
 
 
 # ---- exercise 4: beat the lesson -------------------------------------------------------------------
 
-def beat_target(name: str, got, target: float) -> Result:
-    """`got` (a loss) must be below `target`; the row says by how much it beat or missed it."""
-    if is_todo(got):
-        return check_that(name, got, False, "")
-    ok = got < target
-    verb = "beats" if ok else "misses"
-    return check_that(name, got, ok, f"{got:.4f} {verb} the lesson's {target:.4f} by {abs(target - got):.4f}",
-                      hint="train longer, with a larger model (more layers, wider), or tune lr and dropout")
+BEAT_HINT = "train longer, with a larger model (more layers, wider), or tune lr and dropout"
+
+
+def beat_target(name: str, got, target: float, *, problem: str = "") -> Result:
+    """`got` (a dev loss) must be below `target` (`mmlib.checks.beat_target` with this lesson's hint);
+    `problem` (`mmlib.checks.shares_parameters`) is a reason the run does not count."""
+    return checks.beat_target(name, got, target, hint=BEAT_HINT, problem=problem)

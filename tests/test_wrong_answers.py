@@ -1,0 +1,397 @@
+"""The catalogue of exercise answers (tests/wrong_answers.toml) through the real checks (issue 14).
+
+Every right answer must pass every row of its exercise's check; every wrong answer must fail, without
+the check raising, and its failing rows must contain each of the entry's `words` - the named cause.
+Each exercise has a runner: it executes the entry's `code` in a namespace holding what the notebook's
+exercise cell would see (small versions of the lesson's objects, built once) and returns the check's rows.
+
+`python tests/test_wrong_answers.py` prints the catalogue's size and the share caught with a named cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import io
+import math
+import sys
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmlib.checks import TODO, Report, Result, shares_parameters
+
+CATALOGUE = Path(__file__).with_name("wrong_answers.toml")
+ENTRIES = tomllib.loads(CATALOGUE.read_text())["answer"]
+TARGET = 2.0   # the lesson's dev loss that exercise 4 of lessons 05 and 06 must beat, here a round number
+
+
+def _namespace(**extra) -> dict:
+    return {"torch": torch, "nn": nn, "F": F, "math": math, "copy": copy, "TODO": TODO, **extra}
+
+
+def _run(code: str, ns: dict) -> dict:
+    with contextlib.redirect_stdout(io.StringIO()):   # the notebooks' cells print what a learner reads
+        exec(compile(code, "<catalogue entry>", "exec"), ns)   # noqa: S102 - the catalogue is this repository's data
+    return ns
+
+
+# ---- lesson 06 -------------------------------------------------------------------------------------
+
+HEAD_06 = next(e["code"] for e in ENTRIES if e["exercise"] == "06.2" and e["name"] == "solution")
+
+
+@functools.cache
+def _transformer():
+    from mmlib.models import create
+    return create("transformer", generator=torch.Generator().manual_seed(0), vocab_size=27, block_size=16,
+                  n_layer=1, n_head=2, n_embd=16)
+
+
+def _beat(ns: dict, model, lesson) -> list[Result]:
+    """Exercise 4's check cell: refuse a run that would train the lesson's model, else compare the dev loss."""
+    shared = shares_parameters(ns["my_model"], model)
+    return [lesson.beat_target("dev loss", TODO if shared else ns["my_dev"], TARGET, problem=shared)]
+
+
+def run_06(exercise: str, code: str) -> list[Result]:
+    from mmlib.expected import lesson06 as ex
+    from mmlib.models import create
+    if exercise == "06.1":
+        return ex.probe_attention(_run(code, _namespace())["my_attention"])
+    if exercise == "06.2":
+        return ex.probe_causal_head(_run(code, _namespace())["MyHead"])
+    if exercise == "06.3":
+        return ex.probe_multihead(_run(code, _run(HEAD_06, _namespace()))["MyMultiHead"])
+    model = _transformer()
+    return _beat(_run(code, _namespace(model=model, target=TARGET, create=create)), model, ex)
+
+
+# ---- lesson 05 -------------------------------------------------------------------------------------
+
+@functools.cache
+def _wavenet_and_data():
+    from mmlib.data import build_dataset, build_sequences
+    from mmlib.models import create
+    from mmlib.vocab import Vocab
+    vocab = Vocab("abcdefghijklmnopqrstuvwxyz")
+    words = ["olivia", "emma", "ava", "isabella", "mia", "charlotte", "amelia", "evelyn", "x"]
+    g = torch.Generator().manual_seed(0)
+    model = create("wavenet", generator=g, block_size=8, n_embd=6, n_hidden=10)
+    X, _ = build_dataset(words * 4, vocab, 8)
+    with torch.no_grad():
+        for _ in range(3):   # training-mode batches move the running statistics away from 0 and 1
+            model(X[torch.randint(0, len(X), (32,), generator=g)])
+        for level in model.levels:
+            level["bn"].weight.mul_(1.5)
+            level["bn"].bias.add_(0.2)
+    Xs, Ys = build_sequences(words, vocab)
+    return model.eval(), Xs, build_dataset(words, vocab, 8)[0], Ys != -1
+
+
+def run_05(exercise: str, code: str) -> list[Result]:
+    from mmlib.expected import lesson05 as ex
+    from mmlib.layers import BatchNorm1dOverBatch
+    from mmlib.models import create
+    if exercise == "05.1":
+        return ex.probe_flatten(_run(code, _namespace())["MyFlattenConsecutive"])
+    if exercise == "05.2":
+        return ex.probe_batchnorm(_run(code, _namespace(BatchNorm1dOverBatch=BatchNorm1dOverBatch))["MyBatchNorm1d"])
+    model, X, Xw, keep = _wavenet_and_data()
+    if exercise == "05.3":
+        c = model.config
+        ns = _run(code, _namespace(n_embd=c.n_embd, n_hidden=c.n_hidden, block_size=c.block_size))
+        return ex.probe_conv_stack(ns["conv_stack"], model, X, Xw, keep)
+    return _beat(_run(code, _namespace(model=model, target=TARGET, create=create)), model, ex)
+
+
+# ---- lesson 04 -------------------------------------------------------------------------------------
+
+SOLUTION_04 = Path(__file__).parents[1] / "notebooks" / "solutions" / "04_backprop_ninja_solutions.ipynb"
+# Each exercise's answer cell, found by its first TODO line, and the names its check compares.
+CELLS_04 = {"04.1a": ("dlogprobs = dprobs", ("logprobs", "probs", "counts_sum_inv", "counts_sum", "counts",
+                                             "norm_logits", "logit_maxes", "logits")),
+            "04.1b": ("dh = dW2 = db2", ("h", "W2", "b2")),
+            "04.1c": ("dhpreact = dbngain", ("hpreact", "bngain", "bnbias", "bnraw", "bnvar_inv", "bnvar", "bndiff2",
+                                             "bndiff", "hprebn", "bnmeani")),
+            "04.1d": ("dembcat = dW1", ("embcat", "W1", "b1", "emb", "C")),
+            "04.2": ("dlogits_fused = TODO", ("logits",)),
+            "04.3": ("dhprebn_fused = TODO", ("hprebn",)),
+            "04.4": ("def backward(", ())}
+ANSWER_NAME = {"04.2": "dlogits_fused", "04.3": "dhprebn_fused"}
+
+
+@functools.cache
+def _cells_04() -> dict[str, str]:
+    import nbformat
+    nb = nbformat.read(SOLUTION_04, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    out = {x: next(src for src in code if marker in src and "### BEGIN SOLUTION" in src)
+           for x, (marker, _) in CELLS_04.items()}
+    out["forward"] = next(src for src in code if src.startswith("def forward("))
+    return out
+
+
+@functools.cache
+def _lesson_04():
+    """A small float32 network of lesson 04's shape, one batch of 32, its intermediates and autograd's gradients."""
+    from mmlib.expected import lesson04 as E
+    g = torch.Generator().manual_seed(0)
+    V, block, n_embd, hidden, n = 27, 3, 10, 64, 32
+    params = {"C": torch.randn(V, n_embd, generator=g), "W1": torch.randn(block * n_embd, hidden, generator=g) * 0.3,
+              "b1": torch.randn(hidden, generator=g) * 0.1, "bngain": 1 + 0.1 * torch.randn(1, hidden, generator=g),
+              "bnbias": 0.1 * torch.randn(1, hidden, generator=g), "W2": torch.randn(hidden, V, generator=g) * 0.1,
+              "b2": torch.randn(V, generator=g) * 0.1}
+    X, Y = torch.randint(0, V, (n, block), generator=g), torch.randint(0, V, (n,), generator=g)
+    steps = {k: v.detach() for k, v in E.forward_steps(params, X, Y).items()}
+    return params, X, Y, steps, E.autograd_grads(params, X, Y), g
+
+
+def run_04(exercise: str, code: str, after_solution: bool = False) -> list[Result]:
+    from mmlib.expected import lesson04 as E
+    from mmlib.expected.lesson04 import probe_backward
+    from mmlib.gradcheck import check_grads, hints_from_steps, tolerances
+    params, X, Y, steps, ref, g = _lesson_04()
+    tol = tolerances("float32")
+    ns = _namespace(**params, **{k: v for k, v in steps.items()}, **{f"d{k}": v.clone() for k, v in ref.items()},
+                    n=len(X), Xb=X, Yb=Y, eps=E.EPS, vocab_size=params["W2"].shape[1], PARAMS=E.PARAMS,
+                    dhpreact_given=ref["hpreact"], ref=ref)
+    if after_solution:
+        _run(_cells_04()[exercise], ns)
+    _run(code, ns)
+    if exercise == "04.4":
+        _run(_cells_04()["forward"], ns)
+        backward, forward = ns["backward"], ns["forward"]
+        Xp, Yp = torch.randint(0, 27, (64, 3), generator=g), torch.randint(0, 27, (64,), generator=g)
+        probe = probe_backward(backward, forward, params, Xp, Yp, want=E.autograd_grads(params, Xp, Yp),
+                               names=E.PARAMS)
+        got_steps, want_steps = [], []
+        if probe.ready:
+            for seed in (1, 2):
+                gs = torch.Generator().manual_seed(seed)
+                Xs, Ys = torch.randint(0, 27, (32, 3), generator=gs), torch.randint(0, 27, (32,), generator=gs)
+                want_steps.append(E.autograd_grads(params, Xs, Ys))
+                with torch.no_grad():
+                    got_steps.append(backward(params, forward(params, Xs, Ys)[1], Ys))
+        return probe.check(got_steps, want_steps, hints=hints_from_steps(E.STEPS), **tol, show=False).results
+    names = CELLS_04[exercise][1]
+    got = {k: ns[ANSWER_NAME.get(exercise, f"d{k}")] for k in names}
+    hints = E.FUSED_HINTS if exercise in ANSWER_NAME else hints_from_steps(E.STEPS)
+    return check_grads(got, ref, hints=hints, **tol, batch=(X, Y), loss=steps["loss"], show=False).results
+
+
+# ---- lessons 01-03: the notebook's own answer and check cells, run on small data ----------------------
+
+def _notebook_cells(name: str) -> list[str]:
+    import nbformat
+    path = Path(__file__).parents[1] / "notebooks" / "solutions" / f"{name}_solutions.ipynb"
+    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+def _cell(cells: list[str], marker: str) -> str:
+    return next(src for src in cells if marker in src)
+
+
+def _quiet_report(*results: Result, title: str = "") -> Report:
+    return Report(list(results), title)
+
+
+# exercise -> (the marker of its answer cell, of its check cell, the variable the check cell assigns)
+CELLS_01 = {"01.1": ("N3 = TODO", "ex1 = report(", "ex1"), "01.2": ("train_nll2, dev_nll2", "ex2 = report(", "ex2"),
+            "01.3": ("best_alpha = TODO", "ex3 = report(", "ex3"),
+            "01.4": ("logits_rows = TODO", "ex4 = report(", "ex4"),
+            "01.5": ("ce_nll = TODO", "ex5 = report(", "ex5")}
+
+
+@functools.cache
+def _lesson_01() -> dict:
+    from mmlib.data import load_words, split_words
+    from mmlib.vocab import Vocab
+    words = load_words()[:1000]
+    vocab = Vocab.from_words(words)
+    xs, ys = [], []
+    for w in words[:200]:
+        ids = [0] + vocab.encode(w) + [0]
+        xs += ids[:-1]
+        ys += ids[1:]
+    W = torch.randn(len(vocab), len(vocab), generator=torch.Generator().manual_seed(0))
+    return dict(words=words, vocab=vocab, V=len(vocab), xs=torch.tensor(xs), ys=torch.tensor(ys), W=W, device="cpu",
+                count_nll=0.0, alphas=[0.001, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0], split_words=split_words, Vocab=Vocab,
+                big_logits=torch.tensor([[1.0, 2.0, 100.0]]))
+
+
+def run_01(exercise: str, code: str, after_solution: bool = False) -> list[Result]:
+    from mmlib.checks import check, check_that
+    from mmlib.expected import lesson01
+    cells = _notebook_cells("01_bigram")
+    ns = _namespace(**_lesson_01(), expected=lesson01, check=check, check_that=check_that, report=_quiet_report)
+    if exercise == "01.3":   # exercise 3 builds on exercise 2's counts and helpers
+        _run(_cell(cells, CELLS_01["01.2"][0]), ns)
+    answer, checker, rep = CELLS_01[exercise]
+    if after_solution:
+        _run(_cell(cells, answer), ns)
+    _run(code, ns)
+    return _run(_cell(cells, checker), ns)[rep].results
+
+
+@functools.cache
+def _lesson_02() -> dict:
+    from mmlib.data import build_dataset, load_words, split_words
+    from mmlib.models import MLP, MLPConfig
+    from mmlib.train import evaluate
+    from mmlib.vocab import Vocab
+    words = load_words()[:1500]
+    train_words, dev_words, _ = split_words(words)
+    vocab = Vocab.from_words(words)
+    model = MLP(MLPConfig(vocab_size=len(vocab), n_hidden=50, w2_scale=0.1), generator=torch.Generator().manual_seed(0))
+    params = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return dict(words_train=train_words[:300], words_dev=dev_words, vocab=vocab, vocab_size=len(vocab), block_size=3,
+                model=model, params=params, build_dataset=build_dataset, evaluate=evaluate, tune_steps=1_000)
+
+
+CELLS_02 = {"02.1": ("rep1 = report(", "rep1"), "02.2": ("rep2 = report(", "rep2"),
+            "02.3": ("check_direct_connections(direct_params", "rep3")}
+
+
+def run_02(exercise: str, code: str) -> list[Result]:
+    from mmlib.checks import check, check_that
+    from mmlib.expected.lesson02 import check_direct_connections, mlp_loss, uniform_loss
+    ns = _namespace(**_lesson_02(), check=check, check_that=check_that, report=_quiet_report, mlp_loss=mlp_loss,
+                    uniform_loss=uniform_loss,
+                    check_direct_connections=functools.partial(check_direct_connections, display=False))
+    _run(code, ns)
+    marker, rep = CELLS_02[exercise]
+    return _run(_cell(_notebook_cells("02_mlp"), marker), ns)[rep].results
+
+
+@functools.cache
+def _lesson_03() -> dict:
+    from mmlib.data import build_dataset
+    from mmlib.layers import eval_mode
+    from mmlib.models import MLP, MLPConfig
+    lesson02 = _lesson_02()
+    g = torch.Generator().manual_seed(0)
+    model_bn = MLP(MLPConfig(vocab_size=lesson02["vocab_size"], n_hidden=50, batchnorm=True, bn_momentum=0.5,
+                             w1_scale="kaiming", w2_scale=0.01, b2_scale=0.0), generator=g)
+    Xdev = build_dataset(lesson02["words_dev"], lesson02["vocab"], 3)[0]
+    with torch.no_grad():
+        for _ in range(3):   # training-mode batches move the running statistics away from 0 and 1
+            model_bn(Xdev[torch.randint(0, len(Xdev), (32,), generator=g)])
+        model_bn.bngain.mul_(1.5)
+        model_bn.bnbias.add_(0.2)
+    return dict(model_bn=model_bn, Xdev=Xdev, eval_mode=eval_mode, is_todo=lambda *v: any(x is TODO for x in v))
+
+
+def _zero_init(ns: dict) -> None:
+    """What exercise 1's cells around the answer provide: lesson 02's sizes, data, and a short training run."""
+    from dataclasses import replace
+
+    from mmlib.data import build_dataset
+    from mmlib.models import MLP, MLPConfig
+    from mmlib.train import TrainConfig, evaluate, train
+    lesson02 = _lesson_02()
+    X, Y = build_dataset(lesson02["words_train"], lesson02["vocab"], 3)
+    Xdev, Ydev = build_dataset(lesson02["words_dev"], lesson02["vocab"], 3)
+    ns.update(MLP=MLP, replace=replace, cfg02=MLPConfig(vocab_size=lesson02["vocab_size"], n_hidden=50),
+              vocab_size=lesson02["vocab_size"], n_embd=10, block_size=3, n_hidden=50, Xb=X[:32], Yb=Y[:32],
+              Xdev=Xdev, Ydev=Ydev, evaluate=evaluate, uniform_loss=math.log(lesson02["vocab_size"]))
+    ns["_train"] = lambda m: train(m, {"train": (X, Y), "dev": (Xdev, Ydev)},
+                                   TrainConfig(max_steps=300, batch_size=32, lr=0.1, progress=False),
+                                   generator=torch.Generator().manual_seed(0))
+
+
+def run_03(exercise: str, code: str, after_solution: bool = False) -> list[Result]:
+    from mmlib.checks import check, check_that
+    from mmlib.expected import lesson03
+    cells = _notebook_cells("03_activations_batchnorm")
+    ns = _namespace(**_lesson_03(), expected=lesson03, check=check, check_that=check_that, report=_quiet_report)
+    if exercise == "03.1":
+        _zero_init(ns)
+        _run(code, ns)
+        ns["_train"](ns["zero_model"])
+        return _run(_cell(cells, "rep_zero = report("), ns)["rep_zero"].results
+    if after_solution:
+        _run(_cell(cells, "W_fold = TODO"), ns)
+    _run(code, ns)
+    return _run(_cell(cells, "rep_fold = report("), ns)["rep_fold"].results
+
+
+RUNNERS = {"01": run_01, "02": run_02, "03": run_03, "04": run_04, "05": run_05, "06": run_06}
+
+
+def _rows(entry: dict) -> list[Result]:
+    runner = RUNNERS[entry["exercise"][:2]]
+    if entry.get("after_solution"):
+        return runner(entry["exercise"], entry["code"], after_solution=True)
+    return runner(entry["exercise"], entry["code"])
+
+
+def _ids(entries):
+    return [f"{e['exercise']} {e['name']}" for e in entries]
+
+
+RIGHT = [e for e in ENTRIES if e.get("kind") == "right"]
+WRONG = [e for e in ENTRIES if e.get("kind", "wrong") == "wrong"]
+
+
+@pytest.mark.parametrize("entry", RIGHT, ids=_ids(RIGHT))
+def test_a_right_answer_passes_every_row(entry):
+    rows = _rows(entry)
+    assert rows and all(r.passed for r in rows), "\n".join(r.text() for r in rows if not r.passed)
+
+
+@pytest.mark.parametrize("entry", WRONG, ids=_ids(WRONG))
+def test_a_wrong_answer_fails_naming_its_cause(entry):
+    rows = _rows(entry)
+    failed = "\n".join(r.text() for r in rows if not r.passed)
+    assert failed, f"passed every row: {[r.text() for r in rows]}"
+    missing = [w for w in entry["words"] if w not in failed]
+    assert not missing, f"the failing rows do not say {missing}:\n{failed}"
+
+
+# Every exercise of lessons 01-06 that has a check cell (04.1a-d are exercise 1's four check cells).
+EXERCISES = {"01.1", "01.2", "01.3", "01.4", "01.5", "02.1", "02.2", "02.3", "03.1", "03.2", "04.1a", "04.1b", "04.1c",
+             "04.1d", "04.2", "04.3", "04.4", "05.1", "05.2", "05.3", "05.4", "06.1", "06.2", "06.3", "06.4"}
+
+
+def test_every_checked_exercise_has_four_wrong_answers_and_a_right_one_of_each_style():
+    wrong = Counter(e["exercise"] for e in WRONG)
+    right = Counter(e["exercise"] for e in RIGHT)
+    assert set(wrong) == set(right) == EXERCISES, set(wrong) ^ EXERCISES
+    assert all(wrong[x] >= 4 for x in right), wrong
+    assert all(right[x] >= 2 for x in wrong), right
+
+
+def summary() -> str:
+    """The catalogue per lesson: wrong answers, how many fail, how many fail with their cause named."""
+    lines = []
+    totals = Counter()
+    for lesson in sorted({e["exercise"][:2] for e in WRONG}):
+        c = Counter()
+        for e in (e for e in WRONG if e["exercise"].startswith(lesson)):
+            try:
+                rows = _rows(e)
+            except Exception:  # noqa: BLE001 - a check that raises counts as not caught
+                rows = []
+            failed = "\n".join(r.text() for r in rows if not r.passed)
+            c["entries"] += 1
+            c["caught"] += bool(failed)
+            c["named"] += bool(failed) and all(w in failed for w in e["words"])
+        totals += c
+        lines.append(f"lesson {lesson}: {c['entries']} wrong answers, {c['caught']} caught, {c['named']} with the "
+                     f"cause named; {sum(e['exercise'].startswith(lesson) for e in RIGHT)} right answers")
+    lines.append(f"all: {totals['entries']} wrong answers, {totals['caught']} caught "
+                 f"({totals['caught'] / totals['entries']:.0%}), {totals['named']} with the cause named "
+                 f"({totals['named'] / totals['entries']:.0%}); {len(RIGHT)} right answers")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    print(summary())
