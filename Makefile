@@ -1,37 +1,96 @@
-# Two commands for everything a newcomer needs (README.md):
-#   make lab    make the virtual environment if absent, install the pinned versions, open the course
-#   make test   the same install, Chromium for the browser test, then the whole test suite
-# Both are safe to repeat: the install runs again only when pyproject.toml changed.
+# The commands a newcomer needs (README.md):
+#   make lab    make the virtual environment if absent, install what the lessons need, open the course
+#   make test   the same, plus the test and data extras and Chromium, then the whole test suite
+#   make book   the course as a static website in build/book/html, from the committed notebooks
+# All are safe to repeat: an install runs again only when pyproject.toml changed or did not finish.
 
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Python 3.11 only: every pin in pyproject.toml (torch 2.13.0 above all) and every committed output was
+# made and tested on it, and pyproject.toml's requires-python refuses any other version.
+SUPPORTED := 3.11
+PYTHON ?= $(shell command -v python$(SUPPORTED))
+PORT ?= 8888
+WRONG_VERSION = "%d.%d" % sys.version_info[:2] != "$(SUPPORTED)"
 VENV := .venv
 BIN := $(VENV)/bin
-INSTALLED := $(VENV)/.installed
+# One stamp per install, written only when it finished: a broken or interrupted install runs again.
+LAB_STAMP := $(VENV)/.installed-lab
+TEST_STAMP := $(VENV)/.installed-test
+BOOK_STAMP := $(VENV)/.installed-book
 # The course's JupyterLab settings: Markdown opens rendered (the index), no news pop-up.
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: lab test install browser
+.PHONY: lab test book install install-test install-book venv browser
 
 lab: install
-	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir=. \
+	@echo "JupyterLab starts on port $(PORT): open the http://localhost:$(PORT)/lab/...?token=... address it prints below"
+	@echo "(a browser opens by itself where there is one). Stop it with Ctrl-C, then y (or Ctrl-C twice)."
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir=. --port=$(PORT) \
 		--LabApp.default_url=/lab/tree/notebooks/README.md
 
-test: install browser
+test: install install-test browser
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-install: $(INSTALLED)
+book: install-book
+	$(BIN)/python docs/build.py
 
-$(INSTALLED): pyproject.toml .jupyter/overrides.json
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -e ".[test,data]"
+# Each install target first checks the environment (recipe `venv`), then lets a fresh make decide
+# from the stamps: the check may have removed .venv, and make's view of the files must follow.
+install: venv
+	@$(MAKE) --no-print-directory --silent $(LAB_STAMP)
+
+install-test: venv
+	@$(MAKE) --no-print-directory --silent $(TEST_STAMP)
+
+install-book: venv
+	@$(MAKE) --no-print-directory --silent $(BOOK_STAMP)
+
+# A .venv made by another Python (pip then says "requires a different Python" on every try) or left
+# without a working pip by an interrupted `python -m venv` cannot be repaired in place: make it again.
+venv:
+	@if [ -e $(VENV) ] && ! $(BIN)/python -c 'import sys, pip; sys.exit($(WRONG_VERSION))' \
+			>/dev/null 2>&1; then \
+		made=$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \
+		if [ "$$made" = "$(SUPPORTED)" ]; then why="is unfinished (no working pip: an interrupted set-up)"; \
+		else why="was made by $${made:+Python }$${made:-a Python that no longer runs}, not $(SUPPORTED)"; fi; \
+		echo "$(VENV) $$why: removing it and making it again"; \
+		rm -rf $(VENV); \
+	fi
+	@if [ ! -x $(BIN)/python ]; then \
+		if [ -z "$(PYTHON)" ] || ! "$(PYTHON)" -c 'import sys; sys.exit($(WRONG_VERSION))' \
+				>/dev/null 2>&1; then \
+			echo "error: the course needs Python $(SUPPORTED), and" \
+				"$(if $(PYTHON),$(PYTHON) is another version,no python$(SUPPORTED) is on the PATH)." \
+				"Install Python $(SUPPORTED) (python.org, your package manager or pyenv), then run" \
+				"make $(or $(MAKECMDGOALS),lab) PYTHON=/path/to/python$(SUPPORTED)" >&2; \
+			exit 1; \
+		fi; \
+		echo "making the virtual environment $(VENV) with $(PYTHON)"; \
+		"$(PYTHON)" -m venv $(VENV); \
+	fi
+
+$(LAB_STAMP): pyproject.toml .jupyter/overrides.json
+	@echo "installing the course's pinned packages into $(VENV) (a few minutes the first time, then never again)"
+	$(BIN)/python -m pip install -e . $(PIP_QUIET)
 	@mkdir -p $(dir $(LAB_SETTINGS)) && cp .jupyter/overrides.json $(LAB_SETTINGS)
 	@touch $@
 
-# Debian's Chromium for the JupyterLab browser test (never Playwright's own download). Without root
-# or sudo it is skipped with a note, and so is that one test (outside CI).
+$(TEST_STAMP): pyproject.toml
+	@echo "installing the test and data extras into $(VENV)"
+	$(BIN)/python -m pip install -e ".[test,data]" $(PIP_QUIET)
+	@touch $@
+
+$(BOOK_STAMP): pyproject.toml
+	@echo "installing the website builder (the book extra) into $(VENV)"
+	$(BIN)/python -m pip install -e ".[book]" $(PIP_QUIET)
+	@touch $@
+
+# Debian's Chromium for the JupyterLab browser tests (never Playwright's own download). Without root
+# or sudo it is skipped with a note, and so are those tests (outside CI).
 browser:
 	@if [ -x /usr/bin/chromium ]; then :; \
 	elif [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
 	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo apt-get update && sudo apt-get install -y chromium; \
 	else echo "note: /usr/bin/chromium is missing and this account cannot install it (apt-get install chromium as root);" \
-	          "the one browser test will be skipped"; fi
+	          "the browser tests will be skipped"; fi

@@ -130,7 +130,9 @@ def draw_mlp() -> Figure:
     for c in set(context):
         r = ITOS.index(c)
         ax.add_patch(Rectangle((tx, ty + (26 - r) * ts), 10 * ts, ts, fill=False, edgecolor=char_color[c], lw=1.6))
-    ax.text(tx - 2.5, ty + 27 * ts + 1.5, "table C: 27 × 10,\none row per character,\nshared by all 3 positions;\nhere rows 5 ('e') and 13 ('m')\nare read",
+    ax.text(tx - 2.5, ty + 27 * ts + 1.5,
+            "table C: 27 × 10,\none row per character,\nshared by all 3 positions;\nhere rows 5 ('e') and 13 ('m')\n"
+            "are read",
             ha="left", va="bottom", fontsize=8.5, color=INK)
 
     y_emb = 19.0
@@ -314,7 +316,8 @@ def draw_wavenet() -> Figure:
     ax.text(xs[3, 0], 4.25, f"logits: next character '{target}'", ha="center", va="center", fontsize=9.5, color=RED)
     ax.text(3.5, -0.75, "context (B, 8) → embeddings (B, 8, 24)", ha="center", fontsize=8.5, color=MUTED,
             family="DejaVu Sans Mono")
-    rows = [("level 1: pairs of characters", "FlattenConsecutive(2) → (B, 4, 48)\nLinear → BatchNorm → tanh: (B, 4, 128)"),
+    rows = [("level 1: pairs of characters",
+             "FlattenConsecutive(2) → (B, 4, 48)\nLinear → BatchNorm → tanh: (B, 4, 128)"),
             ("level 2: pairs of pairs", "FlattenConsecutive(2) → (B, 2, 256)\nLinear → BatchNorm → tanh: (B, 2, 128)"),
             ("level 3: the whole window", "FlattenConsecutive(2) → (B, 256)\nLinear → BatchNorm → tanh: (B, 128)")]
     for k, (title, body) in enumerate(rows, 1):

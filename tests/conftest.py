@@ -19,12 +19,13 @@ import nbformat
 import pytest
 import torch
 
+from mmlib.notebooks import CELL_TIMEOUT, run_notebook
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 LEARNER = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 SOLUTIONS = sorted((NOTEBOOKS / "solutions").glob("[0-9][0-9]_*_solutions.ipynb"))
 ALL = LEARNER + SOLUTIONS
-CELL_TIMEOUT = 600  # seconds; a CI-sized lesson cell takes a few
 
 
 def nb_id(path: Path) -> str:
@@ -75,14 +76,18 @@ def assert_checks(metrics: dict, total: int, status: str) -> None:
     assert c[status] == total, c
 
 
+def stdout(cell) -> str:
+    """What a committed code cell printed (its stream outputs), to read the numbers of a default run."""
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
 def parameter_error(path: Path, tmp_path: Path, **parameters):
     """Run a lesson with `parameters` that must be refused; return papermill's error (its `ename`
     and `evalue` are the exception the lesson raised), failing the test if the lesson ran."""
     import papermill as pm
 
     with pytest.raises(pm.PapermillExecutionError) as err:
-        pm.execute_notebook(str(path), str(tmp_path / path.name), parameters=parameters, cwd=str(path.parent),
-                            kernel_name="python3", progress_bar=False)
+        run_notebook(path, tmp_path / path.name, parameters=parameters)
     return err.value
 
 
@@ -108,8 +113,6 @@ def run_lesson(tmp_path_factory):
     yields the metrics (the executed notebook is then None: nbval does not keep it). With overrides
     (another data file, more steps) papermill runs it and the executed notebook is returned too.
     """
-    import papermill as pm
-
     def run(path: Path, **overrides) -> tuple[dict, nbformat.NotebookNode | None]:
         key = f"{path}:{sorted(overrides.items())}"
         if key not in _runs:
@@ -117,15 +120,9 @@ def run_lesson(tmp_path_factory):
             params = {**ci_parameters(path), **overrides, "metrics_path": str(out / "metrics.json")}
             target = out / path.name
             if overrides:
-                pm.execute_notebook(
-                    str(path), str(target), parameters=params, cwd=str(path.parent),
-                    kernel_name="python3", progress_bar=False, execution_timeout=CELL_TIMEOUT,
-                )
-                executed = nbformat.read(target, as_version=4)
+                executed = nbformat.read(run_notebook(path, target, parameters=params), as_version=4)
             else:
-                pm.execute_notebook(str(path), str(target), parameters=params, prepare_only=True,
-                                    kernel_name="python3", progress_bar=False)
-                nbval(target, cwd=path.parent)
+                nbval(run_notebook(path, target, parameters=params, prepare_only=True), cwd=path.parent)
                 executed = None
             metrics = json.loads((out / "metrics.json").read_text())
             _runs[key] = (metrics, executed)

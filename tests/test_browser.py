@@ -13,6 +13,9 @@ so CI can never pass by silently skipping it.
 
 Everything the server and kernel write (home, Jupyter config/data/runtime, lab settings,
 matplotlib cache) goes to a temporary folder; the server and its kernels are stopped in teardown.
+A second test (issue 16) opens the committed learner notebooks that hold explorers as a reader first
+meets them, untrusted and not run, and checks that each explorer shows a picture, not widget text.
+
 The hooks into JupyterLab's page (class names, menu labels) were checked on JupyterLab 4.6 and
 ipywidgets 8.1 (see ../shared/notes/jupyterlab-in-a-browser.md).
 """
@@ -36,7 +39,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from conftest import NOTEBOOKS, ci_parameters
 
 LESSON = NOTEBOOKS / "03_activations_batchnorm.ipynb"
@@ -355,3 +357,67 @@ def test_init_explorer_in_jupyterlab(chromium, lab):
     assert srcs_after != srcs_before, "the explorer's plot did not change when gain moved"
     assert _without_gain(text_after) != _without_gain(text_before), \
         f"the statistics did not change with gain:\nbefore: {text_before}\nafter: {text_after}"
+
+
+# ---- the committed notebooks as a reader first meets them (issue 16) --------------------------------
+# Opened from a fresh clone, a notebook is untrusted and its kernel has never run its cells: JupyterLab
+# then shows, for each output, the richest type that is safe without a kernel. An explorer's display
+# bundle carries a PNG of what it showed for that: the reader must see that picture, never the widget's
+# text fallback ("VBox(children=(HBox(children=(Text(value='isabella', ...").
+# MMLIB_READER_NOTEBOOKS names another folder of learner notebooks to check the same way (for example
+# freshly executed ones, before they are committed); by default the committed ones.
+READER_NOTEBOOKS = Path(os.environ.get("MMLIB_READER_NOTEBOOKS") or NOTEBOOKS)
+EXPLORER_CALL = re.compile(r"\b\w+_explorer\(")
+RENDER = 60            # seconds for a saved notebook's cells and outputs to appear
+
+
+def _explorer_cells(nb: nbformat.NotebookNode) -> list[int]:
+    return [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and EXPLORER_CALL.search(c.source)]
+
+
+def _lessons_with_explorers() -> list[Path]:
+    return [p for p in sorted(READER_NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+            if _explorer_cells(nbformat.read(p, as_version=4))]
+
+
+@pytest.mark.parametrize("path", _lessons_with_explorers(), ids=lambda p: p.stem)
+def test_saved_notebook_shows_each_explorer_as_a_picture(chromium, lab, path):
+    """The committed learner notebook, opened as it is (untrusted, nothing run): no widget repr
+    text anywhere, and every cell that makes an explorer shows an image of it."""
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import sync_playwright
+
+    nb = nbformat.read(path, as_version=4)
+    explorers = _explorer_cells(nb)
+    shutil.copy(path, lab.root_dir / path.name)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"reader_{path.stem}.png"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(RENDER * 1000)
+        try:
+            page.goto(f"{lab.url}/lab/tree/{path.name}?token={lab.token}")
+            cells = page.locator(".jp-Notebook .jp-Cell")
+            page.wait_for_function(f"() => document.querySelectorAll('.jp-Notebook .jp-Cell').length === "
+                                   f"{len(nb.cells)}", timeout=RENDER * 1000, polling=250)
+            missing = []
+            for i in explorers:
+                img = cells.nth(i).locator(".jp-OutputArea-output img")
+                try:
+                    img.first.wait_for(state="attached", timeout=RENDER * 1000)
+                except PlaywrightError:
+                    missing.append(i)
+                    continue
+                loaded = img.first.evaluate("e => e.complete && e.naturalWidth > 0")
+                if not loaded:
+                    missing.append(i)
+            text = page.locator(".jp-Notebook").inner_text()
+            cells.nth(explorers[0]).evaluate("e => e.scrollIntoView({block: 'start'})")
+            page.screenshot(path=str(shot))
+        finally:
+            browser.close()
+    reprs = sorted({m.group(0) for m in re.finditer(r"[VH]Box\(children=.{0,40}", text)})
+    assert not reprs, f"{path.name} shows widget text instead of a picture: {reprs[:3]} (screenshot: {shot})"
+    assert not missing, (f"{path.name}: the explorer cells {missing} (of {explorers}) show no image "
+                         f"(screenshot: {shot})")

@@ -23,9 +23,8 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import ALL, ROOT, nb_id
+from PIL import Image
 
 IMAGES = ROOT / "images"
 FIGURES = ["mlp_architecture.png", "activations.png", "wavenet.png"]

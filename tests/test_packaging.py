@@ -26,7 +26,7 @@ def test_conda_environment_installs_the_same_pins():
     assert "python=3.11" in env and PYPROJECT["project"]["requires-python"].startswith(">=3.11,<3.12")
     pip_lines = re.findall(r"^\s+- (-e .*)$", env, flags=re.M)
     readme = (ROOT / "README.md").read_text()
-    install = re.search(r'pip install (-e "?[^"\n]+"?)', readme).group(1).replace('"', "")
+    install = re.search(r'pip install (-e "?\.\[test[^"\n]*"?)', readme).group(1).replace('"', "")
     assert pip_lines == [install], "environment.yml must pip-install exactly what the README installs"
     assert not re.search(r"==", env), "no version is repeated in environment.yml"
 
@@ -58,8 +58,9 @@ def test_lesson_index_lists_every_lesson():
 
 
 def test_a_plain_install_carries_every_subpackage_and_the_word_lists(tmp_path):
-    """`pip install .` (not editable) works: the wheel holds mmlib.expected and data/ as mmlib.words,
-    and mmlib imported from the unpacked wheel, away from the checkout, reads the names file."""
+    """`pip install .` (not editable) works: the wheel holds mmlib.expected and data/'s word lists as
+    mmlib.words (not the scripts that made them), and mmlib imported from the unpacked wheel, away from
+    the checkout, reads the names file."""
     import shutil
     import subprocess
     import sys
@@ -78,6 +79,9 @@ def test_a_plain_install_carries_every_subpackage_and_the_word_lists(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for must in ("mmlib/models.py", "mmlib/expected/lesson04.py", "mmlib/words/names.txt"):
         assert must in names, f"the wheel lacks {must}"
+    scripts = [n for n in names if n.startswith("mmlib/words/") and n.endswith(".py") and not n.endswith("__init__.py")]
+    assert not scripts, f"the wheel installs the scripts that made the word lists as modules: {scripts}"
+    assert "mmlib/words/cities.txt" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = ("import mmlib.data as d, mmlib.expected.lesson02; "

@@ -1,0 +1,105 @@
+"""Build the course website (`make book`): every committed learner notebook, with its saved outputs, as
+a page of a static HTML site in build/book/html, the lesson index (notebooks/README.md) as its front page
+and the solutions on pages of their own.
+
+    python docs/build.py [--out build/book]
+
+The notebooks are read as committed (nothing is executed), and nothing is downloaded: Sphinx, myst-nb
+and the book theme come from the `book` extra of pyproject.toml. The site opens from disk
+(build/book/html/index.html) or from any static web server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def lesson_title(path: Path) -> str:
+    """The notebook's first heading ("Lesson 01 — The bigram language model")."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            m = re.search(r"^#\s+(.+)$", cell.source, flags=re.M)
+            if m:
+                return m.group(1).strip()
+    return path.stem
+
+
+def write_solution_page(path: Path, dest: Path) -> None:
+    """Copy a solution notebook, its title marked as the solutions, so that the navigation and the search
+    results tell it from the lesson of the same name."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and re.search(r"^#\s+", cell.source, flags=re.M):
+            cell.source = re.sub(r"^(#\s+.+)$", r"\1 (solutions)", cell.source, count=1, flags=re.M)
+            break
+    nbformat.write(nb, dest)
+
+
+def prepare(src: Path, notebooks: Path = NOTEBOOKS) -> list[Path]:
+    """Lay out the site's sources in `src`: the index, the lessons (from `notebooks`), the solutions and the
+    images they link."""
+    if src.exists():
+        shutil.rmtree(src)
+    (src / "solutions").mkdir(parents=True)
+    lessons = sorted(notebooks.glob("[0-9][0-9]_*.ipynb"))
+    solutions = sorted((NOTEBOOKS / "solutions").glob("[0-9][0-9]_*_solutions.ipynb"))
+    if not lessons:
+        sys.exit(f"no lesson notebooks in {notebooks}")
+    for p in lessons:
+        shutil.copy(p, src / p.name)
+    for p in solutions:
+        write_solution_page(p, src / "solutions" / p.name)
+    # the notebooks link ../images/NAME.png (../../images from solutions/): the same layout here
+    shutil.copytree(ROOT / "images", src.parent / "images", dirs_exist_ok=True)
+    index = (NOTEBOOKS / "README.md").read_text(encoding="utf-8")
+    index = index.replace("](solutions/)", "](solutions/index.md)")
+    index += "\n```{toctree}\n:hidden:\n:caption: Lessons\n\n" + "\n".join(p.stem for p in lessons) + "\n```\n"
+    index += "\n```{toctree}\n:hidden:\n:caption: Solutions\n\nsolutions/index\n```\n"
+    (src / "index.md").write_text(index, encoding="utf-8")
+    rows = "\n".join(f"- [{lesson_title(p)}]({p.name})" for p in solutions)   # titles as the lessons have them
+    (src / "solutions" / "index.md").write_text(
+        "# Solutions\n\nThe same lessons with worked answers. Try each exercise first, then compare.\n\n"
+        f"{rows}\n\n```{{toctree}}\n:hidden:\n\n" + "\n".join(p.stem for p in solutions) + "\n```\n",
+        encoding="utf-8")
+    return lessons
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python docs/build.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "book",
+                    help="where the site goes (default: build/book)")
+    ap.add_argument("--notebooks", type=Path, default=NOTEBOOKS,
+                    help="the learner notebooks to publish (default: notebooks/, as committed; another folder: "
+                    "for example freshly executed ones, to look at before committing them)")
+    args = ap.parse_args(argv)
+    start = time.perf_counter()
+    prepare(args.out / "src", args.notebooks)
+    html = args.out / "html"
+    # -W would stop on the notebooks' links into the repository (README.md, mmlib/): they are warnings
+    cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-c", str(ROOT / "docs"), str(args.out / "src"),
+           str(html)]
+    r = subprocess.run(cmd)
+    if r.returncode:
+        return r.returncode
+    size = sum(p.stat().st_size for p in html.rglob("*") if p.is_file())
+    print(f"built the course website in {time.perf_counter() - start:.0f} s: {html / 'index.html'} "
+          f"({size / 1e6:.1f} MB); open it in a browser, or serve it: python3 -m http.server -d {html}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
