@@ -169,36 +169,10 @@ def probe_batchnorm(cls: type, seed: int = 0, dim: int = 6, momentum: float = 0.
                      [got.row, *checks.skipped_rows(names[1:], "the layer raised")])
             continue
         n = math.prod(shape[:-1])   # values averaged per channel: a factor of n or n - 1 is named as such
-        out_hint = hint_shape
-        cause = ""
-        for where, why in (("outside", "eps is added outside the square root: it belongs under it, with the variance"),
-                           ("none", "eps is missing: it keeps the division safe when a channel barely varies"),
-                           ("unbiased", f"it is normalised by the unbiased (n - 1) variance where the batch's own (n) "
-                                        f"belongs (Bessel's correction, n = {n} values per channel)")):
-            alt = _normalised(batches[-1], 1e-5, where)
-            if isinstance(got.value, torch.Tensor) and got.value.shape == alt.shape and torch.allclose(
-                    got.value.double(), alt, atol=ATOL, rtol=1e-5):
-                cause = why
-        row = check(names[0], got.value, outs[-1], atol=ATOL, rtol=1e-5, hint=out_hint, n=n)
-        if cause and not row.passed:
-            row = Result(names[0], "wrong", f"{row.detail}: {cause}", out_hint)
-        if row.passed and getattr(layer, "out", None) is not got.value:
-            row = Result(names[0], "wrong", "the output is right, but self.out is not it: the lesson's layers keep "
-                         "their last output in self.out (lesson 03's plots read it)", "store the output in self.out")
-        rows.append(row)
-        mean_hint, var_hint = hint_shape, ("the running variance moves towards the unbiased estimate: the batch "
-                                           "variance times n / (n - 1), n = the number of values averaged per channel")
-        swapped = _running(batches, momentum, swapped=True)
-        if isinstance(layer.running_mean, torch.Tensor) and layer.running_mean.shape == mean.shape and torch.allclose(
-                layer.running_mean.double(), swapped[0], atol=ATOL):
-            mean_hint = var_hint = (f"momentum swapped: each new batch must count with weight momentum = {momentum}, "
-                                    f"the running value with 1 - momentum")
-        elif isinstance(layer.running_var, torch.Tensor) and layer.running_var.shape == var.shape and torch.allclose(
-                layer.running_var.double(), _running(batches, momentum, unbiased=False)[1], atol=ATOL):
-            var_hint = ("the running variance is the biased one: it moves towards the batch variance times "
-                        "n / (n - 1), n = the number of values averaged per channel")
-        rows.append(check(names[1], layer.running_mean, mean, atol=ATOL, rtol=1e-5, hint=mean_hint))
-        rows.append(check(names[2], layer.running_var, var, atol=ATOL, rtol=1e-5, hint=var_hint, n=n))
+        rows.append(_training_output_row(names[0], layer, got.value, batches[-1], outs[-1], n, hint_shape))
+        mean_hint, var_hint = _running_hints(layer, batches, momentum, mean, var, hint_shape)
+        rows.append(check(names[1], getattr(layer, "running_mean", None), mean, atol=ATOL, rtol=1e-5, hint=mean_hint))
+        rows.append(check(names[2], getattr(layer, "running_var", None), var, atol=ATOL, rtol=1e-5, hint=var_hint, n=n))
         layer.training = False
         ref.eval()
         x = torch.randn(shape, generator=g)[:2] * scale + shift
@@ -209,6 +183,46 @@ def probe_batchnorm(cls: type, seed: int = 0, dim: int = 6, momentum: float = 0.
         rows.append(got.row if not got.ok else check(names[3], got.value, want, atol=ATOL, rtol=1e-5,
                                                      hint="eval mode normalises with the running statistics"))
     return rows
+
+
+def _training_output_row(name: str, layer: object, got: object, x: torch.Tensor, want: torch.Tensor, n: int,
+                         hint: str) -> Result:
+    """The last training-mode output against `want`, naming eps outside the root, no eps or Bessel's
+    correction when the output matches one of them, and a right output that is not kept in self.out."""
+    cause = ""
+    for where, why in (("outside", "eps is added outside the square root: it belongs under it, with the variance"),
+                       ("none", "eps is missing: it keeps the division safe when a channel barely varies"),
+                       ("unbiased", f"it is normalised by the unbiased (n - 1) variance where the batch's own (n) "
+                                    f"belongs (Bessel's correction, n = {n} values per channel)")):
+        alt = _normalised(x, 1e-5, where)
+        if isinstance(got, torch.Tensor) and got.shape == alt.shape and torch.allclose(
+                got.double(), alt, atol=ATOL, rtol=1e-5):
+            cause = why
+    row = check(name, got, want, atol=ATOL, rtol=1e-5, hint=hint, n=n)
+    if cause and not row.passed:
+        return Result(name, "wrong", f"{row.detail}: {cause}", hint)
+    if row.passed and getattr(layer, "out", None) is not got:
+        return Result(name, "wrong", "the output is right, but self.out is not it: the lesson's layers keep "
+                      "their last output in self.out (lesson 03's plots read it)", "store the output in self.out")
+    return row
+
+
+def _running_hints(layer: object, batches: list[torch.Tensor], momentum: float, mean: torch.Tensor,
+                   var: torch.Tensor, hint_shape: str) -> tuple[str, str]:
+    """Hints for the running mean and variance rows: momentum swapped, or a biased running variance."""
+    mean_hint, var_hint = hint_shape, ("the running variance moves towards the unbiased estimate: the batch "
+                                       "variance times n / (n - 1), n = the number of values averaged per channel")
+    swapped = _running(batches, momentum, swapped=True)
+    running_mean, running_var = getattr(layer, "running_mean", None), getattr(layer, "running_var", None)
+    if isinstance(running_mean, torch.Tensor) and running_mean.shape == mean.shape and torch.allclose(
+            running_mean.double(), swapped[0], atol=ATOL):
+        mean_hint = var_hint = (f"momentum swapped: each new batch must count with weight momentum = {momentum}, "
+                                f"the running value with 1 - momentum")
+    elif isinstance(running_var, torch.Tensor) and running_var.shape == var.shape and torch.allclose(
+            running_var.double(), _running(batches, momentum, unbiased=False)[1], atol=ATOL):
+        var_hint = ("the running variance is the biased one: it moves towards the batch variance times "
+                    "n / (n - 1), n = the number of values averaged per channel")
+    return mean_hint, var_hint
 
 
 # ---- exercise 3: the dilated-convolution stack ------------------------------------------------------

@@ -197,71 +197,94 @@ def probe_causal_head(make_head: Callable[[int, int], nn.Module], n_embd: int = 
              "fewer positions than block_size", "no position sees a later character")
     if make_head is TODO:
         return todo_rows(names)
-    g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)   # the head draws its weights from the global generator, as nn.Linear does
-    made = attempt(names[0], make_head, n_embd, head_size, what=f"MyHead({n_embd}, {head_size})")
-    if not made.ok:
-        return [made.row, *(todo_rows(names[1:]) if made.row.status == "todo" else
-                            skipped_rows(names[1:], "the head could not be made"))]
-    head = made.value
-    missing = [a for a in ("key", "query", "value") if not isinstance(getattr(head, a, None), nn.Module)]
-    if not isinstance(head, nn.Module) or missing:
-        return [Result(names[0], "error", f"the head has no layer {', '.join(missing) or 'at all'}",
-                       "key, query and value are nn.Linear(n_embd, head_size, bias=False) attributes of an nn.Module"),
-                *skipped_rows(names[1:], "the head's layers are missing")]
-    head.eval()
+    head, failed = _made_head(make_head, names, n_embd, head_size)
+    if failed:
+        return failed
+    g = torch.Generator().manual_seed(seed)
     emb = torch.randn(vocab_size, n_embd, generator=g)
     idx = torch.randint(0, vocab_size, (4, block_size), generator=g)
     x = emb[idx]
-    with torch.no_grad():
-        out = attempt(names[0], head, x, what=f"head(x) on x of shape {tuple(x.shape)}")
-    if not out.ok:
-        if out.row.status == "todo":
-            return todo_rows(names)
-        cause = _mask_too_long(head, block_size)
-        row = Result(names[0], "error", out.row.detail + (f": {cause}" if cause else ""))
-        return [row, *skipped_rows(names[1:], "head(x) raised")]
-    problem = tensor_problem(out.value, x)
-    if not problem and tuple(out.value.shape) != (4, block_size, head_size):
-        problem = (f"expected {(4, block_size, head_size)} for an input of that batch and length, got "
-                   f"{tuple(out.value.shape)}")
-    if problem:
-        return [Result(names[0], "shape" if isinstance(out.value, torch.Tensor) else "error", problem,
-                       "the head maps (B, T, n_embd) to (B, T, head_size)"),
-                *skipped_rows(names[1:], "the output's shape is wrong")]
-    rows = [Result(names[0], "exact", f"{(4, block_size, head_size)}")]
-    with torch.no_grad():
-        again = attempt(names[1], head, x, what="head(x)")
-        q, k, v = head.query(x), head.key(x), head.value(x)
-    if again.ok and isinstance(again.value, torch.Tensor) and not (
-            again.value.shape == out.value.shape and torch.equal(again.value.isnan(), out.value.isnan())
-            and torch.equal(again.value.nan_to_num(), out.value.nan_to_num())):
-        rows.append(Result(names[1], "wrong", "two calls on the same input in eval mode gave different outputs: "
-                           "dropout is still on after head.eval()",
-                           "F.dropout drops in eval mode too unless told training=self.training; an nn.Dropout "
-                           "module follows .eval() by itself"))
-    else:
-        rows.append(check(names[1], out.value, _head_reference(head, x), atol=ATOL,
-                          hint=diagnose_attention(out.value, q, k, v)))
-    short = x[:, : block_size // 2 + 1]
-    with torch.no_grad():
-        got = attempt(names[2], head, short, what=f"head(x) on x of shape {tuple(short.shape)}")
-    if not got.ok:
-        cause = _mask_too_long(head, short.shape[1])
-        rows.append(Result(names[2], "error", got.row.detail + (f": {cause}" if cause else "")))
-    else:
-        # Only when the full-length output is right does a wrong shorter one point at the mask's length.
-        hint = "the mask must be cut to the input's length" if rows[1].passed else "fix the row above first"
-        rows.append(check(names[2], got.value, _head_reference(head, short), atol=ATOL, hint=hint))
+    out, rows = _head_output(head, x, names, head_size)
+    if out is None:
+        return rows
+    rows.append(_output_row(names[1], head, x, out))
+    rows.append(_fewer_positions_row(names[2], head, x[:, : block_size // 2 + 1], full_ok=rows[1].passed))
     leaks = attempt(names[3], future_leaks, lambda i: head(emb[i]), idx, vocab_size, g, what="the causal test")
     if not leaks.ok:
         rows.append(leaks.row)
     else:
-        rows.append(check_that(names[3], out.value, not leaks.value,
+        rows.append(check_that(names[3], out, not leaks.value,
                                "changing the characters after each position t left every output at 0..t unchanged "
                                "(tolerance 1e-6)" if not leaks.value else _describe_leaks(leaks.value),
                                hint="the scores of later positions must be -inf before the softmax"))
     return rows
+
+
+def _made_head(make_head: Callable[[int, int], nn.Module], names: tuple[str, ...], n_embd: int,
+               head_size: int) -> tuple[nn.Module | None, list[Result]]:
+    """The learner's head in eval mode, or no head and the rows that say why it could not be made."""
+    made = attempt(names[0], make_head, n_embd, head_size, what=f"MyHead({n_embd}, {head_size})")
+    if not made.ok:
+        return None, [made.row, *(todo_rows(names[1:]) if made.row.status == "todo" else
+                                  skipped_rows(names[1:], "the head could not be made"))]
+    head = made.value
+    missing = [a for a in ("key", "query", "value") if not isinstance(getattr(head, a, None), nn.Module)]
+    if not isinstance(head, nn.Module) or missing:
+        return None, [Result(names[0], "error", f"the head has no layer {', '.join(missing) or 'at all'}",
+                             "key, query and value are nn.Linear(n_embd, head_size, bias=False) attributes of an "
+                             "nn.Module"),
+                      *skipped_rows(names[1:], "the head's layers are missing")]
+    return head.eval(), []
+
+
+def _head_output(head: nn.Module, x: torch.Tensor, names: tuple[str, ...],
+                 head_size: int) -> tuple[torch.Tensor | None, list[Result]]:
+    """head(x) and the shape row; no output (and every row) when it raised or has the wrong shape."""
+    B, T, _ = x.shape
+    with torch.no_grad():
+        out = attempt(names[0], head, x, what=f"head(x) on x of shape {tuple(x.shape)}")
+    if not out.ok:
+        if out.row.status == "todo":
+            return None, todo_rows(names)
+        cause = _mask_too_long(head, T)
+        row = Result(names[0], "error", out.row.detail + (f": {cause}" if cause else ""))
+        return None, [row, *skipped_rows(names[1:], "head(x) raised")]
+    problem = tensor_problem(out.value, x)
+    if not problem and tuple(out.value.shape) != (B, T, head_size):
+        problem = f"expected {(B, T, head_size)} for an input of that batch and length, got {tuple(out.value.shape)}"
+    if problem:
+        return None, [Result(names[0], "shape" if isinstance(out.value, torch.Tensor) else "error", problem,
+                             "the head maps (B, T, n_embd) to (B, T, head_size)"),
+                      *skipped_rows(names[1:], "the output's shape is wrong")]
+    return out.value, [Result(names[0], "exact", f"{(B, T, head_size)}")]
+
+
+def _output_row(name: str, head: nn.Module, x: torch.Tensor, out: torch.Tensor) -> Result:
+    """The output against attention of the head's own projections; first, that eval mode is deterministic."""
+    with torch.no_grad():
+        again = attempt(name, head, x, what="head(x)")
+        q, k, v = head.query(x), head.key(x), head.value(x)
+    if again.ok and isinstance(again.value, torch.Tensor) and not (
+            again.value.shape == out.shape and torch.equal(again.value.isnan(), out.isnan())
+            and torch.equal(again.value.nan_to_num(), out.nan_to_num())):
+        return Result(name, "wrong", "two calls on the same input in eval mode gave different outputs: "
+                      "dropout is still on after head.eval()",
+                      "F.dropout drops in eval mode too unless told training=self.training; an nn.Dropout "
+                      "module follows .eval() by itself")
+    return check(name, out, _head_reference(head, x), atol=ATOL, hint=diagnose_attention(out, q, k, v))
+
+
+def _fewer_positions_row(name: str, head: nn.Module, short: torch.Tensor, full_ok: bool) -> Result:
+    """The head on fewer positions than block_size: its mask must be cut to the input's length."""
+    with torch.no_grad():
+        got = attempt(name, head, short, what=f"head(x) on x of shape {tuple(short.shape)}")
+    if not got.ok:
+        cause = _mask_too_long(head, short.shape[1])
+        return Result(name, "error", got.row.detail + (f": {cause}" if cause else ""))
+    # Only when the full-length output is right does a wrong shorter one point at the mask's length.
+    hint = "the mask must be cut to the input's length" if full_ok else "fix the row above first"
+    return check(name, got.value, _head_reference(head, short), atol=ATOL, hint=hint)
 
 
 # ---- exercise 3: multi-head attention from single heads ------------------------------------------
@@ -392,15 +415,9 @@ def probe_multihead(make_mh: Callable[[int, int], nn.Module], n_embd: int = 32, 
     if not seen:
         return rows + [Result(names[1], "wrong", "proj was never called on the heads' outputs: the projection mixes "
                               "what the heads found (section 4)")]
-    for i, h in enumerate(mh.heads):   # a wrong head is the head's fault, not the concatenation's
-        got = attempt(names[1], h, x, what=f"head {i}")
-        with torch.no_grad():
-            if got.ok and isinstance(got.value, torch.Tensor) and got.value.shape == (*x.shape[:2], n_embd // n_head):
-                want = _head_reference(h, x)
-                if not torch.allclose(got.value.double(), want.double(), atol=ATOL):
-                    why = diagnose_attention(got.value, h.query(x), h.key(x), h.value(x))
-                    return rows + [Result(names[1], "wrong", f"head {i} on its own disagrees with attention of its "
-                                          f"own key, query, value ({why}): fix MyHead (exercise 2) first")]
+    wrong_head = _first_wrong_head(mh, x, n_embd // n_head, names[1])
+    if wrong_head:
+        return rows + [wrong_head]
     ref = attempt(names[1], multihead_reference, mh, what="copying your weights into CausalSelfAttention")
     if not ref.ok:
         return rows + [ref.row]
@@ -410,6 +427,19 @@ def probe_multihead(make_mh: Callable[[int, int], nn.Module], n_embd: int = 32, 
                       hint="every head reads the same whole input; their outputs side by side on the channel "
                            "dimension, in the order of self.heads, go through proj"))
     return rows
+
+
+def _first_wrong_head(mh: nn.Module, x: torch.Tensor, head_size: int, name: str) -> Result | None:
+    """A head that disagrees with attention of its own projections: the head's fault, not the concatenation's."""
+    for i, h in enumerate(mh.heads):
+        got = attempt(name, h, x, what=f"head {i}")
+        with torch.no_grad():
+            if got.ok and isinstance(got.value, torch.Tensor) and got.value.shape == (*x.shape[:2], head_size):
+                if not torch.allclose(got.value.double(), _head_reference(h, x).double(), atol=ATOL):
+                    why = diagnose_attention(got.value, h.query(x), h.key(x), h.value(x))
+                    return Result(name, "wrong", f"head {i} on its own disagrees with attention of its own key, "
+                                  f"query, value ({why}): fix MyHead (exercise 2) first")
+    return None
 
 
 # ---- exercise 4: beat the lesson -------------------------------------------------------------------
