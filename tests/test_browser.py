@@ -212,12 +212,11 @@ def _stop(server: Lab, proc: subprocess.Popen) -> None:
 def _prepare_lesson(path: Path, root: Path) -> str:
     """Copy `path` into the server's root with its CI parameters injected and no outputs, so the
     page shows only what this run computes. Returns the copy's name."""
-    import papermill as pm
+    from mmlib.notebooks import run_notebook
 
     assert path.exists(), f"{path} is missing"
     dest = root / path.name
-    pm.execute_notebook(str(path), str(dest), parameters=ci_parameters(path), prepare_only=True,
-                        kernel_name="python3", progress_bar=False)
+    run_notebook(path, dest, parameters=ci_parameters(path), prepare_only=True)
     nb = nbformat.read(dest, as_version=4)
     assert any(c.cell_type == "code" and "init_explorer(" in c.source for c in nb.cells), \
         f"{path.name} has no cell that displays the explorer (`init_explorer(`)"

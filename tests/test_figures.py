@@ -177,8 +177,9 @@ FigureCanvasBase.print_figure = _print_checked_figure
 def test_lesson_figures_are_readable(path, tmp_path, monkeypatch):
     import json
 
-    import papermill as pm
     from conftest import ci_parameters
+
+    from mmlib.notebooks import run_notebook
 
     profile = tmp_path / "ipython" / "profile_default" / "startup"
     profile.mkdir(parents=True)
@@ -186,10 +187,8 @@ def test_lesson_figures_are_readable(path, tmp_path, monkeypatch):
     log = tmp_path / "figures.jsonl"
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     monkeypatch.setenv("MMLIB_FIGURE_LOG", str(log))
-    monkeypatch.setenv("MMLIB_QUIET", "1")
-    pm.execute_notebook(str(path), str(tmp_path / path.name), cwd=str(path.parent), kernel_name="python3",
-                        parameters={**ci_parameters(path), "metrics_path": str(tmp_path / "metrics.json")},
-                        progress_bar=False)
+    run_notebook(path, tmp_path / path.name, quiet=True,
+                 parameters={**ci_parameters(path), "metrics_path": str(tmp_path / "metrics.json")})
     figures = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     assert figures, f"{path.name} drew no figure through matplotlib (the start-up hook did not run?)"
     problems = [f"cell [{f['cell']}]: {p}" for f in figures for p in f["problems"]]
