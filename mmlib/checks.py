@@ -17,11 +17,13 @@ from __future__ import annotations
 import html
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from mmlib.train import TrainConfig, train
 
 
 class _Todo:
@@ -416,6 +418,27 @@ def shares_parameters(mine: Any, theirs: Any, mine_name: str = "my_model", their
         return (f"{mine_name} shares {shared} parameter tensors with the lesson's `{theirs_name}`: training it would "
                 f"change `{theirs_name}` too. Start from copy.deepcopy({theirs_name})")
     return ""
+
+
+def train_your_model(my_model: Any, my_config: Any, model: Any,
+                     splits_for: Callable[[Any], Mapping[str, tuple[torch.Tensor, torch.Tensor]]]) -> tuple[Any, str]:
+    """Exercise 4 of lessons 05 and 06, "beat the lesson": train the learner's `my_model` with `my_config`
+    (a `TrainConfig`) on `splits_for(my_model)` and return its dev loss and a reason it cannot count.
+
+    No run when it is not attempted (`TODO`) or cannot count: `my_config` is no `TrainConfig`, or
+    `my_model` shares parameters with the lesson's trained `model` (`shares_parameters`): the dev loss
+    is then `TODO` and the reason goes to `beat_target(..., problem=...)`.
+    """
+    shared = shares_parameters(my_model, model)
+    if is_todo(my_model, my_config) or shared:
+        return TODO, shared
+    if not isinstance(my_config, TrainConfig):
+        return TODO, f"my_config must be a TrainConfig (mmlib.train), got {type(my_config).__name__}"
+    run = train(my_model, splits_for(my_model), my_config)
+    n_params = sum(p.numel() for p in my_model.parameters())
+    print(f"{n_params:,} parameters, {my_config.max_steps:,} steps in {run.seconds:.0f} s: "
+          f"train {run.final['train']:.4f}, dev {run.final['dev']:.4f}")
+    return run.final["dev"], ""
 
 
 def beat_target(name: str, got: Any, target: float, *, what: str = "dev loss", hint: str = "",

@@ -167,6 +167,41 @@ def test_shares_parameters_catches_an_assignment_and_shared_tensors_but_not_a_co
     assert shares_parameters(TODO, model) == ""
 
 
+def test_train_your_model_trains_only_a_model_of_its_own_with_a_train_config(capsys):
+    import copy
+
+    from mmlib.checks import train_your_model
+    from mmlib.data import build_splits, train_and_dev
+    from mmlib.models import create
+    from mmlib.train import TrainConfig
+    from mmlib.vocab import Vocab
+
+    words = ["emma", "olivia", "ava", "mia", "sophia", "isabella", "amelia", "evelyn", "luna", "ella"]
+    vocab = Vocab.from_words(words)
+    model = create("mlp", generator=torch.Generator().manual_seed(0), vocab_size=len(vocab), block_size=3,
+                   n_embd=4, n_hidden=8)
+    cfg = TrainConfig(max_steps=3, batch_size=4, seed=0)
+    calls = []
+
+    def splits_for(m):
+        calls.append(m)
+        return train_and_dev(build_splits(words, vocab, m.block_size))
+
+    assert train_your_model(TODO, cfg, model, splits_for) == (TODO, "")
+    assert train_your_model(copy.deepcopy(model), TODO, model, splits_for) == (TODO, "")
+    dev, problem = train_your_model(model, cfg, model, splits_for)
+    assert dev is TODO and "itself, not a copy" in problem
+    dev, problem = train_your_model(copy.deepcopy(model), {"max_steps": 3}, model, splits_for)
+    assert dev is TODO and "must be a TrainConfig" in problem and "got dict" in problem
+    assert calls == []   # none of these trained anything
+    mine = copy.deepcopy(model)
+    before = [p.clone() for p in model.parameters()]
+    dev, problem = train_your_model(mine, cfg, model, splits_for)
+    assert problem == "" and isinstance(dev, float) and math.isfinite(dev) and calls == [mine]
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))   # the lesson's model untouched
+    assert "3 steps in" in capsys.readouterr().out
+
+
 def test_beat_target_rows():
     from mmlib.checks import beat_target
     assert beat_target("dev", 1.9, 2.0).passed
