@@ -6,6 +6,8 @@
   of targets - the entropy of their frequencies (exercise 1's floor).
 - `fold_batchnorm`: BatchNorm folded into the linear layer before it, by PyTorch's own
   `torch.nn.utils.fusion.fuse_linear_bn_weights` (exercise 2).
+- `folded_logits_row`: the folded network's logits against eval-mode BatchNorm's, as a row even when
+  W_fold or b_fold cannot be applied (exercise 2).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_linear_bn_weights
+
+from mmlib.checks import Result, attempt, check, is_todo, todo_rows
 
 
 def zero_init_learners(vocab_size: int, n_embd: int, block_size: int, n_hidden: int,
@@ -48,3 +52,23 @@ def fold_batchnorm(W: torch.Tensor, running_mean: torch.Tensor, running_var: tor
     w, b = fuse_linear_bn_weights(W.T.detach(), None, running_mean.detach(), running_var.detach(), eps,
                                   gamma.detach(), beta.detach())
     return w.detach().T.contiguous(), b.detach()
+
+
+def folded_logits_row(name: str, emb: torch.Tensor, W_fold, b_fold, W2: torch.Tensor, b2: torch.Tensor,
+                      want: torch.Tensor, atol: float = 1e-4) -> Result:
+    """The row for `tanh(emb @ W_fold + b_fold) @ W2 + b2` against eval-mode BatchNorm's logits `want`.
+
+    A W_fold or b_fold that cannot be applied (a transposed matrix, a wrong type) is a row that says
+    so, never an exception that stops the notebook. `atol` 1e-4: the lesson's right answer differs by
+    4.9e-6 at its defaults (the two routes round differently in float32 over 200 hidden units), and
+    the W_fold and b_fold rows above it, at 1e-5, already catch every wrong fold the catalogue holds.
+    """
+    if is_todo(W_fold, b_fold):
+        return todo_rows([name])[0]
+    out = attempt(name, lambda: torch.tanh(emb @ W_fold + b_fold) @ W2 + b2,
+                  what="tanh(emb @ W_fold + b_fold) @ W2 + b2",
+                  hint=f"W_fold must be (block_size * n_embd, n_hidden) = {(emb.shape[1], W2.shape[0])} and "
+                       f"b_fold ({W2.shape[0]},), the shapes of W1 and of one BatchNorm statistic")
+    if not out.ok:
+        return out.row
+    return check(name, out.value, want, atol=atol, hint="the folded network is tanh(emb @ W_fold + b_fold) @ W2 + b2")
