@@ -224,8 +224,9 @@ def test_a_run_stopped_before_its_first_evaluation_keeps_what_it_has(words, tmp_
     assert run("sample", "-o", out, "--checkpoint", "last", "-n", "2") == 0
 
 
-def test_ctrl_c_in_a_real_process_saves_a_checkpoint(words, tmp_path):
-    out = tmp_path / "run"
+def signal_a_real_run(words: Path, out: Path, sig: int) -> tuple[int, str, str]:
+    """Start a long bigram run in a process of its own, send it `sig` once it has saved last.pt (its first
+    evaluation), and return its exit code, stdout and stderr."""
     proc = subprocess.Popen([sys.executable, "-m", "mmlib", *map(str, train_args(words, out, "bigram", 10**7)),
                              "--samples", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "MMLIB_QUIET": "1"})
@@ -234,12 +235,18 @@ def test_ctrl_c_in_a_real_process_saves_a_checkpoint(words, tmp_path):
         while not (out / "last.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
         assert (out / "last.pt").exists(), "the run saved nothing before the first evaluation"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, stdout + stderr
+    return proc.returncode, stdout, stderr
+
+
+def test_ctrl_c_in_a_real_process_saves_a_checkpoint(words, tmp_path):
+    out = tmp_path / "run"
+    returncode, stdout, stderr = signal_a_real_run(words, out, signal.SIGINT)
+    assert returncode == 130, stdout + stderr
     assert "Traceback" not in stderr
     step = _last(out)["state"]["step"]
     assert f"interrupted at step {step:,}: saved" in stdout and step >= 10

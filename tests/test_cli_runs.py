@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import ROOT, one_line_error, run, snapshot, train_args, words_file  # noqa: F401 (a fixture)
+from test_cli import ROOT, one_line_error, run, signal_a_real_run, snapshot, train_args, words_file  # noqa: F401 (a fixture)
 
 from mmlib import cli, runs
 from mmlib.models import MODELS
@@ -81,19 +81,8 @@ def test_resume_keeps_the_threads_and_the_samples_of_the_run(words, tmp_path, ca
 
 def test_sigterm_in_a_real_process_saves_and_says_how_to_resume(words, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "mmlib", *map(str, train_args(words, out, "bigram", 10**7)),
-                             "--samples", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "MMLIB_QUIET": "1"})
-    try:
-        deadline = time.monotonic() + 120
-        while not (out / "last.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, stdout + stderr
+    returncode, stdout, stderr = signal_a_real_run(words, out, signal.SIGTERM)
+    assert returncode == 128 + signal.SIGTERM, stdout + stderr
     assert "Traceback" not in stderr
     step = _last(out)["state"]["step"]
     assert f"interrupted at step {step:,}: saved {out / 'last.pt'} on SIGTERM; continue with: makemore train " \

@@ -96,7 +96,7 @@ def test_committed_default_run():
 # ---- the convolutional WaveNet -----------------------------------------------------------------
 
 
-def _trained_a_little(block_size=8, seed=0):
+def trained_a_little(block_size=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     model = create("wavenet", generator=g, block_size=block_size, n_embd=6, n_hidden=10)
     X, _ = build_dataset(WORDS * 4, VOCAB, block_size)
@@ -111,7 +111,7 @@ def _trained_a_little(block_size=8, seed=0):
 
 @pytest.mark.parametrize("block_size", [2, 4, 8, 16])
 def test_convolutions_give_the_trees_logits_at_every_position(block_size):
-    model = _trained_a_little(block_size)
+    model = trained_a_little(block_size)
     conv = CausalConvWaveNet.from_wavenet(model)
     assert not conv.training
     Xw, Yw = build_dataset(WORDS, VOCAB, block_size)
@@ -125,7 +125,7 @@ def test_convolutions_give_the_trees_logits_at_every_position(block_size):
 
 
 def test_convolutions_are_causal():
-    model = _trained_a_little()
+    model = trained_a_little()
     conv = CausalConvWaveNet.from_wavenet(model)
     X, _ = build_sequences(WORDS, VOCAB)
     changed = X.clone()
@@ -137,7 +137,7 @@ def test_convolutions_are_causal():
 
 
 def test_a_stack_of_the_wrong_shape_is_named():
-    model = _trained_a_little()
+    model = trained_a_little()
     c = model.config
     with pytest.raises(ValueError, match="needs 3 Conv1d and 3 BatchNorm1d layers; it has 2 Conv1d"):
         copy_wavenet_weights(model, nn.Sequential(*list(dilated_stack(c))[:6]))
@@ -198,7 +198,7 @@ def test_receptive_field_refuses_what_it_cannot_show():
 
 
 def test_receptive_field_view_gives_the_models_probabilities():
-    model = _trained_a_little()
+    model = trained_a_little()
     rf = receptive_field_view(model, VOCAB, "emma", 2, top_k=4)
     X, _ = build_dataset(["emma"], VOCAB, 8)
     with torch.no_grad():
@@ -209,7 +209,7 @@ def test_receptive_field_view_gives_the_models_probabilities():
 
 
 def test_explorer_follows_the_name_and_position():
-    model = _trained_a_little()
+    model = trained_a_little()
     explorer = receptive_field_explorer(model, VOCAB, "isabella", position=3)
     assert explorer.result.context == ".....isa"
     explorer.name.value = "mia"              # shorter: the slider is clamped to the name's end
@@ -273,7 +273,7 @@ def test_batchnorm_probe_names_the_unbiased_variance_used_to_normalise():
 
 
 def test_conv_probe():
-    model = _trained_a_little()
+    model = trained_a_little()
     X, Y = build_sequences(WORDS, VOCAB)
     Xw, _ = build_dataset(WORDS, VOCAB, 8)
     assert all(r.passed for r in ex.probe_conv_stack(dilated_stack(model.config), model, X, Xw, Y != -1))
