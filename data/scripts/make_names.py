@@ -12,11 +12,12 @@ importing the package, whose import insists on pandas or polars.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import sys
 from collections import Counter
 from pathlib import Path
+
+from word_file import write_or_check  # data/scripts/word_file.py, beside this script
 
 OUT = Path(__file__).resolve().parent.parent / "names.txt"   # data/, beside this scripts/ folder
 
@@ -44,16 +45,11 @@ def make_names() -> tuple[str, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="compare with data/names.txt instead of writing it")
-    args = ap.parse_args()
-    text, year = make_names()
-    if args.check:
-        same = OUT.exists() and OUT.read_text(encoding="utf-8") == text
-        print(f"{OUT.name} {'matches' if same else 'DIFFERS from'} the {year} SSA counts")
-        sys.exit(0 if same else 1)
-    OUT.write_text(text, encoding="utf-8", newline="\n")
-    print(f"wrote {OUT} ({text.count(chr(10))} names from {year})")
+    def make() -> tuple[str, str, str]:
+        text, year = make_names()
+        return text, f"the {year} SSA counts", f"{text.count(chr(10))} names from {year}"
+
+    write_or_check(OUT, make, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

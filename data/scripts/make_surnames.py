@@ -19,10 +19,11 @@ We read the package's data file directly; nothing here needs the package's own A
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import sys
 from pathlib import Path
+
+from word_file import write_or_check  # data/scripts/word_file.py, beside this script
 
 OUT = Path(__file__).resolve().parent.parent / "surnames.txt"   # data/, beside this scripts/ folder
 KEEP = set("abcdefghijklmnopqrstuvwxyz")
@@ -82,16 +83,11 @@ def make_surnames() -> tuple[str, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="compare with data/surnames.txt instead of writing it")
-    args = ap.parse_args()
-    text, n = make_surnames()
-    if args.check:
-        same = OUT.exists() and OUT.read_text(encoding="utf-8") == text
-        print(f"{OUT.name} {'matches' if same else 'DIFFERS from'} the census list's {n:,} surnames")
-        sys.exit(0 if same else 1)
-    OUT.write_text(text, encoding="utf-8", newline="\n")
-    print(f"wrote {OUT} ({text.count(chr(10)):,} surnames of {n:,})")
+    def make() -> tuple[str, str, str]:
+        text, n = make_surnames()
+        return text, f"the census list's {n:,} surnames", f"{text.count(chr(10)):,} surnames of {n:,}"
+
+    write_or_check(OUT, make, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":
