@@ -176,12 +176,17 @@ def test_a_run_json_with_keys_missing_is_named(words, tmp_path, capsys):
 
 
 def test_ctrl_c_while_the_modules_load_is_one_line(tmp_path):
-    """A Ctrl-C that lands while PyTorch is being imported (the first second or more of every command)."""
-    code = ("import os, signal, sys, runpy\n"
+    """A Ctrl-C that lands while PyTorch is being imported (the first second or more of every command).
+
+    The hook raises the KeyboardInterrupt from the import itself. A real SIGINT sent from the hook is
+    handled wherever the interpreter next checks for signals: in one CI run on a loaded machine it never
+    surfaced and the command went on to its own error (exit 1). Where a signal lands is timing, which
+    this test is not about."""
+    code = ("import sys, runpy\n"
             "class CtrlC:\n"
             "    def find_spec(self, name, path=None, target=None):\n"
             "        if name == 'torch':\n"
-            "            os.kill(os.getpid(), signal.SIGINT)\n"
+            "            raise KeyboardInterrupt\n"
             "sys.meta_path.insert(0, CtrlC())\n"
             "sys.argv = ['makemore', 'eval', '-o', 'nowhere']\n"
             "runpy.run_module('mmlib', run_name='__main__')\n")
