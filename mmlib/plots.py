@@ -68,6 +68,40 @@ def plot_loss(losses: Sequence[float] | torch.Tensor, *, log: bool = False, smoo
     return ax
 
 
+def label_points(ax: plt.Axes, xy: Sequence[tuple[float, float]], labels: Sequence[str],
+                 **text_kw) -> None:
+    """Write each label centred on its point (lesson 02's embedding plot); a label that would cover one
+    already written moves to the nearest free spot around its point, joined to it by a thin line, so that
+    two characters embedded almost at the same place both stay readable.
+
+    Call it once the axes have their final limits and the figure its layout: positions are measured on
+    the figure as it will be drawn.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    if not isinstance(ax.figure.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(ax.figure)
+    renderer = ax.figure.canvas.get_renderer()
+    placed = []
+    # candidate offsets in points: none first, then rings of eight directions, nearest first
+    rings = [(0.0, 0.0)] + [(r * dx, r * dy) for r in (10, 16, 24)
+                            for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1))]
+    for (x, y), label in zip(xy, labels):
+        for dx, dy in rings:
+            moved = (dx, dy) != (0.0, 0.0)
+            text = ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", ha="center",
+                               va="center", arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.4"} if moved
+                               else None, **text_kw)
+            text.update_positions(renderer)
+            box = Text.get_window_extent(text, renderer)     # the text alone, not its line to the point
+            if not any(box.overlaps(other) for other in placed):
+                break
+            if (dx, dy) != rings[-1]:      # the last candidate stays, even if nothing was free
+                text.remove()
+        placed.append(box)
+
+
 def compact_png(fig: plt.Figure, colors: int = 32, *, tight: bool = True) -> bytes:
     """`fig` as a PNG with a palette of `colors` colours: a fifth of the bytes, no visible loss
     for heatmaps and line plots (they hold few distinct colours anyway).
@@ -104,6 +138,7 @@ def layout_problems(fig: plt.Figure, *, tight: bool = False) -> list[str]:
     each problem is one line naming the texts. An empty list: every label is readable.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
+    from matplotlib.text import Text
 
     if not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
@@ -125,7 +160,8 @@ def layout_problems(fig: plt.Figure, *, tight: bool = False) -> list[str]:
     for t in drawn:
         if id(t) not in seen:
             seen.add(id(t))
-            boxes.append((t.get_text().replace("\n", " ")[:40], t.get_window_extent(renderer)))
+            # Text's own extent: an annotation's would include its arrow, which may cross other labels' space
+            boxes.append((t.get_text().replace("\n", " ")[:40], Text.get_window_extent(t, renderer)))
     problems = []
     if not tight:
         width, height = fig.bbox.width, fig.bbox.height

@@ -22,7 +22,7 @@ from PIL import Image
 
 matplotlib.use("Agg")
 
-from mmlib.plots import compact_png, layout_problems, plot_bigram_counts, plot_loss  # noqa: E402
+from mmlib.plots import compact_png, label_points, layout_problems, plot_bigram_counts, plot_loss  # noqa: E402
 
 
 def _close(fig) -> None:
@@ -42,6 +42,24 @@ def test_layout_problems_finds_a_cut_label_and_an_overlap():
     ax.text(0.5, 0.5, "one label", transform=ax.transAxes)
     ax.text(0.52, 0.52, "another label", transform=ax.transAxes)
     assert any("overlap" in p for p in layout_problems(fig))
+    _close(fig)
+
+
+def test_label_points_moves_only_the_labels_that_would_cover_another():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    # lesson 02's case: two characters embedded almost at the same place, a third close by, one far away
+    xy = [(0.0, 0.0), (0.01, 0.005), (-0.01, 0.01), (1.0, 1.0)]
+    ax.set_xlim(-0.5, 1.5)
+    ax.set_ylim(-0.5, 1.5)
+    fig.tight_layout()
+    label_points(ax, xy, ["a", "s", "e", "q"])
+    assert layout_problems(fig) == []
+    texts = {t.get_text(): t for t in ax.texts}
+    assert texts["a"].xyann == (0.0, 0.0) and texts["q"].xyann == (0.0, 0.0)     # nothing in their way
+    assert texts["s"].xyann != (0.0, 0.0) and texts["e"].xyann != (0.0, 0.0)
+    assert len(ax.texts) == 4                                                     # no leftover attempts
     _close(fig)
 
 
