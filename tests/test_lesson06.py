@@ -184,12 +184,13 @@ def test_the_model_trains_a_few_steps_and_its_loss_falls():
 # ---- exercise 1: the probe names the missing piece ----------------------------------------------
 
 
-def attention_without(scale=True, mask=True):
-    def fn(q, k, v):
+def attention_without(scale=True, mask=True, window=True):
+    def fn(q, k, v, w):
         T = q.shape[-2]
         s = q @ k.transpose(-2, -1) / (math.sqrt(q.shape[-1]) if scale else 1.0)
         if mask:
-            s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+            ones = torch.ones(T, T, dtype=torch.bool)
+            s = s.masked_fill(ones.triu(1) | (ones.tril(-w) if window else False), float("-inf"))
         return s.softmax(-1) @ v
     return fn
 
@@ -199,62 +200,80 @@ def test_a_correct_attention_passes():
     assert len(rows) == len(ex.ATTENTION_CASES) and all(r.passed for r in rows), [r.text() for r in rows]
 
 
-@pytest.mark.parametrize("scale, mask, named", [(False, True, "without the 1/sqrt(head size) scale"),
-                                                (True, False, "without the causal mask"),
-                                                (False, False, "neither the scale nor the mask")])
-def test_a_missing_scale_or_mask_is_named(scale, mask, named):
-    rows = ex.probe_attention(attention_without(scale, mask))
+@pytest.mark.parametrize("scale, mask, window, named", [(False, True, True, "without the 1/sqrt(head size) scale"),
+                                                        (True, False, True, "without any mask"),
+                                                        (False, False, True, "neither the scale nor the mask"),
+                                                        (True, True, False, "ignores the window")])
+def test_a_missing_scale_mask_or_window_is_named(scale, mask, window, named):
+    rows = ex.probe_attention(attention_without(scale, mask, window))
     wrong = [r for r in rows if not r.passed]
     assert wrong, "a wrong attention must fail"
     assert all(named in r.hint for r in wrong), [r.hint for r in wrong]
     # a single position has nothing to mask and a 1-number scale only when head size is 1: it may pass
 
 
+def test_the_window_mask_keeps_the_last_window_positions_itself_included():
+    assert ex.allowed(4, 2).int().tolist() == [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
+    assert torch.equal(ex.allowed(5, 5), ex.allowed(5, None)) and torch.equal(ex.allowed(3, 1), torch.eye(3).bool())
+
+
 def test_attention_that_raises_or_is_todo_is_reported():
-    def broken(q, k, v):
+    def broken(q, k, v, window):
         return q @ v.transpose(-2, -1) @ k.view(-1)   # a shape error on every input
 
     rows = ex.probe_attention(broken)
     assert all(r.status == "error" and "raised RuntimeError" in r.detail for r in rows)
     assert all(r.status == "todo" for r in ex.probe_attention(ex.TODO))
-    assert all(r.status == "todo" for r in ex.probe_attention(lambda q, k, v: ex.TODO))
+    assert all(r.status == "todo" for r in ex.probe_attention(lambda q, k, v, window: ex.TODO))
+    rows = ex.probe_attention(lambda q, k, v: q)   # exercise 1 before the window: one argument short
+    assert all("takes 3 positional arguments but 4 were given" in r.detail for r in rows)
 
 
-# ---- exercise 2: the causal head ---------------------------------------------------------------
+# ---- exercise 2: the head with a window --------------------------------------------------------
 
 
 class Head(nn.Module):
-    def __init__(self, n_embd, head_size, block_size=16, causal=True):
+    def __init__(self, n_embd, head_size, window=None, block_size=16, causal=True, use_window=True):
         super().__init__()
         self.key = nn.Linear(n_embd, head_size, bias=False)
         self.query = nn.Linear(n_embd, head_size, bias=False)
         self.value = nn.Linear(n_embd, head_size, bias=False)
-        self.causal = causal
+        self.window, self.causal = (window if use_window else None), causal
 
     def forward(self, x):
-        return F.scaled_dot_product_attention(self.query(x), self.key(x), self.value(x), is_causal=self.causal)
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        if self.window is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=ex.allowed(x.shape[1], self.window))
 
 
-def test_a_causal_head_passes_and_one_that_sees_the_future_is_caught():
+def test_a_windowed_head_passes_and_one_that_sees_the_future_or_too_far_back_is_caught():
     rows = ex.probe_causal_head(Head)
-    assert all(r.passed for r in rows), [r.text() for r in rows]
-    rows = ex.probe_causal_head(lambda n, h: Head(n, h, causal=False))
-    leak = rows[-1]
+    assert len(rows) == 6 and all(r.passed for r in rows), [r.text() for r in rows]
+    rows = ex.probe_causal_head(lambda n, h, w=None: Head(n, h, causal=False, use_window=False))
+    leak = rows[3]
     assert not leak.passed and "positions changed although only later characters did" in leak.detail
     assert "position 0" in leak.detail
+    rows = ex.probe_causal_head(lambda n, h, w=None: Head(n, h, use_window=False))
+    assert rows[3].passed and not rows[4].passed and rows[5].passed
+    assert "positions changed although only characters outside their window did" in rows[4].detail
+    assert "position 3 " in rows[4].detail                           # the first one whose window excludes 0
 
 
-def test_future_leaks_names_the_positions_that_moved():
+def test_future_and_past_leaks_name_the_positions_that_moved():
     g = torch.Generator().manual_seed(0)
     idx = torch.randint(0, 5, (2, 4), generator=g)
     # a "model" whose position 1 reads position 3: only position 1 leaks, whenever position 3 changes
     leaks = ex.future_leaks(lambda i: torch.stack([i[:, 0], i[:, 3], i[:, 2], i[:, 3]], 1).float(), idx, 5, g)
     assert {(t, p) for t, p, _ in leaks} == {(1, 1), (2, 1)}
+    # window 2: position 3 reads 2..3, but this one reads position 0 - it moves whenever position 0 changes
+    leaks = ex.past_leaks(lambda i: torch.stack([i[:, 0], i[:, 1], i[:, 2], i[:, 0]], 1).float(), idx, 5, 2, g)
+    assert {(t, p) for t, p, _ in leaks} == {(0, 3), (1, 3)}
 
 
 def test_a_head_without_its_layers_or_with_the_wrong_shape_is_named():
     class NoLayers(nn.Module):
-        def __init__(self, n, h):
+        def __init__(self, n, h, window=None):
             super().__init__()
 
     rows = ex.probe_causal_head(NoLayers)
