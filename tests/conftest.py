@@ -42,6 +42,7 @@ def ci_parameters(path: Path) -> dict:
 torch.set_num_threads(1)
 
 
+@pytest.hookimpl(tryfirst=True)   # the groups must be there when xdist's own hook reads them
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist, every test that runs a lesson joins that lesson's group, so the lesson's
     CI-sized run (cached per worker by `run_lesson`) happens once rather than once per worker."""

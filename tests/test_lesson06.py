@@ -23,7 +23,7 @@ from mmlib.widgets import attention_explorer, attention_map, draw_attention, sam
 
 SOLUTION = NOTEBOOKS / "solutions" / "06_transformer_solutions.ipynb"
 LEARNER = NOTEBOOKS / "06_transformer.ipynb"
-N_CHECKS = 11   # 4 attention shapes, 4 head rows, 2 multi-head rows, 1 dev loss
+N_CHECKS = 14   # 5 attention cases, 6 head rows, 2 multi-head rows, 1 dev loss
 
 
 # ---- the lesson at CI parameters -------------------------------------------------------------
