@@ -150,13 +150,30 @@ def plot_results(collected: dict[str, dict[str, Any]], ax=None):
 
         ax.margins(x=0.15, y=0.15)          # room for the labels inside the axes
         # a few round times, in seconds: a log axis's own minor labels ("3x10^2") run into each other
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
         lo, hi = ax.get_xlim()
-        ticks = [v for v in (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200) if lo <= v <= hi]
+        ticks = _spaced_ticks(ax, [v for v in (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+                                   if lo <= v <= hi])
         ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
         _spread_labels(ax, placed)
     return ax
+
+
+def _spaced_ticks(ax, ticks: list[float]) -> list[float]:
+    """The ticks whose labels do not run into the one kept before them, at the axes' laid-out width (a lesson
+    run for a second beside one of an hour spans a wide log axis: 1200 and 1800 then sit a few pixels apart)."""
+    from matplotlib import rcParams
+    from matplotlib.font_manager import FontProperties
+
+    ax.figure.draw_without_rendering()          # the layout (legend beside the axes) sets their width
+    char_px = 0.6 * FontProperties(size=rcParams["xtick.labelsize"]).get_size_in_points() * ax.figure.dpi / 72
+    x = {v: ax.transData.transform((v, 0))[0] for v in ticks}
+    kept: list[float] = []
+    for v in ticks:
+        if not kept or x[v] - x[kept[-1]] >= (len(f"{v:g}") + len(f"{kept[-1]:g}")) / 2 * char_px + 6:
+            kept.append(v)
+    return kept
 
 
 def _spread_labels(ax, labels) -> None:
