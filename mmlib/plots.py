@@ -68,38 +68,45 @@ def plot_loss(losses: Sequence[float] | torch.Tensor, *, log: bool = False, smoo
     return ax
 
 
+def spread_labels(labels: Sequence[plt.Annotation], spots: Sequence[tuple[float, float]]) -> None:
+    """Move each annotation's text to the first of `spots` (offsets in points from its point) where it covers
+    no label placed before it, or to the last spot when none is free. Positions are measured on the figure
+    as it is laid out (lesson 02's embedding labels, the course's results plot)."""
+    from matplotlib.text import Text
+
+    if not labels:
+        return
+    fig = labels[0].figure
+    fig.draw_without_rendering()          # the layout sets where the points are drawn
+    renderer = fig.canvas.get_renderer()
+    taken = []
+    for label in labels:
+        for spot in spots:
+            label.xyann = spot
+            label.update_positions(renderer)
+            box = Text.get_window_extent(label, renderer)     # the text alone, not its line to the point
+            if not any(box.overlaps(other) for other in taken):
+                break
+        taken.append(box)
+
+
 def label_points(ax: plt.Axes, xy: Sequence[tuple[float, float]], labels: Sequence[str],
                  **text_kw) -> None:
     """Write each label centred on its point (lesson 02's embedding plot); a label that would cover one
     already written moves to the nearest free spot around its point, joined to it by a thin line, so that
     two characters embedded almost at the same place both stay readable.
 
-    Call it once the axes have their final limits and the figure its layout: positions are measured on
-    the figure as it will be drawn.
+    Call it once the axes have their final limits and the figure its layout.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.text import Text
-
-    if not isinstance(ax.figure.canvas, FigureCanvasAgg):
-        FigureCanvasAgg(ax.figure)
-    renderer = ax.figure.canvas.get_renderer()
-    placed = []
-    # candidate offsets in points: none first, then rings of eight directions, nearest first
-    rings = [(0.0, 0.0)] + [(r * dx, r * dy) for r in (10, 16, 24)
+    # centred first, then rings of eight directions (points), nearest first
+    spots = [(0.0, 0.0)] + [(r * dx, r * dy) for r in (10, 16, 24)
                             for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1))]
-    for (x, y), label in zip(xy, labels):
-        for dx, dy in rings:
-            moved = (dx, dy) != (0.0, 0.0)
-            text = ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", ha="center",
-                               va="center", arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.4"} if moved
-                               else None, **text_kw)
-            text.update_positions(renderer)
-            box = Text.get_window_extent(text, renderer)     # the text alone, not its line to the point
-            if not any(box.overlaps(other) for other in placed):
-                break
-            if (dx, dy) != rings[-1]:      # the last candidate stays, even if nothing was free
-                text.remove()
-        placed.append(box)
+    texts = [ax.annotate(label, (x, y), xytext=(0, 0), textcoords="offset points", ha="center", va="center",
+                         arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.4"}, **text_kw)
+             for (x, y), label in zip(xy, labels)]
+    spread_labels(texts, spots)
+    for text in texts:
+        text.arrow_patch.set_visible(tuple(text.xyann) != (0.0, 0.0))   # a line only to a label that moved
 
 
 def compact_png(fig: plt.Figure, colors: int = 32, *, tight: bool = True) -> bytes:

@@ -148,15 +148,17 @@ def plot_results(collected: dict[str, dict[str, Any]], ax=None):
     if placed:
         from matplotlib.ticker import NullFormatter
 
+        from mmlib.plots import spread_labels
+
         ax.margins(x=0.15, y=0.15)          # room for the labels inside the axes
-        # a few round times, in seconds: a log axis's own minor labels ("3x10^2") run into each other
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
+        # a few round times, in seconds: a log axis's own minor labels ("3x10^2") run into each other
         lo, hi = ax.get_xlim()
         ticks = _spaced_ticks(ax, [v for v in (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
                                    if lo <= v <= hi])
         ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
         ax.xaxis.set_minor_formatter(NullFormatter())
-        _spread_labels(ax, placed)
+        spread_labels(placed, [(5, 3), (5, -11), (-16, 3), (-16, -11), (5, 12), (5, -20)])
     return ax
 
 
@@ -174,21 +176,6 @@ def _spaced_ticks(ax, ticks: list[float]) -> list[float]:
         if not kept or x[v] - x[kept[-1]] >= (len(f"{v:g}") + len(f"{kept[-1]:g}")) / 2 * char_px + 6:
             kept.append(v)
     return kept
-
-
-def _spread_labels(ax, labels) -> None:
-    """Move each point's label to the first of a few spots around it where it overlaps no label before it."""
-    spots = [(5, 3), (5, -11), (-16, 3), (-16, -11), (5, 12), (5, -20)]
-    renderer = ax.figure.canvas.get_renderer()
-    ax.figure.draw_without_rendering()
-    taken = []
-    for label in labels:
-        for spot in spots:
-            label.set_position(spot)
-            box = label.get_window_extent(renderer)
-            if not any(box.overlaps(other) for other in taken):
-                break
-        taken.append(label.get_window_extent(renderer))
 
 
 def readme_with_table(readme: str, table: str) -> str:
