@@ -104,7 +104,8 @@ def attention_variants(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                  "the window reaches back from t, and the future stays masked",
                  _attention(q, k, v, scale=s, window=window, both_sides=True))]
         out += [(f"it matches a window one position wider (window + 1 = {window + 1} positions, t - {window}..t): "
-                 f"the window counts position t itself, so it reaches back to t - {window - 1}",
+                 "the window counts position t itself, so it reaches back to "
+                 + (f"t - {window - 1}" if window > 1 else "t only"),
                  _attention(q, k, v, scale=s, window=window + 1))]
     if window is not None and 1 < window < T + 1:
         out += [(f"it matches a window one position narrower ({_positions(window - 1)}): the window "
