@@ -1,6 +1,7 @@
 """Fast recipes, measured: the command line's recipes against the lectures', on several word lists and seeds.
 
-    python benchmarks/recipes.py --json recipes.json     # 3 lists x 3 seeds: about two hours on 2 CPU cores
+    python benchmarks/recipes.py --json recipes.json     # 3 lists x 3 seeds: about four hours on 2 CPU cores
+    python benchmarks/recipes.py --models wavenet --words data/cities.txt --json cities.json   # one list: 45 min
     flock /tmp/mm-heavy.lock python benchmarks/recipes.py --json recipes.json  # one measured job at a time
     python benchmarks/recipes.py --words data/cities.txt --seeds 1 --scale 0.01   # a quick look: seconds
 
