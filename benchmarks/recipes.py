@@ -4,6 +4,7 @@
     python benchmarks/recipes.py --models wavenet --words data/cities.txt --json cities.json   # one list: 45 min
     flock /tmp/mm-heavy.lock python benchmarks/recipes.py --json recipes.json  # one measured job at a time
     python benchmarks/recipes.py --words data/cities.txt --seeds 1 --scale 0.01   # a quick look: seconds
+    python benchmarks/recipes.py --readme write    # README.md's tables from the committed runs' JSON
 
 For each model (`--models`) and word file (`--words`), every seed (`--seeds N`: 42, 43, ...; the seed makes
 the split, the initialisation, dropout and the minibatches, as `makemore train --seed` does) trains twice:
@@ -49,6 +50,10 @@ from mmlib.vocab import Vocab  # noqa: E402
 
 WORDS = ["data/names.txt", "data/cities.txt", "data/surnames.txt"]
 """The word files measured by default: the course's names, and two real lists no recipe was tuned on."""
+
+RESULTS = ROOT / "benchmarks" / "results"
+"""The measured runs README.md quotes: the `--json` file of each run, committed as it was written."""
+MARKERS = ("<!-- recipes:begin -->", "<!-- recipes:end -->")
 
 
 @dataclass(frozen=True)
@@ -254,6 +259,57 @@ def measure(model: str, path: str, seeds: list[int], args: argparse.Namespace, t
             "recipe": new_sum, "checks": [[t, ok] for t, ok in checks], "verdict": line}
 
 
+def committed(folder: Path = RESULTS) -> list[dict[str, Any]]:
+    """Every run's `--json` file in `folder`: a list of {"run": the file's contents, "result": one model on one
+    file}, in the order the benchmark measures them (models, then word files, as by default)."""
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        run_ = json.loads(path.read_text(encoding="utf-8"))
+        found += [{"run": run_, "result": r, "file": path.name} for r in run_["results"]]
+    order = {m: i for i, m in enumerate(RECIPES)}
+    return sorted(found, key=lambda f: (order[f["result"]["model"]], _word_order(f["result"]["words"])))
+
+
+def _word_order(path: str) -> tuple[int, str]:
+    return (WORDS.index(path), path) if path in WORDS else (len(WORDS), path)
+
+
+def readme_section(found: list[dict[str, Any]]) -> str:
+    """The README's benchmark section from `committed` runs: each table and verdict as the run printed it, with
+    the machine's load around the run and the file it came from."""
+    parts = []
+    for f in found:
+        run_, r = f["run"], f["result"]
+        rows = [s for s in (r["baseline"], r["recipe"]) if s is not None]
+        base_dev = r["baseline"]["dev"]["mean"] if r["baseline"] else None
+        text = table(r["model"], r["words"], r["n_words"], run_["seeds"], rows, base_dev)
+        parts.append(text.replace("## ", "#### ", 1))        # under the README's own headings
+        load = f"{_load(run_['load_start'])} at the start of the run and {_load(run_['load_end'])} at its end"
+        parts.append(f"{r['verdict']}. Measured on {run_['cpus']} CPUs with torch {run_['torch']}, load average "
+                     f"(1, 5, 15 min) {load} (`benchmarks/results/{f['file']}`).")
+    return "\n\n".join(parts)
+
+
+def _load(values: list[float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
+def readme(check: bool) -> int:
+    """Write README.md's benchmark section from the committed runs, or (`check`) say whether it is up to date."""
+    from mmlib.results import README, readme_with_table
+    text = README.read_text(encoding="utf-8")
+    new = readme_with_table(text, readme_section(committed()), MARKERS)
+    if check:
+        if new != text:
+            print("README.md's benchmark section differs from benchmarks/results/: run "
+                  "python benchmarks/recipes.py --readme write")
+            return 1
+        return 0
+    README.write_text(new, encoding="utf-8")
+    print(f"wrote {len(committed())} benchmark tables into {README.name}")
+    return 0
+
+
 def _progress(model: str, path: str, which: str, r: dict[str, Any]) -> dict[str, Any]:
     print(f"  {model} {which} on {path}, seed {r['seed']}: dev {r['dev']:.4f} in {r['seconds']:.1f} s", file=sys.stderr,
           flush=True)
@@ -279,7 +335,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every step budget by this (default: 1)")
     ap.add_argument("--every", type=int, default=200, help="evaluate dev every this many steps (default: 200)")
     ap.add_argument("--json", default=None, metavar="PATH", help="also write every number to this JSON file")
+    ap.add_argument("--readme", choices=("write", "check"), default=None,
+                    help="measure nothing: write README.md's benchmark section from benchmarks/results/*.json "
+                    "(check: exit 1 if it differs)")
     args = ap.parse_args(argv)
+    if args.readme:
+        sys.exit(readme(args.readme == "check"))
 
     def refuse(message: str) -> None:
         ap.exit(2, f"{ap.prog}: error: {message}\n")     # one line, without argparse's usage above it

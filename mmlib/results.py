@@ -178,13 +178,14 @@ def _spaced_ticks(ax, ticks: list[float]) -> list[float]:
     return kept
 
 
-def readme_with_table(readme: str, table: str) -> str:
-    """`readme` with the text between the results markers replaced by `table`."""
-    if BEGIN not in readme or END not in readme:
-        raise ValueError(f"README.md needs the markers {BEGIN} and {END} around the results table")
-    head, rest = readme.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{table}\n{END}{tail}"
+def readme_with_table(readme: str, table: str, markers: tuple[str, str] = (BEGIN, END)) -> str:
+    """`readme` with the text between `markers` (default: the results markers) replaced by `table`."""
+    begin, end = markers
+    if begin not in readme or end not in readme:
+        raise ValueError(f"README.md needs the markers {begin} and {end} around the table")
+    head, rest = readme.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{table}\n{end}{tail}"
 
 
 def run_lessons(lessons: list[str] | None = None, *, ci: bool = False, out: str | Path,

@@ -218,3 +218,27 @@ def test_bad_arguments_get_one_line(bench, capsys, argv, message):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+# ---- the committed runs README.md quotes -----------------------------------------------------------
+
+
+def test_the_readme_quotes_the_committed_runs_of_todays_recipes_and_their_verdicts_follow_the_numbers(bench):
+    found = bench.committed()
+    assert found, "benchmarks/results/ holds no run"
+    for f in found:
+        run, r = f["run"], f["result"]
+        where = f"benchmarks/results/{f['file']}, {r['model']} on {r['words']}"
+        assert run["scale"] == 1 and len(run["seeds"]) >= 3, f"{where}: not a full run of 3 seeds or more"
+        recipe = RECIPES[r["model"]]
+        assert r["recipe"]["label"] == f"makemore: {bench.describe(recipe.train, recipe.model)}", \
+            f"{where}: measured another recipe than mmlib.recipes' (rerun the benchmark for it)"
+        assert (r["recipe"]["steps"], r["recipe"]["batch_size"]) == (recipe.train["max_steps"],
+                                                                     recipe.train["batch_size"]), where
+        if r["baseline"] is not None:
+            checks = bench.verdict(r["model"], r["baseline"], r["recipe"], on_names=r["on_names"])
+            assert bench.verdict_line(r["model"], r["words"], checks) == r["verdict"], where
+    from mmlib.results import README, readme_with_table
+    text = README.read_text(encoding="utf-8")
+    assert readme_with_table(text, bench.readme_section(found), bench.MARKERS) == text, \
+        "README.md's benchmark section is out of date: python benchmarks/recipes.py --readme write"
