@@ -63,7 +63,7 @@ try:   # PyTorch takes a second or more to load: Ctrl-C meanwhile ends with one 
         vocab_of,
         write_run,
     )
-    from mmlib.train import Callbacks, TrainConfig, TrainingDiverged, TrainState, check_length_buckets, evaluate, train
+    from mmlib.train import Callbacks, TrainConfig, TrainingDiverged, TrainState, evaluate, train
     from mmlib.validate import choice, non_negative_int, number, positive_int
     from mmlib.validate import seed as check_seed
     from mmlib.vocab import Vocab, VocabError
@@ -360,10 +360,6 @@ def _new_meta(model_name: str, mcfg: dict[str, Any], cfg: TrainConfig, words: li
         mcfg = cls.Config(vocab_size=len(vocab), **mcfg).to_dict()
     except (TypeError, ValueError) as e:
         raise renamed(e, {n: flag_of(n) for n in mcfg}) from None
-    try:
-        check_length_buckets(cfg.length_buckets, cls.per_position)
-    except ValueError as e:
-        raise renamed(e, {"length_buckets": flag_of("length_buckets")}) from None
     return {"format": RUN_FORMAT, "model": model_name, "model_config": mcfg,
             "train_config": {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "live_plot", "device")},
             "vocab": "".join(vocab.itos), "samples": n_samples,

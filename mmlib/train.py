@@ -188,8 +188,6 @@ class TrainConfig:
     weight_decay: float = 0.0      # "adamw": decoupled weight decay, applied to matrices only (not biases, gains)
     betas: tuple[float, float] = (0.9, 0.99)  # "adamw": the moving averages of the gradient and its square
     grad_clip: float | None = None  # clip the gradient's norm to this (None: no clipping)
-    length_buckets: int = 1        # sequence models: draw each minibatch from one of this many equal groups of
-                                   # the training rows sorted by length, so less of it is padding (1: all rows)
     eval_every: int = 0            # evaluate the held-out splits every this many steps (0: only at the end)
     eval_rows: int | None = 10_000  # rows per split in those evaluations (None: all); the final one uses all
     seed: int = 42                 # the order of the minibatches (the model's initialisation is seeded where made)
@@ -214,7 +212,6 @@ class TrainConfig:
         for b in self.betas:
             number("betas", b, 0, 1, high_open=True)
         optional(number, "grad_clip", self.grad_clip, 0, None, low_open=True)
-        positive_int("length_buckets", self.length_buckets)
         non_negative_int("eval_every", self.eval_every)
         optional(positive_int, "eval_rows", self.eval_rows)
         check_seed("seed", self.seed)
@@ -314,30 +311,6 @@ def trim_padding(X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.
     real = Y != IGNORE
     keep = int(real.any(0).nonzero().max()) + 1 if real.any() else 1
     return X[:, :keep], Y[:, :keep]
-
-
-def check_length_buckets(n: int, sequences: bool) -> None:
-    """Refuse `TrainConfig.length_buckets` above 1 for a model that reads windows (`sequences` False)."""
-    if n > 1 and not sequences:
-        raise ValueError(f"length_buckets must be 1 for a model that reads windows, all of one length (grouping by "
-                         f"length saves padding in the sequence models only, such as the transformer), got {n}")
-
-
-def length_buckets(Y: torch.Tensor, n: int, sequences: bool) -> list[torch.Tensor] | None:
-    """The rows of a sequence split (targets `Y`) sorted by their number of targets and cut into `n` groups
-    of equal size (to one row; at most one group a row), for `TrainConfig.length_buckets`; None for n = 1.
-
-    A minibatch drawn from one group holds names of about one length, so `trim_padding` cuts it short: on
-    names a random batch of 128 is cut after ~12 positions while its names average 7. A row's chance to be
-    drawn stays 1/N: its group is picked with chance 1/n, then the row with chance n/N. (The loss still
-    averages over each batch's targets, so a batch of short names weighs each of its targets a little more.)
-    """
-    check_length_buckets(n, sequences)
-    n = min(n, len(Y))             # a tiny word file: one row a group at most
-    if n == 1:
-        return None
-    order = torch.argsort((Y != IGNORE).sum(1).cpu(), stable=True)
-    return list(torch.tensor_split(order, n))
 
 
 @torch.no_grad()
@@ -493,7 +466,6 @@ class _Run:
     device: torch.device
     on_accelerator: bool                  # not the CPU (read once: torch.device.type costs a microsecond)
     trim: bool                            # cut sequence batches after their last target (`trim_padding`)
-    buckets: list[torch.Tensor] | None    # the training rows by length, `length_buckets` groups (`length_buckets`)
     callbacks: Callbacks
     watch_steps: bool                     # callbacks.on_step is not the no-op: a StepInfo per step is worth making
     bar: _ProgressBar | None
@@ -524,10 +496,9 @@ def _start(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: 
         opt.load_state_dict(state.optimizer_state)
     state.optimizer = opt
     callbacks = callbacks if callbacks is not None else Callbacks()
-    trim = bool(getattr(model, "per_position", False)) and splits["train"][1].ndim == 2
     run = _Run(model, splits, cfg, state, opt, params=[p for group in opt.param_groups for p in group["params"]],
-               device=device, on_accelerator=device.type != "cpu", trim=trim,
-               buckets=length_buckets(splits["train"][1], cfg.length_buckets, trim),
+               device=device, on_accelerator=device.type != "cpu",
+               trim=bool(getattr(model, "per_position", False)) and splits["train"][1].ndim == 2,
                callbacks=callbacks, watch_steps=type(callbacks).on_step is not Callbacks.on_step,
                bar=_ProgressBar(cfg.max_steps, state.step) if _progress_wanted(cfg) else None,
                plot=_LivePlot() if _live_plot_wanted(cfg) else None)
@@ -548,11 +519,7 @@ def _step(run: _Run) -> None:
     for group in opt.param_groups:
         group["lr"] = lr
     X, Y = run.splits["train"]
-    if run.buckets is None:
-        ix = torch.randint(0, len(X), (cfg.batch_size,), generator=state.generator)   # drawn on the CPU
-    else:
-        rows = run.buckets[int(torch.randint(0, len(run.buckets), (1,), generator=state.generator))]
-        ix = rows[torch.randint(0, len(rows), (cfg.batch_size,), generator=state.generator)]
+    ix = torch.randint(0, len(X), (cfg.batch_size,), generator=state.generator)   # drawn on the CPU
     if run.on_accelerator:
         ix = ix.to(run.device)
     xb, yb = X[ix], Y[ix]

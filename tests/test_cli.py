@@ -345,8 +345,6 @@ def test_a_folder_holding_another_run_is_refused_unless_resume_or_force(words, t
     (["--samples", "-1"], "--samples must be a whole number >= 0, got -1", 1),
     (["--batchnorm", "maybe"], "--batchnorm must be true or false, got 'maybe'", 1),
     (["--device", "tpu"], "--device must be one of cpu, cuda, mps; got 'tpu'", 1),
-    (["--length-buckets", "0", "--model", "transformer"], "--length-buckets must be a positive whole number", 1),
-    (["--length-buckets", "4"], "--length-buckets must be 1 for a model that reads windows", 1),
     (["--model", "lstm"], "invalid choice: 'lstm'", 2),
     (["--steps", "5"], "unrecognized arguments: --steps 5", 2),
 ])

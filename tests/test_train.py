@@ -19,7 +19,6 @@ from mmlib.train import (
     TrainingDiverged,
     TrainState,
     evaluate,
-    length_buckets,
     lr_at,
     train,
     trim_padding,
@@ -253,52 +252,6 @@ def test_sequence_batches_are_cut_after_their_longest_word_without_changing_the_
     rec = Recording(model.config, generator=torch.Generator().manual_seed(0))
     train(rec, {"train": (X[:1], Y[:1])}, cfg(max_steps=3, batch_size=4, optimizer="adamw", lr=1e-3))
     assert seen[:3] == [2, 2, 2]   # "a" and its end token; the final evaluation reads the whole width
-
-
-def test_length_buckets_draw_each_batch_from_names_of_about_one_length_and_resume_exactly():
-    words = ["a", "ab", "abc", "abca", "abcab", "abcabc", "b", "bc"] * 5     # targets per row: 2 to 7
-    vocab = Vocab.from_words(words)
-    X, Y = build_sequences(words, vocab, block_size=8)
-    n_targets = (Y != IGNORE).sum(1)
-    groups = length_buckets(Y, 4, True)
-    assert sorted(torch.cat(groups).tolist()) == list(range(40)) and [len(g) for g in groups] == [10] * 4
-    assert [sorted(set(n_targets[g].tolist())) for g in groups] == [[2], [3], [4, 5], [6, 7]]
-    assert length_buckets(Y, 1, True) is None
-    with pytest.raises(ValueError, match="length_buckets must be 1 for a model that reads windows"):
-        length_buckets(Y, 4, False)
-    assert [len(g) for g in length_buckets(Y, 50, True)] == [1] * 40      # a tiny file: one row a group
-    with pytest.raises(ValueError, match="length_buckets must be a positive whole number, got 0"):
-        cfg(length_buckets=0)
-
-    seen = []
-
-    class Recording(Model):
-        """Counts each minibatch row's targets; a bigram table underneath, so it learns."""
-        per_position = True
-
-        def __init__(self):
-            super().__init__(ModelConfig(vocab_size=len(vocab), block_size=8))
-            self.table = torch.nn.Parameter(torch.zeros(len(vocab), len(vocab)))
-
-        def forward(self, idx, targets=None):
-            if self.training:
-                seen.append(sorted(set((targets != IGNORE).sum(1).tolist())))
-            logits = self.table[idx]
-            return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
-
-    splits = {"train": (X, Y), "dev": (X, Y)}
-    recipe = cfg(max_steps=40, batch_size=6, optimizer="adamw", lr=1e-2, length_buckets=4, eval_every=10)
-    full = train(Recording(), splits, recipe)
-    assert len(seen) == 40 and all(s in ([2], [3], [4], [5], [4, 5], [6], [7], [6, 7]) for s in seen), seen
-    assert {tuple(s) for s in seen} & {(2,), (3,)} and {tuple(s) for s in seen} & {(6,), (7,), (6, 7)}
-
-    model, state = Recording(), TrainState(torch.Generator().manual_seed(recipe.seed))
-    with pytest.raises(_Stop):
-        train(model, splits, recipe, state=state, callbacks=_StopAt("on_step", 25))
-    resumed = Recording()
-    resumed.load_state_dict(model.state_dict())
-    out = train(resumed, splits, recipe, state=TrainState.from_state_dict(state.state_dict()))
-    assert out.losses == full.losses and out.final == full.final
 
 
 def test_eval_mode_restores_the_mode_it_found():
