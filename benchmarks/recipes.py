@@ -296,18 +296,14 @@ def _load(values: list[float]) -> str:
 
 def readme(check: bool) -> int:
     """Write README.md's benchmark section from the committed runs, or (`check`) say whether it is up to date."""
-    from mmlib.results import README, readme_with_table
-    text = README.read_text(encoding="utf-8")
-    new = readme_with_table(text, readme_section(committed()), MARKERS)
-    if check:
-        if new != text:
-            print("README.md's benchmark section differs from benchmarks/results/: run "
-                  "python benchmarks/recipes.py --readme write")
-            return 1
-        return 0
-    README.write_text(new, encoding="utf-8")
-    print(f"wrote {len(committed())} benchmark tables into {README.name}")
-    return 0
+    from mmlib.results import update_readme
+    found = committed()
+    stale = ("README.md's benchmark section differs from benchmarks/results/: run "
+             "`python benchmarks/recipes.py --readme write`")
+    status = update_readme(readme_section(found), check=check, markers=MARKERS, stale=stale)
+    if not check:
+        print(f"wrote {len(found)} benchmark tables into README.md")
+    return status
 
 
 def _progress(model: str, path: str, which: str, r: dict[str, Any]) -> dict[str, Any]:

@@ -188,6 +188,20 @@ def readme_with_table(readme: str, table: str, markers: tuple[str, str] = (BEGIN
     return f"{head}{begin}\n{table}\n{end}{tail}"
 
 
+def update_readme(table: str, *, check: bool, stale: str, markers: tuple[str, str] = (BEGIN, END)) -> int:
+    """Put `table` between `markers` in README.md, or (`check`) only compare: exit status 1, with `stale` on
+    stderr, when README.md holds something else there; 0 otherwise."""
+    readme = README.read_text(encoding="utf-8")
+    new = readme_with_table(readme, table, markers)
+    if check:
+        if new != readme:
+            print(stale, file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(new, encoding="utf-8")
+    return 0
+
+
 def run_lessons(lessons: list[str] | None = None, *, ci: bool = False, out: str | Path,
                 folder: str | Path = SOLUTIONS) -> dict[str, dict[str, Any]]:
     """Execute solution notebooks into `out` (`mmlib.notebooks.run_notebook`); return their metrics, as `collect` does.
@@ -242,17 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.write or args.check):
         print(table)
         return 0
-    readme = README.read_text(encoding="utf-8")
-    new = readme_with_table(readme, table)
-    if args.check:
-        if new != readme:
-            print("README.md's results table differs from the notebooks' metrics: run "
-                  "`python -m mmlib.results --write`", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(new, encoding="utf-8")
-    print(f"wrote the results of {table.count(chr(10)) - 1} lessons into {README.name}")
-    return 0
+    status = update_readme(table, check=args.check, stale="README.md's results table differs from the notebooks' "
+                           "metrics: run `python -m mmlib.results --write`")
+    if not args.check:
+        print(f"wrote the results of {table.count(chr(10)) - 1} lessons into {README.name}")
+    return status
 
 
 def _run(args: argparse.Namespace) -> int:
