@@ -4,7 +4,7 @@
     result = train(model, splits, cfg)       # splits: {"train": (X, Y), "dev": (X, Y), ...}
     result.final                             # {"train": 2.13, "dev": 2.18, ...}
 
-Each step draws a random minibatch of rows of the training split, asks the model for its loss
+Each step draws a minibatch of rows of the training split (`minibatch_rows`), asks the model for its loss
 (`model(X, Y) -> (logits, loss)`, see `mmlib.models`), backpropagates and updates. Two recipes:
 
 - `optimizer="sgd", schedule="step"` (the defaults): the lectures' plain minibatch SGD, `p -= lr * grad`
@@ -27,6 +27,7 @@ modes through `mmlib.layers.eval_mode`.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -47,6 +48,7 @@ from mmlib.validate import seed as check_seed
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
+SAMPLINGS = ("random", "epochs")
 EVAL_TOKENS = 2**20
 """`evaluate` feeds at most this many characters of context to the model at once (memory, not results)."""
 
@@ -190,6 +192,9 @@ class TrainConfig:
     grad_clip: float | None = None  # clip the gradient's norm to this (None: no clipping)
     eval_every: int = 0            # evaluate the held-out splits every this many steps (0: only at the end)
     eval_rows: int | None = 10_000  # rows per split in those evaluations (None: all); the final one uses all
+    # "random": each row of a minibatch drawn at random, as the lectures do; "epochs": passes over the training
+    # rows in a shuffled order, a new order each pass, so every row is trained on once a pass
+    sampling: str = "random"
     seed: int = 42                 # the order of the minibatches (the model's initialisation is seeded where made)
     device: str = "cpu"            # "cpu", "cuda" or "mps"
     threads: int | None = None     # cap on PyTorch's CPU threads (None: leave as is)
@@ -201,6 +206,7 @@ class TrainConfig:
         positive_int("batch_size", self.batch_size)
         choice("optimizer", self.optimizer, OPTIMIZERS)
         choice("schedule", self.schedule, SCHEDULES)
+        choice("sampling", self.sampling, SAMPLINGS)
         learning_rate("lr", self.lr)
         learning_rate("lr_late", self.lr_late)
         optional(non_negative_int, "decay_step", self.decay_step)
@@ -519,7 +525,7 @@ def _step(run: _Run) -> None:
     for group in opt.param_groups:
         group["lr"] = lr
     X, Y = run.splits["train"]
-    ix = torch.randint(0, len(X), (cfg.batch_size,), generator=state.generator)   # drawn on the CPU
+    ix = minibatch_rows(step, cfg.batch_size, len(X), state.generator, cfg.sampling)   # drawn on the CPU
     if run.on_accelerator:
         ix = ix.to(run.device)
     xb, yb = X[ix], Y[ix]
@@ -543,6 +549,34 @@ def _step(run: _Run) -> None:
     run.guard(step, value, lr)
     if run.bar is not None:
         run.bar.update(value)
+
+
+def minibatch_rows(step: int, batch_size: int, n_rows: int, generator: torch.Generator,
+                   sampling: str = "random") -> torch.Tensor:
+    """The rows (indices into the training split) that step `step` trains on.
+
+    "random" draws each row from `generator`, independently: in a run of many passes over the data some
+    rows come up far more often than others. "epochs" reads the rows from an endless stream of shuffled
+    orders of all `n_rows` rows, one order per pass, step `step` taking the stream's `batch_size` rows from
+    `step * batch_size` on; every row is trained on once a pass, and on the transformer's many passes over
+    the names that lowers the dev loss (`benchmarks/recipes.py`). A pass's order depends only on the
+    generator's seed and the pass, so a resumed run rebuilds it without saving it, and `generator` is not
+    drawn from.
+    """
+    if sampling == "random":
+        return torch.randint(0, n_rows, (batch_size,), generator=generator)
+    choice("sampling", sampling, SAMPLINGS)
+    start = step * batch_size
+    first, last = start // n_rows, (start + batch_size - 1) // n_rows
+    stream = torch.cat([_pass_order(generator.initial_seed(), p, n_rows) for p in range(first, last + 1)])
+    offset = start - first * n_rows
+    return stream[offset:offset + batch_size]
+
+
+@functools.lru_cache(maxsize=2)   # a step needs the current pass and, across a pass's end, the next
+def _pass_order(seed: int, p: int, n_rows: int) -> torch.Tensor:
+    """Pass `p`'s shuffled order of the rows 0..n_rows-1, a function of `seed` and `p` only."""
+    return torch.randperm(n_rows, generator=torch.Generator().manual_seed((seed * 1_000_003 + p) % 2**63))
 
 
 def _evaluate_during(run: _Run) -> None:

@@ -20,6 +20,7 @@ from mmlib.train import (
     TrainState,
     evaluate,
     lr_at,
+    minibatch_rows,
     train,
     trim_padding,
 )
@@ -63,6 +64,7 @@ def test_schedules():
     ({"decay_step": -1}, "decay_step must be a whole number >= 0, got -1"),
     ({"seed": None}, "seed must be a whole number"),
     ({"device": "tpu"}, "device must be one of cpu, cuda, mps"),
+    ({"sampling": "shuffle"}, "sampling must be one of random, epochs; got 'shuffle'"),
     ({"weight_decay": 0.1}, "weight_decay is applied by AdamW only"),
 ])
 def test_config_refuses_nonsense(kw, message):
@@ -102,12 +104,38 @@ def test_sgd_is_the_lessons_loop_to_the_last_bit():
         assert torch.equal(p, P[k]), k
 
 
+@pytest.mark.parametrize("batch_size", [7, 300, 700])
+def test_epochs_sampling_trains_on_every_row_once_a_pass_in_a_new_order_each_pass(batch_size):
+    """300 rows: batches that divide a pass unevenly, exactly one pass, and more than two passes a step."""
+    n, g = 300, torch.Generator().manual_seed(3)
+    steps = -(-5 * n // batch_size)
+    stream = torch.cat([minibatch_rows(s, batch_size, n, g, "epochs") for s in range(steps)])
+    assert len(stream) == steps * batch_size
+    passes = [stream[i * n:(i + 1) * n] for i in range(5)]
+    for rows in passes:
+        assert torch.equal(rows.sort().values, torch.arange(n))          # every row once
+    assert len({tuple(rows.tolist()) for rows in passes}) == 5           # each pass in its own order
+    assert not torch.equal(passes[0], torch.arange(n))                   # shuffled
+    g.manual_seed(3)
+    torch.randint(0, 10, (50,), generator=g)   # the order depends on the seed, not the generator's state
+    assert torch.equal(minibatch_rows(steps - 1, batch_size, n, g, "epochs"), stream[-batch_size:])
+    other = minibatch_rows(0, batch_size, n, torch.Generator().manual_seed(4), "epochs")
+    assert not torch.equal(other, stream[:batch_size])
+
+
+def test_random_sampling_is_the_lectures_draw():
+    drawn = minibatch_rows(0, 32, 300, torch.Generator().manual_seed(5))
+    assert torch.equal(drawn, torch.randint(0, 300, (32,), generator=torch.Generator().manual_seed(5)))
+
+
+@pytest.mark.parametrize("sampling", ["random", "epochs"])
 @pytest.mark.parametrize("hook, stopped_at", [("on_step", 50), ("on_eval", 60)])
-def test_an_interrupted_run_resumes_exactly_where_it_stopped(hook, stopped_at):
+def test_an_interrupted_run_resumes_exactly_where_it_stopped(hook, stopped_at, sampling):
     """Ctrl-C (here: an exception from on_step, before step 50's update, or from on_eval after step 60's
-    evaluation) then resume == never stopped."""
+    evaluation) then resume == never stopped; 120 steps of 16 rows are 6.4 passes over the 300 rows."""
     splits = toy_splits()
-    recipe = cfg(max_steps=120, optimizer="adamw", schedule="cosine", lr=3e-3, warmup=10, eval_every=30)
+    recipe = cfg(max_steps=120, optimizer="adamw", schedule="cosine", lr=3e-3, warmup=10, eval_every=30,
+                 sampling=sampling)
     full = train(small_mlp(), splits, recipe)
 
     model, state = small_mlp(), TrainState(torch.Generator().manual_seed(recipe.seed))
