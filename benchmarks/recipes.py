@@ -96,6 +96,8 @@ def describe(train: dict[str, Any], model: dict[str, Any]) -> str:
         text += f", weight decay {train.get('weight_decay', 0.0):g}"
     if train.get("grad_clip") is not None:
         text += f", clip {train['grad_clip']:g}"
+    if train.get("sampling", "random") == "epochs":
+        text += ", minibatches from shuffled passes"
     return text + "".join(f", {k} {v}" for k, v in model.items())
 
 

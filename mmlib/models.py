@@ -337,9 +337,9 @@ class MLPConfig(ModelConfig):
     bn_eps: float = 1e-5          # added to the variance before the square root, as torch.nn does
     # Initialisation, as the lectures do it: every tensor is drawn from N(0, 1), in the order
     # C, W1, b1, [bngain, bnbias], W2, b2, and multiplied by its scale.
-    emb_scale: float = 1.0        # C
+    emb_scale: float = 1.0        # scales C, the embedding table
     w1_scale: float | str = 1.0   # W1; "kaiming": (5/3) / sqrt(block_size * n_embd), tanh's gain (lesson 03)
-    b1_scale: float = 1.0         # b1
+    b1_scale: float = 1.0         # scales b1, the hidden layer's bias
     w2_scale: float = 1.0         # W2; lesson 03 uses 0.01 so the untrained net predicts near-uniformly
     b2_scale: float = 1.0         # b2; lesson 03 uses 0
     hidden_bias: bool | None = None  # keep b1; None: only without BatchNorm, whose mean subtraction cancels it

@@ -181,8 +181,8 @@ class TrainConfig:
     batch_size: int = 32           # rows of the training split per step (examples, or words for sequence models)
     optimizer: str = "sgd"         # "sgd": the lectures' plain SGD; "adamw": AdamW
     lr: float = 0.1                # learning rate (the peak, after warm-up, for "cosine")
-    # "step": lr, then lr_late from decay_step; "cosine": warm-up, then cosine to lr_min; "constant": lr throughout
-    schedule: str = "step"
+    schedule: str = "step"         # "step": lr, then lr_late from decay_step; "cosine": warm-up, then cosine
+                                   # to lr_min; "constant": lr throughout
     lr_late: float = 0.01          # "step": the rate from decay_step on
     decay_step: int | None = None  # "step": where the rate drops; None: halfway through `max_steps`
     warmup: int = 0                # "cosine": steps of linear warm-up from 0 to lr
@@ -192,9 +192,8 @@ class TrainConfig:
     grad_clip: float | None = None  # clip the gradient's norm to this (None: no clipping)
     eval_every: int = 0            # evaluate the held-out splits every this many steps (0: only at the end)
     eval_rows: int | None = 10_000  # rows per split in those evaluations (None: all); the final one uses all
-    # "random": each row of a minibatch drawn at random, as the lectures do; "epochs": passes over the training
-    # rows in a shuffled order, a new order each pass, so every row is trained on once a pass
-    sampling: str = "random"
+    sampling: str = "random"       # "random": each row of a minibatch drawn at random, as the lectures do;
+                                   # "epochs": shuffled passes over the training rows, every row once a pass
     seed: int = 42                 # the order of the minibatches (the model's initialisation is seeded where made)
     device: str = "cpu"            # "cpu", "cuda" or "mps"
     threads: int | None = None     # cap on PyTorch's CPU threads (None: leave as is)
