@@ -98,6 +98,8 @@ def describe(train: dict[str, Any], model: dict[str, Any]) -> str:
         text += f", clip {train['grad_clip']:g}"
     if train.get("sampling", "random") == "epochs":
         text += ", minibatches from shuffled passes"
+    if train.get("dropout_from"):
+        text += f", no dropout in the first {train['dropout_from']:.0%} of the steps"
     return text + "".join(f", {k} {v}" for k, v in model.items())
 
 

@@ -147,14 +147,15 @@ def _model_help(per_model: dict[str, tuple[str, Any, Any]]) -> str:
 
 def _train_help(name: str, comment: str) -> str:
     comment = TRAIN_HELP.get(name, comment)
-    defaults = {model: recipe.train[name] for model, recipe in RECIPES.items() if name in recipe.train}
+    default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
+    set_by_some = any(name in recipe.train for recipe in RECIPES.values())
+    defaults = {model: recipe.train.get(name, default) for model, recipe in RECIPES.items()} if set_by_some else {}
     if defaults and len(set(map(str, defaults.values()))) == 1:
         return f"{comment} (default: {next(iter(defaults.values()))})"
     if defaults:
         return f"{comment} (default: " + ", ".join(f"{m} {v}" for m, v in defaults.items()) + ")"
     if name in TRAIN_HELP and "default:" in comment:
         return comment
-    default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
     return f"{comment} (default: {default})"
 
 

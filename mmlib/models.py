@@ -701,9 +701,10 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, c: TransformerConfig):
         super().__init__()
-        self.n_head, self.dropout = c.n_head, c.dropout
+        self.n_head = c.n_head
         self.qkv = nn.Linear(c.n_embd, 3 * c.n_embd)
         self.proj = nn.Linear(c.n_embd, c.n_embd)
+        self.attn_drop = nn.Dropout(c.dropout)    # its rate, on or off, for the attention weights' dropout
         self.drop = nn.Dropout(c.dropout)
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -727,8 +728,8 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.heads(x)                                                                   # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.dropout if self.training else 0.0)      # (B, nh, T, hs)
+        p = self.attn_drop.p if self.attn_drop.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)                # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)                                          # heads side by side
         return self.drop(self.proj(y))
 

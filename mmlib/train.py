@@ -194,6 +194,8 @@ class TrainConfig:
     eval_rows: int | None = 10_000  # rows per split in those evaluations (None: all); the final one uses all
     sampling: str = "random"       # "random": each row of a minibatch drawn at random, as the lectures do;
                                    # "epochs": shuffled passes over the training rows, every row once a pass
+    dropout_from: float = 0.0      # the model's dropout layers are off for this fraction of max_steps, then on
+                                   # ("late dropout": the first steps fit faster without it, and cost less)
     seed: int = 42                 # the order of the minibatches (the model's initialisation is seeded where made)
     device: str = "cpu"            # "cpu", "cuda" or "mps"
     threads: int | None = None     # cap on PyTorch's CPU threads (None: leave as is)
@@ -206,6 +208,7 @@ class TrainConfig:
         choice("optimizer", self.optimizer, OPTIMIZERS)
         choice("schedule", self.schedule, SCHEDULES)
         choice("sampling", self.sampling, SAMPLINGS)
+        number("dropout_from", self.dropout_from, 0, 1, high_open=True)
         learning_rate("lr", self.lr)
         learning_rate("lr_late", self.lr_late)
         optional(non_negative_int, "decay_step", self.decay_step)
@@ -477,6 +480,7 @@ class _Run:
     plot: _LivePlot | None
     guard: DivergenceGuard | None = None  # made at the first step, when the logits say how many classes there are
     drawn_from: torch.Tensor | None = None  # the generator's state before this step's draw, until the step is done
+    dropouts: list[torch.nn.Dropout] = field(default_factory=list)  # switched on at `dropout_from` (else empty)
 
 
 def _start(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig,
@@ -507,6 +511,8 @@ def _start(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: 
                callbacks=callbacks, watch_steps=type(callbacks).on_step is not Callbacks.on_step,
                bar=_ProgressBar(cfg.max_steps, state.step) if _progress_wanted(cfg) else None,
                plot=_LivePlot() if _live_plot_wanted(cfg) else None)
+    if cfg.dropout_from and hasattr(model, "modules"):
+        run.dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     if hasattr(model, "train") and callable(model.train):
         model.train()
     return run
@@ -523,6 +529,8 @@ def _step(run: _Run) -> None:
     lr = lr_at(step, cfg)
     for group in opt.param_groups:
         group["lr"] = lr
+    for layer in run.dropouts:       # late dropout: off until dropout_from, then as the model has it
+        layer.training = step >= cfg.dropout_from * cfg.max_steps
     X, Y = run.splits["train"]
     ix = minibatch_rows(step, cfg.batch_size, len(X), state.generator, cfg.sampling)   # drawn on the CPU
     if run.on_accelerator:

@@ -171,6 +171,18 @@ def test_transformer_predicts_every_position_and_never_looks_ahead():
         create("transformer", n_embd=10, n_head=4)
 
 
+def test_every_dropout_of_the_transformer_is_a_dropout_layer_that_switches_it_on_and_off():
+    """So the trainer's late dropout (and eval mode) reach the attention weights' dropout too."""
+    from mmlib.models import CausalSelfAttention, TransformerConfig
+    attn = CausalSelfAttention(TransformerConfig(n_embd=16, n_head=2, dropout=0.5)).train()
+    x = torch.randn(2, 6, 16, generator=torch.Generator().manual_seed(0))
+    attn.drop.eval()                       # the output's dropout off: what is left is the attention weights'
+    assert not torch.equal(attn(x), attn(x))
+    attn.attn_drop.eval()
+    torch.testing.assert_close(attn(x), attn(x), rtol=0, atol=0)
+    torch.testing.assert_close(attn(x), attn.eval()(x), rtol=0, atol=0)
+
+
 def test_padding_never_reaches_the_loss():
     g = torch.Generator().manual_seed(0)
     model = create("transformer", generator=g, block_size=6, n_layer=1, n_head=1, n_embd=8).eval()

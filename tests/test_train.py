@@ -65,6 +65,7 @@ def test_schedules():
     ({"seed": None}, "seed must be a whole number"),
     ({"device": "tpu"}, "device must be one of cpu, cuda, mps"),
     ({"sampling": "shuffle"}, "sampling must be one of random, epochs; got 'shuffle'"),
+    ({"dropout_from": 1.0}, "dropout_from must be a finite number in \\[0, 1\\), got 1.0"),
     ({"weight_decay": 0.1}, "weight_decay is applied by AdamW only"),
 ])
 def test_config_refuses_nonsense(kw, message):
@@ -355,3 +356,25 @@ def test_the_live_plot_draws_the_minibatch_and_evaluation_losses(monkeypatch):
     monkeypatch.setattr("IPython.display.display", lambda display_id: Handle())
     train(small_mlp(), toy_splits(), cfg(max_steps=40, eval_every=10, live_plot=True))
     assert len(shown) == 4 and all(image.data.startswith(b"\x89PNG") for image in shown)   # steps 10, 20, 30, end
+
+
+def test_late_dropout_keeps_the_models_dropout_off_until_dropout_from_then_on():
+    """dropout_from=0.4 of 10 steps: steps 0-3 without dropout, 4-9 with it; evaluation never has it."""
+    words = ["emma", "olivia", "ava", "isabella", "sophia", "mia"] * 5
+    vocab = Vocab.from_words(words)
+    X, Y = build_sequences(words, vocab, 9)
+    model = create("transformer", generator=torch.Generator().manual_seed(0), vocab_size=len(vocab), block_size=9,
+                   n_layer=1, n_head=2, n_embd=8, dropout=0.5)
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(layers) == 4      # embeddings, attention weights, attention output, MLP output
+
+    class Watch(Callbacks):
+        seen: list = []
+
+        def on_step(self, info):
+            Watch.seen.append({m.training for m in layers})
+
+    train(model, {"train": (X, Y), "dev": (X, Y)}, cfg(max_steps=10, batch_size=4, optimizer="adamw",
+                                                       schedule="constant", lr=1e-3, dropout_from=0.4),
+          callbacks=Watch())
+    assert Watch.seen == [{False}] * 4 + [{True}] * 6
