@@ -529,8 +529,10 @@ def _step(run: _Run) -> None:
     lr = lr_at(step, cfg)
     for group in opt.param_groups:
         group["lr"] = lr
-    for layer in run.dropouts:       # late dropout: off until dropout_from, then as the model has it
-        layer.training = step >= cfg.dropout_from * cfg.max_steps
+    if run.dropouts:                 # late dropout: off until dropout_from, then as the model has it
+        on = step >= cfg.dropout_from * cfg.max_steps
+        for layer in run.dropouts:
+            layer.training = on
     X, Y = run.splits["train"]
     ix = minibatch_rows(step, cfg.batch_size, len(X), state.generator, cfg.sampling)   # drawn on the CPU
     if run.on_accelerator:

@@ -359,7 +359,7 @@ def test_the_live_plot_draws_the_minibatch_and_evaluation_losses(monkeypatch):
 
 
 def test_late_dropout_keeps_the_models_dropout_off_until_dropout_from_then_on():
-    """dropout_from=0.4 of 10 steps: steps 0-3 without dropout, 4-9 with it; evaluation never has it."""
+    """dropout_from=0.4 of 10 steps: steps 0-3 without dropout, 4-9 with it."""
     words = ["emma", "olivia", "ava", "isabella", "sophia", "mia"] * 5
     vocab = Vocab.from_words(words)
     X, Y = build_sequences(words, vocab, 9)
@@ -369,12 +369,14 @@ def test_late_dropout_keeps_the_models_dropout_off_until_dropout_from_then_on():
     assert len(layers) == 4      # embeddings, attention weights, attention output, MLP output
 
     class Watch(Callbacks):
-        seen: list = []
+        def __init__(self):
+            self.seen = []
 
         def on_step(self, info):
-            Watch.seen.append({m.training for m in layers})
+            self.seen.append({m.training for m in layers})
 
+    watch = Watch()
     train(model, {"train": (X, Y), "dev": (X, Y)}, cfg(max_steps=10, batch_size=4, optimizer="adamw",
                                                        schedule="constant", lr=1e-3, dropout_from=0.4),
-          callbacks=Watch())
-    assert Watch.seen == [{False}] * 4 + [{True}] * 6
+          callbacks=watch)
+    assert watch.seen == [{False}] * 4 + [{True}] * 6
