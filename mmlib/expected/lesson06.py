@@ -50,11 +50,11 @@ def allowed(T: int, window: int | None, device: torch.device | str = "cpu") -> t
 
 
 def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,
-                        causal: bool = True, window: int | None = None) -> torch.Tensor:
-    """softmax(q k^T * scale + mask) v by PyTorch's fused kernel; `scale` None: 1/sqrt(head size); a
+                        window: int | None = None) -> torch.Tensor:
+    """Causal softmax(q k^T * scale + mask) v by PyTorch's fused kernel; `scale` None: 1/sqrt(head size); a
     `window`: each position reads only the last `window` positions (itself included)."""
     if window is None:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed(q.shape[-2], window, q.device), scale=scale)
 
 
