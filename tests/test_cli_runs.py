@@ -76,6 +76,36 @@ def test_resume_keeps_the_threads_and_the_samples_of_the_run(words, tmp_path, ca
     assert _last(part)["state"]["losses"] == _last(full)["state"]["losses"]
 
 
+def test_a_run_from_before_sampling_and_late_dropout_resumes_as_it_started(words, tmp_path, capsys, monkeypatch):
+    """A run.json written before TrainConfig had `sampling` and `dropout_from` continues with random draws and
+    dropout throughout, as it was trained, not with what the transformer's recipe says today."""
+    old = ("--sampling", "random", "--dropout-from", "0")
+    full = tmp_path / "full"
+    assert run(*train_args(words, full, "transformer", 40), *old) == 0
+
+    real = cli.Stopper.check
+
+    def stop_at_15(self, step, dist):
+        if step == 15:
+            self.requested = True
+        return real(self, step, dist)
+
+    part = tmp_path / "part"
+    monkeypatch.setattr(cli.Stopper, "check", stop_at_15)
+    assert run(*train_args(words, part, "transformer", 40), *old) == 130
+    monkeypatch.setattr(cli.Stopper, "check", real)
+    meta = runs.read_run(part)
+    for name in ("sampling", "dropout_from"):
+        del meta["train_config"][name]
+    runs.write_run(part, meta)
+    capsys.readouterr()
+    assert run("train", "-o", part, "--resume") == 0
+    as_started = _last(full)["state"]["losses"]
+    assert _last(part)["state"]["losses"] == as_started
+    assert run(*train_args(words, tmp_path / "recipe", "transformer", 40)) == 0
+    assert _last(tmp_path / "recipe")["state"]["losses"] != as_started, "today's recipe trains differently"
+
+
 # ---- a stopped run keeps its work ------------------------------------------------------------------
 
 
