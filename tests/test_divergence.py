@@ -9,6 +9,7 @@ training calls that decide.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import pytest
@@ -59,7 +60,10 @@ def test_lesson02_at_lr_2_5_is_told_it_is_not_learning(names):
     result, said = _run(lambda: lesson02_final_run(names, 2.5))
     assert result.final["dev"] > 2 * math.log(27), "the run the issue saw: far worse than guessing"
     assert len(said) == 1, said
-    assert said[0].startswith("the loss is not falling: after 400 steps its mean over the last 100, ")
+    # The guard first judges at step 400; on a run this chaotic the CPU's kernels decide whether it is already
+    # clear there (400 on one machine, 457 on another), so the step is checked as a range, not a number.
+    found = re.match(r"the loss is not falling: after (\d+) steps its mean over the last 100, ", said[0])
+    assert found and 400 <= int(found[1]) < 1000, said[0]
     assert "is above a uniform guess, 3.30" in said[0] and "lower the learning rate (lr, now 2.5)" in said[0]
 
 
