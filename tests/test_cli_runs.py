@@ -24,6 +24,22 @@ def _last(out: Path) -> dict:
     return torch.load(out / "last.pt", weights_only=True)
 
 
+def _stopped_at(monkeypatch, step: int, *argv) -> int:
+    """`run(*argv)` with a stop requested before step `step`, as Ctrl-C would; later runs are not stopped."""
+    real = cli.Stopper.check
+
+    def stop(self, at, dist):
+        if at == step:
+            self.requested = True
+        return real(self, at, dist)
+
+    monkeypatch.setattr(cli.Stopper, "check", stop)
+    try:
+        return run(*argv)
+    finally:
+        monkeypatch.setattr(cli.Stopper, "check", real)
+
+
 def _samples(printed: str) -> list[str]:
     return [line for line in printed.splitlines() if line.lstrip().startswith("samples")]
 
@@ -56,18 +72,9 @@ def test_resume_keeps_the_threads_and_the_samples_of_the_run(words, tmp_path, ca
     assert run(*train_args(words, full, "transformer", 40), "--samples", "2") == 0
     full_samples = _samples(capsys.readouterr().out)
 
-    real = cli.Stopper.check
-
-    def stop_at_15(self, step, dist):
-        if step == 15:
-            self.requested = True
-        return real(self, step, dist)
-
     part = tmp_path / "part"
-    monkeypatch.setattr(cli.Stopper, "check", stop_at_15)
-    assert run(*train_args(words, part, "transformer", 40), "--samples", "2") == 130
+    assert _stopped_at(monkeypatch, 15, *train_args(words, part, "transformer", 40), "--samples", "2") == 130
     before = _samples(capsys.readouterr().out)
-    monkeypatch.setattr(cli.Stopper, "check", real)
     torch.set_num_threads(2)
     assert run("train", "-o", part, "--resume") == 0          # neither --threads nor --samples given
     printed = capsys.readouterr().out
@@ -83,17 +90,8 @@ def test_a_run_from_before_sampling_and_late_dropout_resumes_as_it_started(words
     full = tmp_path / "full"
     assert run(*train_args(words, full, "transformer", 40), *old) == 0
 
-    real = cli.Stopper.check
-
-    def stop_at_15(self, step, dist):
-        if step == 15:
-            self.requested = True
-        return real(self, step, dist)
-
     part = tmp_path / "part"
-    monkeypatch.setattr(cli.Stopper, "check", stop_at_15)
-    assert run(*train_args(words, part, "transformer", 40), *old) == 130
-    monkeypatch.setattr(cli.Stopper, "check", real)
+    assert _stopped_at(monkeypatch, 15, *train_args(words, part, "transformer", 40), *old) == 130
     meta = runs.read_run(part)
     for name in ("sampling", "dropout_from"):
         del meta["train_config"][name]
