@@ -17,6 +17,7 @@ README's results table from the committed notebooks' metrics, so no number there
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -106,8 +107,18 @@ def check_metrics_path(path: str | os.PathLike | None) -> Path | None:
 
     Accepted: None (write nothing), a new `.json` file in a folder that exists or can be made, or a
     metrics file an earlier run of a lesson wrote. Refused: a folder, any other existing file (a
-    notebook, the course's data), a name not ending in .json, a place that cannot be written.
+    notebook, the course's data), a name not ending in .json, a place that cannot be written. What the
+    file holds now is noted: `save_metrics` never overwrites another lesson's metrics, nor a file another
+    run wrote meanwhile (two lessons run at once on one path), but writes beside it and says so.
     """
+    p = _writable(path)
+    if p is not None:
+        _seen[p.resolve()] = _fingerprint(p)
+    return p
+
+
+def _writable(path: str | os.PathLike | None) -> Path | None:
+    """check_metrics_path's checks, without noting what the file holds."""
     if path is None:
         return None
     if not isinstance(path, (str, os.PathLike)):
@@ -124,6 +135,38 @@ def check_metrics_path(path: str | os.PathLike | None) -> Path | None:
     if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK):
         raise MetricsError(f"metrics_path {p} cannot be written: {folder} is not a folder you can write to")
     return p
+
+
+_seen: dict[Path, str | None] = {}
+"""What each metrics file held when this process checked it (`check_metrics_path`, at a lesson's start) or
+last wrote it: a file that changed since was written by another run, and is not overwritten."""
+
+
+def _fingerprint(p: Path) -> str | None:
+    try:
+        return hashlib.sha256(p.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _lesson_in(p: Path) -> str | None:
+    try:
+        return json.loads(p.read_text(encoding="utf-8")).get("lesson")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _own_file(p: Path, lesson: str) -> tuple[Path, str | None]:
+    """Where a lesson's metrics go: `p`, unless `p` holds another lesson's metrics or another run wrote it
+    after this one checked it; then a file of the lesson's own beside it, and the one line that says so."""
+    held = _lesson_in(p) if p.exists() else None
+    changed = p.resolve() in _seen and _fingerprint(p) != _seen[p.resolve()]
+    if held is None or (held == lesson and not changed):
+        return p, None
+    own = p.with_name(f"{p.stem}_{lesson}{p.suffix}")
+    why = "another run wrote it while this one ran" if changed else "from an earlier run"
+    return own, (f"metrics_path {p} holds lesson {held}'s metrics ({why}), so lesson {lesson}'s were written to "
+                 f"{own} instead: give each lesson a metrics file of its own")
 
 
 PLAIN = (type(None), bool, int, float, str)
@@ -155,6 +198,10 @@ def lesson_parameters(namespace: Mapping[str, Any], first: str = "data_path",
 def save_metrics(path: str | os.PathLike | None, metrics: dict[str, Any], *, show: bool = True) -> dict[str, Any]:
     """Check `metrics` against the schema, write it to `path` as JSON (nothing when None), show it.
 
+    Where `path` holds another lesson's metrics, or another run wrote it after this lesson's
+    `check_metrics_path`, the metrics go to `<name>_<lesson>.json` beside it instead, and one
+    printed line says so: nothing another run wrote is lost.
+
     Returns the metrics as plain Python values, with the schema tag added. A NaN or infinite
     number is written as null. In a notebook the metrics are also displayed (as JSON, with a
     short text line), so the committed notebook carries them for `mmlib.results`.
@@ -162,9 +209,13 @@ def save_metrics(path: str | os.PathLike | None, metrics: dict[str, Any], *, sho
     plain = _finite(_plain({"schema": SCHEMA, **metrics}))
     validate_metrics(plain)
     if path is not None:
-        p = check_metrics_path(path)
+        p, moved = _own_file(_writable(path), plain["lesson"])
+        if moved:
+            _writable(p)
+            print(moved)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(plain, indent=2) + "\n", encoding="utf-8")
+        _seen[p.resolve()] = _fingerprint(p)
     if show:
         _display(plain)
     return plain
