@@ -27,8 +27,10 @@ import sys
 
 try:   # PyTorch takes a second or more to load: Ctrl-C meanwhile ends with one line, as it does later
     import argparse
+    import errno
     import math
     import os
+    import re
     import signal
     import threading
     import typing
@@ -49,16 +51,21 @@ try:   # PyTorch takes a second or more to load: Ctrl-C meanwhile ends with one 
         RUN_FORMAT,
         CLIError,
         RunLock,
+        SaveError,
         build_model,
         check_out_dir,
+        check_split,
         checkpoint,
         load_checkpoint,
         load_model,
+        new_run_id,
+        quoted,
         read_run,
         run_words,
         save,
         save_words,
         sha256_of,
+        split_sha256,
         splits_of,
         vocab_of,
         write_run,
@@ -109,6 +116,10 @@ class Stopper:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        self.request(signum)
+
+    def request(self, signum: int = signal.SIGINT) -> None:
+        """Stop at the next step boundary, as `signum` asks (the first signal is the one reported)."""
         self.requested = True
         self.signal = self.signal or signum
 
@@ -117,8 +128,11 @@ class Stopper:
 
         Not on_step: that runs after the forward pass, which has already moved BatchNorm's running
         statistics, so a run stopped there and resumed would move them twice."""
-        requested = dist.any(self.requested) if dist is not None else self.requested
-        if requested:
+        signum = self.signal or (signal.SIGINT if self.requested else 0)
+        if dist is not None:       # the signal one process got, on every process (SIGTERM outranks SIGINT)
+            signum = dist.max(signum)
+        if signum:
+            self.signal = signum
             raise Interrupted
 
 
@@ -149,7 +163,7 @@ class Job:
 
     def resume_command(self) -> str:
         start = f"torchrun --nproc_per_node {self.world} -m mmlib" if self.dist is not None else "makemore"
-        return f"{start} train -o {self.run} --resume"
+        return f"{start} train -o {quoted(self.run)} --resume"
 
 
 # ---- makemore train -----------------------------------------------------------------------------
@@ -166,6 +180,7 @@ class TrainHooks(Callbacks):
     def __init__(self, job: Job, model: Model, state: TrainState, best: dict[str, Any] | None,
                  g_samples: torch.Generator) -> None:
         self.job, self.model, self.state, self.best, self.g_samples = job, model, state, best, g_samples
+        self.saved_step: int | None = state.step if job.resume else None   # the step last.pt holds
         self.stopper = Stopper()
         self.known = set(job.words)
         self.ceiling = 2 * math.log(len(job.vocab))
@@ -180,9 +195,9 @@ class TrainHooks(Callbacks):
         line = f"step {step:,}/{job.cfg.max_steps:,} | " + " | ".join(f"{k} {v:.4f}" for k, v in losses.items())
         dev = losses["dev"]
         if math.isfinite(dev) and dev < self.ceiling and (self.best is None or dev < self.best["dev"]):
-            self.best = {"step": step, "dev": dev}
             if job.rank == 0:
                 save(job.run / "best.pt", checkpoint(job.meta, self.model, step=step, losses=losses))
+            self.best = {"step": step, "dev": dev}
             line += " | best so far, saved"
         self.save_last()
         job.say(line)
@@ -201,6 +216,7 @@ class TrainHooks(Callbacks):
         if job.rank == 0:
             save(job.run / "last.pt", checkpoint(job.meta, self.model, state=state.state_dict(), generators=generators,
                                                  rngs=rngs, samples=self.g_samples.get_state(), best=self.best))
+            self.saved_step = state.step
             job.meta.update(step=state.step, best=self.best, finished=state.step >= job.cfg.max_steps)
             write_run(job.run, job.meta)
 
@@ -255,22 +271,25 @@ def _train(job: Job) -> int:
         return 0
     if job.resume:
         job.say(f"resuming {job.meta['model']} at step {hooks.state.step:,} of {job.cfg.max_steps:,}")
-    splits = splits_of(job.meta, job.words, job.vocab)
+    splits = splits_of(job.run, job.meta, job.words, job.vocab)
     splits.pop("test")   # training watches train and dev only; `makemore eval` reports test
     _announce(job, model, splits)
     net = model if job.dist is None else job.dist.wrap(model, job.cfg.device)
     with hooks.stopper:         # still catching signals while it saves, so a second SIGTERM cannot cut that short
         try:
-            result = train(net, splits, job.cfg, state=hooks.state, callbacks=hooks)
-        except Interrupted:
-            hooks.save_last()
-            stop = signal.Signals(hooks.stopper.signal or signal.SIGINT)
-            job.say(f"interrupted at step {hooks.state.step:,}: saved {job.run / 'last.pt'} on {stop.name}; "
-                    f"continue with: {job.resume_command()}")
-            return 128 + stop.value
+            try:
+                result = train(net, splits, job.cfg, state=hooks.state, callbacks=hooks)
+            except Interrupted:
+                hooks.save_last()
+                stop = signal.Signals(hooks.stopper.signal or signal.SIGINT)
+                job.say(f"interrupted at step {hooks.state.step:,}: saved {job.run / 'last.pt'} on {stop.name}; "
+                        f"continue with: {job.resume_command()}")
+                return 128 + stop.value
         except TrainingDiverged as e:
             kept = f"; the best weights so far are in {job.run / 'best.pt'}" if hooks.best else ""
             raise CLIError(f"{e}{kept}") from None
+        except SaveError as e:
+            raise CLIError(_save_failed(job, hooks, e)) from None
     if job.dist is not None:
         job.say(f"{job.world} processes agree on the parameters (sha256 {parameters_digest(model)[:16]})")
     if hooks.best is None:
@@ -280,6 +299,21 @@ def _train(job: Job) -> int:
     job.say(f"done in {result.seconds:.1f} s ({result.steps_per_second:.0f} steps/s): {_best_line(hooks)}, "
             f"saved in {job.run / 'best.pt'}")
     return 0
+
+
+def _save_failed(job: Job, hooks: TrainHooks, e: SaveError) -> str:
+    """What could not be written, what the folder still holds, and how to go on: one line."""
+    if hooks.saved_step is None:
+        kept = "nothing of this run is saved yet; once that is fixed, start it again with --force"
+    else:
+        kept = f"{job.run / 'last.pt'} still holds step {hooks.saved_step:,}"
+        if hooks.best is not None and (job.run / "best.pt").exists():
+            kept += f" and best.pt the best dev loss so far ({hooks.best['dev']:.4f}, step {hooks.best['step']:,})"
+        kept += f"; once that is fixed, continue with: {job.resume_command()}"
+    code = e.error.errno
+    fix = ("free some disk space" if code in (errno.ENOSPC, errno.EDQUOT) else
+           "make the folder writable" if code in (errno.EROFS, errno.EACCES, errno.EPERM) else "fix that")
+    return f"{e} at step {hooks.state.step:,}, so training stopped ({fix}); {kept}"
 
 
 def _best_line(hooks: TrainHooks) -> str:
@@ -341,6 +375,12 @@ def _train_config(tcfg: dict[str, Any], args: argparse.Namespace, rank0: bool) -
     values.update(given(args, RUNTIME), progress=False if not rank0 or args.no_progress else None)
     if values.get("threads") is None:
         values["threads"] = torch.get_num_threads()     # kept in run.json, so a resumed run uses as many
+    cores = available_cores()
+    if isinstance(values["threads"], int) and values["threads"] > cores:
+        whose = "--threads" if "threads" in given(args, RUNTIME) else "the run's threads (run.json)"
+        raise CLIError(f"{whose} {values['threads']} is more than the {cores} CPU core{'s' * (cores > 1)} this "
+                       f"process may use: more threads than cores only wait for each other; give --threads {cores} "
+                       "or fewer")
     try:
         cfg = TrainConfig(**values)
     except (TypeError, ValueError) as e:
@@ -349,6 +389,11 @@ def _train_config(tcfg: dict[str, Any], args: argparse.Namespace, rank0: bool) -
         from mmlib.runtime import pick_device
         pick_device(cfg.device)          # an absent GPU: one line now, before any work
     return cfg
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, which a container or taskset narrows)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _new_meta(model_name: str, mcfg: dict[str, Any], cfg: TrainConfig, words: list[str], vocab: Vocab,
@@ -360,10 +405,11 @@ def _new_meta(model_name: str, mcfg: dict[str, Any], cfg: TrainConfig, words: li
         mcfg = cls.Config(vocab_size=len(vocab), **mcfg).to_dict()
     except (TypeError, ValueError) as e:
         raise renamed(e, {n: flag_of(n) for n in mcfg}) from None
-    return {"format": RUN_FORMAT, "model": model_name, "model_config": mcfg,
+    return {"format": RUN_FORMAT, "id": new_run_id(), "model": model_name, "model_config": mcfg,
             "train_config": {k: v for k, v in cfg.to_dict().items() if k not in ("progress", "live_plot", "device")},
             "vocab": "".join(vocab.itos), "samples": n_samples,
-            "data": {"source": str(Path(input_path).resolve()), "words": len(words), "sha256": sha256_of(words)},
+            "data": {"source": str(Path(input_path).resolve()), "words": len(words), "sha256": sha256_of(words),
+                     "splits_sha256": split_sha256(words, cfg.seed)},
             "world_size": world, "step": 0, "best": None, "finished": False}
 
 
@@ -406,6 +452,7 @@ def _job(args: argparse.Namespace, dist: Distributed | None) -> Job:
         if meta.get("world_size", 1) != world:
             raise CLIError(f"{run} was trained on {meta.get('world_size', 1)} processes; resume it on as many "
                            f"(this is {world}): each process draws its own minibatches")
+        check_split(run, meta, words)
         vocab = vocab_of(meta)
         meta.update(samples=n_samples)
         meta["train_config"].update(threads=cfg.threads)
@@ -442,7 +489,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     meta, model, vocab = load_model(run, args.checkpoint)
     model.to(device)
     known = set(run_words(run)) if (run / "words.txt").exists() else set()
-    g, new = torch.Generator().manual_seed(seed), 0
+    g, new, empty = torch.Generator().manual_seed(seed), 0, 0
     for start in range(0, n, SAMPLE_CHUNK):      # any -n in bounded memory, printed as it is drawn
         try:
             words = sample_words_of(model, vocab, min(SAMPLE_CHUNK, n - start), g, temperature=temperature,
@@ -450,10 +497,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise renamed(e, SAMPLE_FLAGS) from None
         print("\n".join(words), flush=True)
-        new += sum(w not in known for w in words)
+        new += sum(w not in known for w in words if w)
+        empty += words.count("")
     if known:
-        print(f"{n} words from {run} ({meta['model']}, {args.checkpoint}.pt), {new} new (not in the word file); "
-              f"seed {seed}", file=sys.stderr)
+        ended = (f", {empty} empty (the model ended the word at once: printed as empty lines)" if empty else "")
+        print(f"{n} words from {run} ({meta['model']}, {args.checkpoint}.pt), {new} new (not in the word file)"
+              f"{ended}; seed {seed}", file=sys.stderr)
     return 0
 
 
@@ -471,7 +520,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise CLIError(f"{args.input}: {e} (the run's vocabulary is fixed; train a new run on this file)") from None
         print(f"{args.input}: {len(words):,} words, loss {evaluate(model, X, Y):.4f}")
         return 0
-    splits = splits_of(meta, run_words(run, meta), vocab)
+    splits = splits_of(run, meta, run_words(run, meta), vocab)
     for name, (X, Y) in splits.items():
         print(f"{name:5s} {evaluate(model, X, Y):.4f}  ({len(X):,} examples)")
     return 0
@@ -485,6 +534,26 @@ def _device(name: str) -> torch.device:
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
 
+NOTEBOOK_WORDS = ((re.compile(r"\bdevice='(\w+)'"), r"--device \1"), (re.compile(r"\bdata_path\b"), "-i"))
+"""The lessons' parameter names in messages mmlib shares with them, and the flags a command-line user typed."""
+
+
+def in_flags(message: str) -> str:
+    """A message of the library in the command line's words: `--device cpu`, not `device='cpu'`."""
+    for pattern, flag in NOTEBOOK_WORDS:
+        message = pattern.sub(flag, message)
+    return message
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (`makemore sample | head`): stop quietly, as other command-line tools do.
+
+    stdout is pointed at /dev/null so that Python's final flush does not report the same broken pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit status (0 done, 1 refused or failed, 2 bad usage, 130 interrupted,
@@ -495,12 +564,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = make_parser().parse_args(argv)
         return COMMANDS[args.command](args)
+    except BrokenPipeError:
+        return _closed_pipe()
     except (CLIError, DataError, VocabError, ValueError, RuntimeError, OSError) as e:
         if os.environ.get("MMLIB_TRACEBACK"):
             raise
         # Under torchrun every process checks the same input: process 0 says what is wrong, once.
         if os.environ.get("RANK", "0") == "0" or isinstance(e, (RuntimeError, OSError)):
-            print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+            print(f"{prog}: error: {in_flags(' '.join(str(e).split()))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

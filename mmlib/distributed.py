@@ -52,13 +52,14 @@ class Distributed:
 
         return DDP(model, device_ids=[self.local_rank] if device == "cuda" else None)
 
-    def any(self, flag: bool) -> bool:
-        """True on every process when `flag` is True on any (so all stop at the same step)."""
+    def max(self, value: int) -> int:
+        """The largest of every process's `value`, on every process (so all stop at the same step, and all
+        report the signal that one of them was sent)."""
         import torch.distributed as dist
 
-        t = torch.tensor([1.0 if flag else 0.0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        t = torch.tensor([value], dtype=torch.int64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+        return int(t.item())
 
     def gather(self, obj: Any) -> list[Any]:
         import torch.distributed as dist

@@ -161,22 +161,21 @@ def test_a_second_train_on_a_folder_in_use_is_refused_naming_the_first(words, tm
     assert run(*train_args(words, out), "--force") == 0
 
 
-def test_writers_never_share_a_temporary_file(tmp_path):
+def test_writers_never_share_a_temporary_file(tmp_path, monkeypatch):
     target = tmp_path / "last.pt"
     names = []
+    real = os.replace
 
-    def inner(p: Path) -> None:
-        names.append(p.name)
-        p.write_text("second", encoding="utf-8")
+    def replace(src, dst) -> None:
+        names.append(Path(src).name)
+        if len(names) == 1:       # another writer of the same file starts while this one is about to rename
+            runs.write_atomically(target, b"second")
+        real(src, dst)
 
-    def outer(p: Path) -> None:             # another writer of the same file starts while this one writes
-        names.append(p.name)
-        p.write_text("first", encoding="utf-8")
-        runs.write_atomically(target, inner)
-
-    runs.write_atomically(target, outer)
+    monkeypatch.setattr(os, "replace", replace)
+    runs.write_atomically(target, b"first")
     assert len(set(names)) == 2 and all(n.endswith(".tmp") and n != "last.pt.tmp" for n in names)
-    assert target.read_text(encoding="utf-8") == "first" and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    assert target.read_bytes() == b"first" and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
 def test_diverged_weights_never_become_the_best(words, tmp_path, capsys):

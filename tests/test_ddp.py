@@ -43,7 +43,7 @@ def test_two_processes_take_one_averaged_step_and_write_one_checkpoint(tmp_path)
     # (process r draws with seed + r): recompute it in one process and compare.
     model = runs.build_model(meta, seed=meta["train_config"]["seed"])
     vocab = Vocab(meta["vocab"][1:])
-    X, Y = runs.splits_of(meta, runs.run_words(out), vocab)["train"]
+    X, Y = runs.splits_of(out, meta, runs.run_words(out), vocab)["train"]
     grads = []
     for r in range(2):
         g = torch.Generator().manual_seed(meta["train_config"]["seed"] + r)
