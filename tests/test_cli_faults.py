@@ -35,6 +35,18 @@ def _stop_before(monkeypatch, step: int) -> None:
     monkeypatch.setattr(cli.Stopper, "check", check)
 
 
+@pytest.fixture(scope="module")
+def bigram_run(words, tmp_path_factory) -> Path:
+    """One finished bigram run, trained once: each test that only reads a run works on a copy of it."""
+    out = tmp_path_factory.mktemp("bigram") / "run"
+    assert run(*train_args(words, out, "bigram")) == 0
+    return out
+
+
+def copy_of(run_folder: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run_folder, tmp_path / "run"))
+
+
 # ---- work replaced without a word ------------------------------------------------------------------
 
 
@@ -71,9 +83,8 @@ def test_a_run_from_before_run_ids_still_resumes(words, tmp_path, capsys, monkey
     assert "resuming mlp at step 15" in capsys.readouterr().out
 
 
-def test_an_edited_seed_no_longer_makes_the_runs_split(words, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert run(*train_args(words, out, "bigram")) == 0
+def test_an_edited_seed_no_longer_makes_the_runs_split(words, bigram_run, tmp_path, capsys):
+    out = copy_of(bigram_run, tmp_path)
     meta = json.loads((out / "run.json").read_text(encoding="utf-8"))
     meta["train_config"]["seed"] += 1
     (out / "run.json").write_text(json.dumps(meta), encoding="utf-8")
@@ -100,9 +111,8 @@ def test_an_edited_seed_no_longer_makes_the_runs_split(words, tmp_path, capsys):
     ("data.splits_sha256", "abc", "data.splits_sha256 must be a sha256 digest"),
     ("world_size", 0, "world_size must be a whole number of at least 1"),
 ])
-def test_a_damaged_run_json_is_named_in_one_line(key, value, match, words, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert run(*train_args(words, out, "bigram")) == 0
+def test_a_damaged_run_json_is_named_in_one_line(key, value, match, words, bigram_run, tmp_path, capsys):
+    out = copy_of(bigram_run, tmp_path)
     meta = json.loads((out / "run.json").read_text(encoding="utf-8"))
     *parents, last = key.split(".")
     target = meta
@@ -239,9 +249,8 @@ def test_the_continue_hint_is_a_command_a_shell_can_run(words, tmp_path, capsys,
     assert run(*shlex.split(hint)[1:]) == 0 and runs.read_run(out)["finished"]
 
 
-def test_an_empty_word_is_not_counted_as_new(words, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert run(*train_args(words, out, "bigram")) == 0
+def test_an_empty_word_is_not_counted_as_new(words, bigram_run, tmp_path, capsys):
+    out = copy_of(bigram_run, tmp_path)
     capsys.readouterr()
     assert run("sample", "-o", out, "-n", "300", "--seed", "1", "--temperature", "1e300") == 0
     got = capsys.readouterr()
@@ -253,9 +262,8 @@ def test_an_empty_word_is_not_counted_as_new(words, tmp_path, capsys):
     assert f", {new} new (not in the word file), {empty} empty (the model ended the word at once" in got.err
 
 
-def test_command_line_messages_name_flags_not_notebook_parameters(words, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert run(*train_args(words, out, "bigram")) == 0
+def test_command_line_messages_name_flags_not_notebook_parameters(words, bigram_run, tmp_path, capsys):
+    out = copy_of(bigram_run, tmp_path)
     (out / "words.txt").unlink()
     line = one_line_error(capsys, ["eval", "-o", out], match=f"{out / 'words.txt'} is missing")
     assert "data_path" not in line, line
@@ -266,9 +274,8 @@ def test_command_line_messages_name_flags_not_notebook_parameters(words, tmp_pat
     assert cli.in_flags("device='mps' was asked; use device='cpu'") == "--device mps was asked; use --device cpu"
 
 
-def test_a_closed_pipe_ends_sample_quietly(words, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert run(*train_args(words, out, "bigram")) == 0
+def test_a_closed_pipe_ends_sample_quietly(words, bigram_run, tmp_path, capsys):
+    out = copy_of(bigram_run, tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "mmlib", "sample", "-o", str(out), "-n", "200000", "--seed", "1"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first = [proc.stdout.readline() for _ in range(3)]      # what `| head -3` reads, then it closes the pipe
