@@ -11,6 +11,8 @@ What counts as measured, in markdown outside inline code, math and link targets:
 - a number followed by a unit of time (746 s, 12 min): a time differs from run to run, and the two
   versions of a lesson are separate runs, so prose that quotes one must point at the cell printing it
   instead (the test then fails in the version whose run took another time).
+Not checked: percentages, numbers with fewer decimals (settings such as lr 0.1, rounded figures such as
+2.10) and figures in words ("about a fifth", "ten minutes").
 
 A prose number is printed when some number in the notebook's outputs (stream text, rendered tables)
 equals it once rounded to the prose's decimals, separators ignored: "0.002" stands for a printed 0.0023,
