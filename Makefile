@@ -3,6 +3,7 @@
 #   make test   the same, plus the test and data extras and Chromium, then the whole test suite
 #   make book   the course as a static website in build/book/html, from the committed notebooks
 # All are safe to repeat: an install runs again only when pyproject.toml changed or did not finish.
+# make lab TORCH_INDEX=https://download.pytorch.org/whl/cpu   the first install takes PyTorch's CPU-only build
 
 # Python 3.11 only: every pin in pyproject.toml (torch 2.13.0 above all) and every committed output was
 # made and tested on it, and pyproject.toml's requires-python refuses any other version.
@@ -19,6 +20,12 @@ BOOK_STAMP := $(VENV)/.installed-book
 # The course's JupyterLab settings: Markdown opens rendered (the index), no news pop-up.
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 PIP_QUIET := --quiet --disable-pip-version-check
+# Where pip may also look for the pinned torch. Unset (the default): only pip's own configuration, where on
+# Linux PyPI's torch is the CUDA build, gigabytes with NVIDIA's libraries. Set to PyTorch's CPU-only index,
+# https://download.pytorch.org/whl/cpu, it is added (--extra-index-url): pip then takes its torch, 2.13.0+cpu,
+# since a local version (+cpu) ranks above the plain 2.13.0 that also satisfies the pin.
+TORCH_INDEX ?=
+PIP_INDEX = $(if $(TORCH_INDEX), --extra-index-url $(TORCH_INDEX))
 
 .PHONY: lab test book install install-test install-book venv browser
 
@@ -72,18 +79,18 @@ venv:
 
 $(LAB_STAMP): pyproject.toml .jupyter/overrides.json
 	@echo "installing the course's pinned packages into $(VENV) (a few minutes the first time, then never again)"
-	$(BIN)/python -m pip install -e . $(PIP_QUIET)
+	$(BIN)/python -m pip install -e . $(PIP_QUIET)$(PIP_INDEX)
 	@mkdir -p $(dir $(LAB_SETTINGS)) && cp .jupyter/overrides.json $(LAB_SETTINGS)
 	@touch $@
 
 $(TEST_STAMP): pyproject.toml
 	@echo "installing the test and data extras into $(VENV)"
-	$(BIN)/python -m pip install -e ".[test,data]" $(PIP_QUIET)
+	$(BIN)/python -m pip install -e ".[test,data]" $(PIP_QUIET)$(PIP_INDEX)
 	@touch $@
 
 $(BOOK_STAMP): pyproject.toml
 	@echo "installing the website builder (the book extra) into $(VENV)"
-	$(BIN)/python -m pip install -e ".[book]" $(PIP_QUIET)
+	$(BIN)/python -m pip install -e ".[book]" $(PIP_QUIET)$(PIP_INDEX)
 	@touch $@
 
 # Debian's Chromium for the JupyterLab browser tests (never Playwright's own download). Without root

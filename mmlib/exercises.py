@@ -14,19 +14,24 @@ dropped and a banner pointing at the solutions put in their place. Figures from 
 linked as `../../images/NAME.png` in a solution notebook; the learner's copy, one folder higher,
 gets `../images/NAME.png`.
 
-    python -m mmlib.exercises build [NN ...]  # regenerate notebooks/NN_*.ipynb (outputs cleared)
+    python -m mmlib.exercises build [NN ...]  # regenerate notebooks/NN_*.ipynb (outputs cleared,
+                                              # kept where only prose or comments changed)
     python -m mmlib.exercises build --check   # exit 1 if any learner notebook is out of date
     python -m mmlib.exercises execute FILE... # run notebooks in place at their default parameters
 
-A test runs `build --check`, so a solution edited without rebuilding fails CI.
+A test runs `build --check`, so a solution edited without rebuilding fails CI. A rebuild that changes
+only markdown and comments keeps the learner notebook's committed outputs: no code that ran changed, so
+they are still a real run of it. Any other change clears them, to be made again with `execute`.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import io
 import sys
 import tempfile
+import tokenize
 from pathlib import Path
 
 import nbformat
@@ -116,8 +121,36 @@ def sources(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
     return [(c.cell_type, c.source) for c in nb.cells]
 
 
+def code_of(source: str) -> list[tuple[int, str]]:
+    """The tokens of a code cell that run: its source without comments and blank lines."""
+    try:
+        tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+        return [(t.type, "" if t.type == tokenize.NEWLINE else t.string)   # "" at the end of the source
+                for t in tokens if t.type not in (tokenize.COMMENT, tokenize.NL)]
+    except (tokenize.TokenError, SyntaxError):   # not Python (a magic, unfinished code): compare it all
+        return [(-1, source)]
+
+
+def same_code(a: nbformat.NotebookNode, b: nbformat.NotebookNode) -> bool:
+    """Whether `a` and `b` run the same code: the same cells, whose code differs at most in comments."""
+    return [c.cell_type for c in a.cells] == [c.cell_type for c in b.cells] and all(
+        x.cell_type != "code" or code_of(x.source) == code_of(y.source) for x, y in zip(a.cells, b.cells))
+
+
+def with_sources(committed: nbformat.NotebookNode, new: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """`committed` with the sources, cell metadata and course metadata of `new`, outputs kept."""
+    out = copy.deepcopy(committed)
+    for cell, fresh in zip(out.cells, new.cells):
+        cell.source, cell.metadata = fresh.source, fresh.metadata
+    if "mmlib" in new.metadata:
+        out.metadata["mmlib"] = new.metadata["mmlib"]
+    return out
+
+
 def build(check: bool = False, only: list[str] | None = None) -> list[str]:
     """Write (or, with `check`, compare) the learner notebooks; returns the stale ones.
+
+    A learner notebook whose code is unchanged but for comments keeps its outputs (`same_code`).
 
     `only` limits the work to lessons whose file name starts with one of its entries (e.g. "02").
     """
@@ -132,6 +165,8 @@ def build(check: bool = False, only: list[str] | None = None) -> list[str]:
             continue
         stale.append(target.name)
         if not check:
+            if current is not None and same_code(current, learner):
+                learner = with_sources(current, learner)   # prose or comments only: the outputs stand
             nbformat.write(learner, target)
     return stale
 

@@ -661,7 +661,14 @@ def _in_notebook() -> bool:
 
 
 class _ProgressBar:
-    """One line: step, minibatch loss (smoothed) and the latest held-out losses (tqdm.auto)."""
+    """One line: step, the minibatch loss smoothed and the latest held-out losses (tqdm.auto).
+
+    A single minibatch's loss is noise; its exponential moving average over about the last 50 steps
+    (`DECAY`) follows the trend. It is updated at every step, so whenever the bar redraws it shows the
+    loss of that moment, whatever the run's length.
+    """
+
+    DECAY = 0.98
 
     def __init__(self, total: int, start: int):
         from tqdm.auto import tqdm
@@ -671,13 +678,18 @@ class _ProgressBar:
         self.evals = ""
 
     def update(self, loss: float) -> None:
-        self.smooth = loss if self.smooth is None else 0.98 * self.smooth + 0.02 * loss
+        self.smooth = loss if self.smooth is None else self.DECAY * self.smooth + (1 - self.DECAY) * loss
+        self.bar.set_postfix_str(self.postfix(), refresh=False)   # drawn at the bar's next redraw
         self.bar.update(1)
-        if self.bar.n % 200 == 0:
-            self.bar.set_postfix_str(f"loss {self.smooth:.4f}{self.evals}", refresh=False)
+
+    def postfix(self) -> str:
+        """The bar's text: `avg loss`, the moving average (short, so a narrow terminal keeps it), then the latest
+        evaluation."""
+        return ("" if self.smooth is None else f"avg loss {self.smooth:.4f}") + self.evals
 
     def show_eval(self, losses: dict[str, float]) -> None:
         self.evals = "".join(f" | {k} {v:.4f}" for k, v in losses.items())
+        self.bar.set_postfix_str(self.postfix(), refresh=False)
 
     def close(self) -> None:
         self.bar.close()

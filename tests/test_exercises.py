@@ -90,3 +90,37 @@ def test_every_run_has_a_cell_timeout_and_a_failed_run_leaves_the_notebook_as_it
     assert path.read_bytes() == before
     with pytest.raises(ValueError, match="timeout must be a whole number of seconds >= 1"):
         run_notebook(path, tmp_path / "out.ipynb", timeout=0)
+
+
+def test_build_keeps_the_outputs_when_only_prose_or_comments_changed(tmp_path, monkeypatch):
+    """A rebuild after a markdown or comment edit keeps the committed run (its code is the same); a rebuild
+    after any change to code that runs clears the outputs, which must then be made again."""
+    monkeypatch.setattr(exercises, "NOTEBOOKS", tmp_path)
+    monkeypatch.setattr(exercises, "SOLUTIONS", tmp_path / "solutions")
+    (tmp_path / "solutions").mkdir()
+    sol = tmp_path / "solutions" / "99_demo_solutions.ipynb"
+
+    def write_solution(prose, code):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell(prose), nbformat.v4.new_code_cell(code)]
+        nbformat.write(nb, sol)
+
+    write_solution("The loss is 2.1.", "x = 1\nprint(x)")
+    assert exercises.build() == ["99_demo.ipynb"]
+    learner = tmp_path / "99_demo.ipynb"
+    nb = nbformat.read(learner, as_version=4)
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    nb.cells[1].execution_count = 1
+    nbformat.write(nb, learner)                      # as `execute` leaves it
+
+    write_solution("The loss is 2.2.", "# quick try: x = 0\nx = 1  # one\nprint(x)")
+    assert exercises.build() == ["99_demo.ipynb"]
+    nb = nbformat.read(learner, as_version=4)
+    assert nb.cells[0].source == "The loss is 2.2." and nb.cells[1].source.startswith("# quick try")
+    assert nb.cells[1].outputs[0]["text"] == "1\n" and nb.cells[1].execution_count == 1
+    assert exercises.build(check=True) == []
+
+    write_solution("The loss is 2.2.", "x = 2\nprint(x)")
+    assert exercises.build() == ["99_demo.ipynb"]
+    nb = nbformat.read(learner, as_version=4)
+    assert nb.cells[1].outputs == [] and nb.cells[1].execution_count is None, "new code: the old run is gone"

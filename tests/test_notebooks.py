@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 
 import nbformat
@@ -43,6 +44,38 @@ def test_committed_notebook_hygiene(path):
              if "=" in line and not line.startswith("#")}
     assert REQUIRED_PARAMETERS <= names, f"the parameters cell lacks {REQUIRED_PARAMETERS - names}"
     assert set(ci_parameters(path)) <= names, "metadata.mmlib.ci_parameters names a parameter the cell lacks"
+
+
+QUICK_TRY = "# Quick try, in minutes on a slow laptop (the small values CI runs): uncomment the "
+
+
+def quick_try(parameters_cell: str) -> dict:
+    """The values of the commented quick-try lines that end a parameters cell."""
+    lines = parameters_cell.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(QUICK_TRY)]
+    assert len(starts) == 1, f"the parameters cell needs one line starting {QUICK_TRY!r}"
+    values = lines[starts[0] + 1:]
+    assert values and all(v.startswith("# ") for v in values), "the quick-try values end the cell, commented out"
+    n = len(values)
+    assert lines[starts[0]].endswith("the line below." if n == 1 else f"the {n} lines below."), lines[starts[0]]
+    tree = ast.parse("\n".join(v[2:] for v in values))
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body}
+
+
+@pytest.mark.parametrize("path", ALL, ids=nb_id)
+def test_the_quick_try_line_is_what_ci_runs(path):
+    """A learner on a slow laptop sees the small budgets CI uses, in the parameters cell, with exactly the
+    values of metadata.mmlib.ci_parameters (so the two cannot drift apart)."""
+    nb = nbformat.read(path, as_version=4)
+    [params] = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert quick_try(params.source) == ci_parameters(path)
+
+
+def test_a_quick_try_line_that_drifted_is_caught():
+    cell = "max_steps = 200_000\n" + QUICK_TRY + "the line below.\n# max_steps = 1_000; seed = 7"
+    assert quick_try(cell) == {"max_steps": 1000, "seed": 7} != {"max_steps": 300}
+    with pytest.raises(AssertionError, match="one line starting"):
+        quick_try("max_steps = 200_000")
 
 
 @pytest.mark.parametrize("path", ALL, ids=nb_id)

@@ -98,3 +98,28 @@ def test_lab_installs_the_course_alone_and_test_adds_the_extras():
 def test_lab_takes_a_port():
     assert "--port=8899" in dry_run("lab", "PORT=8899")
     assert "--port=8888" in dry_run("lab")
+
+
+def install_lines(folder: Path, *args: str) -> list[str]:
+    """The pip commands `make -n` would run to install the course, its tests and the website, from scratch."""
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(ROOT / name, folder / name)
+    (folder / ".jupyter").mkdir()
+    shutil.copy(ROOT / ".jupyter" / "overrides.json", folder / ".jupyter" / "overrides.json")
+    r = subprocess.run([MAKE, "-n", "--no-print-directory", ".venv/.installed-lab", ".venv/.installed-test",
+                        ".venv/.installed-book", *args], cwd=folder, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [line for line in r.stdout.splitlines() if "pip install" in line]
+
+
+def test_torch_index_adds_pytorchs_cpu_index_to_every_install_and_the_default_adds_nothing(tmp_path):
+    (tmp_path / "default").mkdir()
+    (tmp_path / "cpu").mkdir()
+    default = install_lines(tmp_path / "default")
+    assert default == [f".venv/bin/python -m pip install -e {what} --quiet --disable-pip-version-check"
+                       for what in (".", '".[test,data]"', '".[book]"')], default
+    cpu = "https://download.pytorch.org/whl/cpu"
+    with_cpu = install_lines(tmp_path / "cpu", f"TORCH_INDEX={cpu}")
+    assert with_cpu == [f"{line} --extra-index-url {cpu}" for line in default], with_cpu
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"make lab TORCH_INDEX={cpu}" in readme, "README.md must say how to take the CPU-only build"

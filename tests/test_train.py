@@ -380,3 +380,21 @@ def test_late_dropout_keeps_the_models_dropout_off_until_dropout_from_then_on():
                                                        schedule="constant", lr=1e-3, dropout_from=0.4),
           callbacks=watch)
     assert watch.seen == [{False}] * 4 + [{True}] * 6
+
+
+def test_the_progress_bar_shows_the_moving_average_of_the_loss_at_the_end(capsys):
+    """The bar's `avg loss` is the exponential moving average of every step's minibatch loss, up to the last
+    step, not the value of some earlier step (a 300-step run once showed step 200's to the end)."""
+    import re
+
+    from mmlib.train import _ProgressBar
+
+    result = train(small_mlp(), toy_splits(), cfg(max_steps=300, eval_every=100, progress=True))
+    shown = re.findall(r"avg loss (\d+\.\d{4})((?: \| \w+ \d+\.\d{4})*)", capsys.readouterr().err)
+    assert shown, "no progress bar was drawn"
+    ema = result.losses[0]
+    for loss in result.losses[1:]:
+        ema = _ProgressBar.DECAY * ema + (1 - _ProgressBar.DECAY) * loss
+    assert shown[-1][0] == f"{ema:.4f}", shown[-1]
+    last_eval = result.evals[-2]   # the last evaluation during the run, at step 200 (the final one is after the bar)
+    assert shown[-1][1] == f" | train {last_eval['train']:.4f} | dev {last_eval['dev']:.4f}", (shown[-1], result.evals)
