@@ -162,7 +162,7 @@ class Job:
         printer(self.rank == 0)(line)
 
     def resume_command(self) -> str:
-        start = f"torchrun --nproc_per_node {self.world} -m mmlib" if self.dist is not None else "makemore"
+        start = f"torchrun --standalone --nproc_per_node {self.world} -m mmlib" if self.dist is not None else "makemore"
         return f"{start} train -o {quoted(self.run)} --resume"
 
 

@@ -271,7 +271,7 @@ def test_under_torchrun_a_bad_input_is_said_once_and_sigterm_saves(words, tmp_pa
             proc.kill()
     step = _last(out)["state"]["step"]
     assert f"interrupted at step {step:,}: saved" in stdout, stdout + stderr
-    assert f"continue with: torchrun --nproc_per_node 2 -m mmlib train -o {out} --resume" in stdout
+    assert f"continue with: torchrun --standalone --nproc_per_node 2 -m mmlib train -o {out} --resume" in stdout
     assert len(_last(out)["generators"]) == 2 and runs.read_run(out)["step"] == step
 
 
