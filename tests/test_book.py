@@ -35,9 +35,12 @@ from conftest import NOTEBOOKS, ROOT, SOLUTIONS
 from test_browser import ARTIFACTS, CHROMIUM_FLAGS, chromium  # noqa: F401  (the fixture)
 
 BOOK_TOOLS = ("sphinx", "myst_nb", "sphinx_book_theme", "sphinx_copybutton", "sphinx-mathjax-offline")
-pytestmark = pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is None for m in BOOK_TOOLS),
-    reason="the website's tools are not installed: run `make book` once (the `book` extra), then this test")
+pytestmark = [
+    pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in BOOK_TOOLS),
+                       reason="the website's tools are not installed: run `make book` once (the `book` extra), "
+                              "then this test"),
+    pytest.mark.xdist_group("book"),   # one worker builds the site once for all of them
+]
 BUILD_LIMIT = 600      # seconds; about one on a quiet machine
 PAGE = 30              # seconds for a page or the search results to appear
 WIDTHS = (1400, 400)   # a laptop's window, a phone's
