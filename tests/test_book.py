@@ -4,10 +4,13 @@ Builds the site into a temporary folder (under a minute), serves it on localhost
 Debian Chromium (as tests/test_browser.py does) with every request that leaves localhost blocked, so the
 site is read as it is offline. The front page lists every lesson, lesson 03's page shows its explorer as
 a picture, and a search for "BatchNorm" finds lessons 03, 04 and 05, once each, quoting their text. At
-1,400 and 400 px wide, every page: does not scroll sideways, shows one search box, typesets every
+1,400 and 400 px wide, every page: does not scroll sideways and cuts nothing off (code wraps; a figure,
+table or formula wider than the column scrolls in its own box), shows one search box, typesets every
 formula (no TeX left), puts a copy button on every code cell and links its own notebook, which
-downloads; the ☰ menu opens the lesson list; figures keep a readable width. Screenshots go to
-tests/artifacts/book_*.png.
+downloads; figures keep a readable width, and one drawn smaller than its own size opens full size on a
+click; the ☰ menu opens the lesson list. Without a browser: every lesson's title has one form, its
+notebook is published unchanged, and its plumbing cells are hidden. Screenshots go to
+tests/artifacts/book_*.png (lessons 03 and 04 at both widths: book_03_400.png, ...).
 
 It needs the `book` extra, which `make test` does not install (CI's time goes to the lessons): the test
 is skipped without it. To run it: `make book` (installs the extra), then
@@ -123,8 +126,9 @@ def offline_browser(pw, chromium):  # noqa: F811
             route.abort()
 
     def new_page(width: int):
-        page = browser.new_page(viewport={"width": width, "height": 900})
-        page.route("**/*", local_only)
+        context = browser.new_context(viewport={"width": width, "height": 900})
+        context.route("**/*", local_only)   # the context's: its pop-ups too
+        page = context.new_page()
         page.set_default_timeout(PAGE * 1000)
         return page
 
@@ -296,6 +300,18 @@ def test_pages_at_width(chromium, served, site, width):  # noqa: F811
                     target.evaluate("e => e.scrollIntoView({block: 'start'})")
                     page.screenshot(path=str(ARTIFACTS / f"book_{name[:2]}_{width}.png"))
             assert not problems, "\n".join(problems)
+
+            # a figure drawn smaller than its own size opens full size on a click
+            page.goto(f"{served}/03_activations_batchnorm.html")
+            small = [i for i in page.locator("div.cell_output img").all()
+                     if i.evaluate("e => e.getBoundingClientRect().width < e.naturalWidth - 1")]
+            if width < 992:
+                assert small, "no figure of lesson 03 is drawn below its own size in a narrow window"
+            if small:
+                with page.expect_popup() as popup:
+                    small[0].click()
+                assert popup.value.url == small[0].evaluate("e => e.src"), "a click on a figure does not open it"
+                popup.value.close()
 
             # the ☰ menu: opens the lesson list at any width, and a lesson in it opens
             page.goto(f"{served}/04_backprop_ninja.html")

@@ -30,3 +30,11 @@ window.addEventListener("load", () => {
     window.addEventListener("resize", boxWideFormulas);
   }
 });
+
+// A figure drawn smaller than its own size (a narrow window) opens full size, in a tab of its own, on a click.
+document.querySelectorAll(".bd-article img").forEach((img) => {
+  if (img.closest("a")) return;
+  img.addEventListener("click", () => {
+    if (img.getBoundingClientRect().width < img.naturalWidth) window.open(img.src, "_blank");
+  });
+});
