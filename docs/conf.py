@@ -31,7 +31,10 @@ suppress_warnings = ["myst.xref_missing", "myst.header", "mystnb.unknown_mime_ty
 # MathJax from the site itself, so that the formulas read the same offline as online. Sphinx's default is
 # MathJax 4 from a CDN; the wheel carries MathJax 3.2.2, whose one-file build for TeX input and HTML
 # output is all the pages load (fonts, TeX extensions and the accessibility menu come on demand).
-MATHJAX = Path(importlib.util.find_spec("sphinx-mathjax-offline").submodule_search_locations[0]) / "static" / "mathjax"
+_mathjax = importlib.util.find_spec("sphinx-mathjax-offline")
+if _mathjax is None:
+    raise RuntimeError("sphinx-mathjax-offline is not installed: `make book` installs the website's tools")
+MATHJAX = Path(_mathjax.submodule_search_locations[0]) / "static" / "mathjax"
 MATHJAX_PARTS = ["tex-chtml.js", "input/tex/extensions", "output/chtml", "ui", "a11y", "sre"]
 mathjax_path = "mathjax/tex-chtml.js"
 
