@@ -6,7 +6,7 @@ and the solutions on pages of their own.
 
 The notebooks are read as committed (nothing is executed), and nothing is downloaded: Sphinx, myst-nb,
 the book theme and MathJax come from the `book` extra of pyproject.toml. Each page is made from a copy of
-its notebook whose title has the site's one form and whose plumbing cells are hidden, and links the
+its notebook whose title has the site's one form and whose plumbing is hidden, and links the
 notebook itself, published unchanged beside it. The site opens from disk (build/book/html/index.html) or
 from any static web server, and needs nothing from the web.
 """
@@ -30,6 +30,8 @@ TITLE = re.compile(r"^#\s+(Lesson\s+\d+)\s*[-\u2013\u2014]+\s*(.+)$", flags=re.M
 # Plumbing a learner runs but need not read on a page: the parameter checks (folded away, one click opens
 # them) and the cell that writes the metrics JSON for CI (its code removed, its one-line result kept).
 PLUMBING = {"check_metrics_path(": "hide-input", "save_metrics(": "remove-input"}
+# The marks that tell CI's nbval which outputs to compare ("# NBVAL_CHECK_OUTPUT"): lines for the tests only
+NBVAL_MARK = re.compile(r"^#\s*NBVAL_\w+[ \t]*\n?", flags=re.M)
 
 
 def title_of(source: str) -> str | None:
@@ -55,7 +57,8 @@ def lesson_title(path: Path) -> str:
 def write_page(path: Path, dest: Path, solutions: bool = False) -> None:
     """Copy a notebook as the page's source: its title in the site's one form (marked as the solutions on
     theirs, so that the navigation tells them from the lesson), a link to download the notebook under it,
-    and the plumbing cells hidden. main() publishes the notebook itself, unchanged, beside its page."""
+    and the plumbing hidden (cells, and nbval's marks). main() publishes the notebook itself, unchanged,
+    beside its page."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
@@ -67,9 +70,12 @@ def write_page(path: Path, dest: Path, solutions: bool = False) -> None:
             cell.source = re.sub(r"^#\s+.+$", lambda _: f"{heading}\n\n{link}", cell.source, count=1, flags=re.M)
             break
     for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
         for call, tag in PLUMBING.items():
-            if cell.cell_type == "code" and call in cell.source:
+            if call in cell.source:
                 cell.metadata.setdefault("tags", []).append(tag)
+        cell.source = NBVAL_MARK.sub("", cell.source)
     nbformat.write(nb, dest)
 
 

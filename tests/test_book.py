@@ -108,6 +108,7 @@ def test_pages_link_their_notebooks_and_hide_plumbing(site):
         calls = {f: re.compile(f'{f}</span><span class="p">\\(') for f in ("save_metrics", "check_metrics_path")}
         inputs = re.findall(r'<div class="cell_input.*?</pre>', html, flags=re.S)
         assert not [i for i in inputs if calls["save_metrics"].search(i)], f"{name} shows the metrics cell's code"
+        assert not [i for i in inputs if "NBVAL_" in i], f"{name} shows nbval's marks in its code"
         folded = re.findall(r'<div class="cell tag_hide-input.*?</pre>', html, flags=re.S)
         assert any(calls["check_metrics_path"].search(f) for f in folded), \
             f"{name}: the parameter checks are not folded away"
