@@ -359,9 +359,8 @@ def test_a_wrong_answer_fails_naming_its_cause(entry):
 
 # Every exercise of lessons 00-06 that has a check cell (04.1a-d are exercise 1's four check cells).
 EXERCISES = {"00.1", "00.2", "00.3", "01.1", "01.2", "01.3", "01.4", "01.5", "02.1", "02.2", "02.3", "03.1", "03.2",
-             "04.1a", "04.1b", "04.1c",
-             "04.1d", "04.2", "04.3", "04.4", "05.1", "05.2", "05.3", "05.4",
-             "06.1", "06.2", "06.3", "06.4"}
+             "04.1a", "04.1b", "04.1c", "04.1d", "04.2", "04.3", "04.4", "05.1", "05.2", "05.3", "05.4", "06.1", "06.2",
+             "06.3", "06.4"}
 
 
 def test_every_checked_exercise_has_four_wrong_answers_and_a_right_one_of_each_style():
