@@ -860,7 +860,8 @@ class NeuronExplorer(_Explorer):
     `.result` is the latest `NeuronGraph`; setting a slider's value (e.g. `explorer.w1.value = 1`) updates it.
     """
 
-    def __init__(self, x1: float = 2.0, x2: float = 0.0, w1: float = -3.0, w2: float = 1.0, b: float = 6.8814):
+    def __init__(self, x1: float = 2.0, x2: float = 0.0, w1: float = -3.0, w2: float = 1.0,
+                 b: float = 6.8813735870195432):
         import ipywidgets as widgets
 
         super().__init__()
@@ -885,7 +886,7 @@ class NeuronExplorer(_Explorer):
 
 
 def neuron_explorer(x1: float = 2.0, x2: float = 0.0, w1: float = -3.0, w2: float = 1.0,
-                    b: float = 6.8814) -> NeuronExplorer:
+                    b: float = 6.8813735870195432) -> NeuronExplorer:
     """The neuron explorer (lesson 00); display the returned object to use it. The defaults are the
     lecture's: b is chosen so that n = 0.8814 and o = tanh(n) = 0.7071."""
     return NeuronExplorer(x1, x2, w1, w2, b)

@@ -115,7 +115,8 @@ def test_a_node_used_twice_gets_the_sum_of_both_gradients():
     a, b = Value(-2.0), Value(3.0)
     f = (a * b) * (a + b)
     f.backward()
-    assert (a.grad, b.grad) == (b.data * (a.data + b.data) + a.data * b.data, a.data * (a.data + b.data) + a.data * b.data)
+    # f = a^2 b + a b^2: df/da = 2ab + b^2, df/db = a^2 + 2ab
+    assert (a.grad, b.grad) == (2 * -2.0 * 3.0 + 3.0**2, (-2.0) ** 2 + 2 * -2.0 * 3.0)
 
 
 def test_gradients_add_up_until_zeroed_as_the_training_loop_expects():
