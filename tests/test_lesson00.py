@@ -3,9 +3,8 @@ parameters it refuses, and the exercise probes of mmlib.expected.lesson00 on ans
 
 from __future__ import annotations
 
-import nbformat
 import pytest
-from conftest import NOTEBOOKS, assert_checks, ci_parameters
+from conftest import NOTEBOOKS, assert_checks, ci_parameters, run_parameter_checks
 
 from mmlib import results
 from mmlib.checks import TODO
@@ -45,18 +44,6 @@ def test_committed_default_run_separates_the_moons_and_matches_pytorch():
     assert m["wall_seconds"] < 300, "lesson 00 runs at its defaults in well under 5 minutes"
 
 
-def _run_parameter_checks(**overrides) -> None:
-    """The solution's imports, its parameters cell with `overrides` applied, and the cell that checks them,
-    executed in this process: each bad value must raise before anything runs."""
-    code = [c for c in nbformat.read(SOLUTION, as_version=4).cells if c.cell_type == "code"]
-    p = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
-    scope: dict = {}
-    for c in code[:p + 1]:
-        exec(c.source, scope)       # noqa: S102 - the course's own notebook
-    scope.update(overrides)
-    exec(code[p + 1].source, scope)  # noqa: S102
-
-
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -71,11 +58,12 @@ def _run_parameter_checks(**overrides) -> None:
 )
 def test_nonsense_parameters_stop_the_notebook_with_a_clear_message(overrides, message):
     with pytest.raises(ValueError, match=message):
-        _run_parameter_checks(**overrides)
+        run_parameter_checks(SOLUTION, **overrides)
 
 
 def test_the_defaults_pass_the_parameter_checks():
-    _run_parameter_checks()
+    # setup() would seed this process and set its plotting style: stand in for it; the checks before it all run
+    run_parameter_checks(SOLUTION, setup=lambda seed, device: (device, None))
 
 
 def test_probes_of_answers_left_as_todo_say_not_attempted():
