@@ -3,7 +3,7 @@
 Each lesson builds an idea in the open; once built, it lives here and later lessons import it.
 One module per idea, so a helper can be found from the file names:
 
-- `mmlib.micrograd` a scalar autograd engine (`Value`) and Neuron/Layer/MLP built on it          (lesson 00)
+- `mmlib.micrograd` a scalar autograd engine (`Value`), and Neuron/Layer/MLP built on it       (lesson 00)
 - `mmlib.data`      reading word files, splitting them, building (context, next char) datasets  (lesson 01, 02)
 - `mmlib.vocab`     the character vocabulary with `.` as the start/end token                   (lesson 01)
 - `mmlib.runtime`   seeding, device choice and notebook defaults in one call                   (lesson 01)
@@ -13,7 +13,7 @@ One module per idea, so a helper can be found from the file names:
 - `mmlib.models`    the course's models behind one call, `logits, loss = model(idx, targets)`  (lesson 02 onwards)
 - `mmlib.train`     one training loop for every model (`train`, `TrainConfig`) and `evaluate`  (lesson 02 onwards)
 - `mmlib.losslog`   a lesson's running log of runs and their train/dev losses                  (lesson 02, 03, 05)
-- `mmlib.plots`     the small plotting helpers the lessons share, and expression graphs         (lesson 00 onwards)
+- `mmlib.plots`     the small plotting helpers the lessons share; expression graphs            (lesson 00 onwards)
 - `mmlib.sample`    drawing words from any next-character model                                (lesson 01, 02)
 - `mmlib.layers`    Linear, BatchNorm1d, Tanh, ... with torch.nn's call shapes, in plain tensors, and
                     `LayerModel`, a stack of them with the models' call                         (lesson 03);

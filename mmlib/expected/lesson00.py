@@ -60,15 +60,14 @@ def _not_a_value(name: str, got, what: str) -> Result:
 def _local_derivative_cause(d: list[float], x: Sequence[float]) -> str:
     """What the local derivative `d` (recovered at the points `x`) is, when it is a function with a name."""
     s = [sigmoid(v) for v in x]
-    named = [([v * (1 - v) for v in s], "s(1 - s)"),
-             (s, "s, the output itself (the derivative of exp(x), not of sigmoid)"),
+    named = [(s, "s, the output itself (the derivative of exp(x), not of sigmoid)"),
              ([1 - v * v for v in s], "1 - s^2 (tanh's rule, with s in place of tanh(x))"),
              ([v * (1 - v) for v in x], "x(1 - x): sigmoid's rule applied to the input x.data instead of the output s"),
              ([1 - v for v in s], "1 - s (the factor s missing)"),
              ([-v * (1 - v) for v in s], "-s(1 - s) (the sign flipped)"),
              ([1.0] * len(x), "1 everywhere (the rule of +, not of sigmoid)"),
              ([0.0] * len(x), "0 everywhere: no gradient reaches x")]
-    for want, what in named[1:]:
+    for want, what in named:
         if all(abs(a - b) <= 1e-6 * (1 + abs(b)) for a, b in zip(d, want)):
             return f"the gradient your rule sends back is {what}, where sigmoid's is s(1 - s) with s = sigmoid(x)"
     return ""
@@ -252,7 +251,10 @@ def _ce_cause(got: float, logits: Sequence[float], target: int) -> str:
     """Which quantity of the logits the loss `got` is, when it is not the target's -log p."""
     z = torch.tensor(list(logits), dtype=torch.float64)
     logp = torch.log_softmax(z, 0)
-    close = lambda v: abs(got - float(v)) <= 1e-6 * (1 + abs(float(v)))   # noqa: E731
+
+    def close(v: torch.Tensor) -> bool:
+        return abs(got - float(v)) <= 1e-6 * (1 + abs(float(v)))
+
     if close(logp[target]):
         return "it is log p of the target, not -log p: the sign is missing"
     for j in range(len(z)):
