@@ -3,6 +3,7 @@
 Each lesson builds an idea in the open; once built, it lives here and later lessons import it.
 One module per idea, so a helper can be found from the file names:
 
+- `mmlib.micrograd` a scalar autograd engine (`Value`), and Neuron/Layer/MLP built on it       (lesson 00)
 - `mmlib.data`      reading word files, splitting them, building (context, next char) datasets  (lesson 01, 02)
 - `mmlib.vocab`     the character vocabulary with `.` as the start/end token                   (lesson 01)
 - `mmlib.runtime`   seeding, device choice and notebook defaults in one call                   (lesson 01)
@@ -12,13 +13,14 @@ One module per idea, so a helper can be found from the file names:
 - `mmlib.models`    the course's models behind one call, `logits, loss = model(idx, targets)`  (lesson 02 onwards)
 - `mmlib.train`     one training loop for every model (`train`, `TrainConfig`) and `evaluate`  (lesson 02 onwards)
 - `mmlib.losslog`   a lesson's running log of runs and their train/dev losses                  (lesson 02, 03, 05)
-- `mmlib.plots`     the small plotting helpers the lessons share                               (lesson 01 onwards)
+- `mmlib.plots`     the small plotting helpers the lessons share; expression graphs            (lesson 00 onwards)
 - `mmlib.sample`    drawing words from any next-character model                                (lesson 01, 02)
 - `mmlib.layers`    Linear, BatchNorm1d, Tanh, ... with torch.nn's call shapes, in plain tensors, and
                     `LayerModel`, a stack of them with the models' call                         (lesson 03);
                     Embedding, FlattenConsecutive, Sequential, the WaveNet as a layer stack   (lesson 05)
 - `mmlib.diagnostics` per-layer activation, gradient and update:data statistics and plots      (lesson 03)
-- `mmlib.widgets`   the initialisation and training-statistics explorers (ipywidgets)          (lesson 03);
+- `mmlib.widgets`   one neuron's graph, every value and gradient                               (lesson 00);
+                    the initialisation and training-statistics explorers (ipywidgets)          (lesson 03);
                     the WaveNet's receptive-field explorer                                   (lesson 05);
                     attention maps of a trained transformer, and sampling with temperature/top-k (lesson 06)
 - `mmlib.results`   every lesson's committed metrics read back: the course-wide table and plot  (lesson 06, README)

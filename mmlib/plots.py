@@ -6,6 +6,7 @@ quickly on the web, and a 27x27 heatmap does not need 300 KB to be readable.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -182,3 +183,108 @@ def layout_problems(fig: plt.Figure, *, tight: bool = False) -> list[str]:
             if min(a.x1, b.x1) - max(a.x0, b.x0) > 1 and min(a.y1, b.y1) - max(a.y0, b.y0) > 1:
                 problems.append(f"{text_a!r} and {text_b!r} overlap")
     return problems
+
+
+# ---- lesson 00: an expression graph of scalar Values ---------------------------------------------------
+
+GRAPH_FONT = 8.0                  # points; every size below is in inches, so boxes fit their text at any graph size
+_CHAR = 0.6 * GRAPH_FONT / 72     # the advance of one character of a monospace font, in inches
+_ROW, _OP_GAP, _PAD = 0.55, 0.75, 0.15
+
+
+def _node_text(v) -> str:
+    label = getattr(v, "label", "")
+    return f"{label + ' | ' if label else ''}data {v.data:.4f} | grad {v.grad:.4f}"
+
+
+def graph_layout(root) -> dict:
+    """Where `draw_graph` puts each node of `root`'s expression graph, left (inputs) to right (`root`), in inches.
+
+    Works on any value with `data`, `grad`, `_prev`, `_op` (and optionally `label`): `mmlib.micrograd.Value`
+    or the one lesson 00 builds in its cells. A node's column is the length of the longest path from an
+    input to it, so every edge points right; within a column, nodes sit near the mean height of the nodes
+    they connect to (a few sweeps each way), at least one row apart. Returns {"nodes": [(value, x, y)],
+    "ops": [(value, x, y)] (the operation that made each non-input value), "width", "height"}.
+    """
+    from mmlib.micrograd import topological_order
+
+    order = topological_order(root)
+    rank: dict[int, int] = {}
+    for v in order:
+        rank[id(v)] = 1 + max((rank[id(c)] for c in v._prev), default=-1)
+    n_cols = max(rank.values()) + 1
+    col_width = [0.0] * n_cols
+    for v in order:
+        col_width[rank[id(v)]] = max(col_width[rank[id(v)]], len(_node_text(v)) * _CHAR + 2 * _PAD)
+    x_left = [0.0] * n_cols
+    for c in range(1, n_cols):
+        x_left[c] = x_left[c - 1] + col_width[c - 1] + _OP_GAP
+    columns: list[list] = [[] for _ in range(n_cols)]
+    for v in order:
+        columns[rank[id(v)]].append(v)
+    y = {id(v): float(i) for col in columns for i, v in enumerate(col)}
+    parents: dict[int, list] = {id(v): [] for v in order}
+    for v in order:
+        for c in v._prev:
+            parents[id(c)].append(v)
+
+    def settle(col: list, ideal) -> None:
+        col.sort(key=ideal)
+        last = -math.inf
+        for v in col:
+            y[id(v)] = max(ideal(v), last + 1.0)
+            last = y[id(v)]
+
+    for _ in range(3):
+        for col in reversed(columns[:-1]):            # right to left: a node near the nodes it feeds
+            settle(col, lambda v: sum(y[id(p)] for p in parents[id(v)]) / len(parents[id(v)]))
+        for col in columns[1:]:                       # left to right: a node near the nodes it is made from
+            settle(col, lambda v: sum(y[id(c)] for c in v._prev) / len(v._prev))
+    low = min(y.values())
+    nodes = [(v, x_left[rank[id(v)]] + col_width[rank[id(v)]] / 2, (y[id(v)] - low) * _ROW) for v in order]
+    ops = [(v, x_left[rank[id(v)]] - _OP_GAP / 2, (y[id(v)] - low) * _ROW) for v in order if v._prev]
+    return {"nodes": nodes, "ops": ops, "width": x_left[-1] + col_width[-1],
+            "height": (max(y.values()) - low) * _ROW}
+
+
+def draw_graph(root, fig: plt.Figure | None = None, title: str = "") -> plt.Figure:
+    """The expression graph of `root`: a box per value (its label, data and grad), a circle per operation.
+
+    Pure matplotlib (no graphviz binary), so it draws the same in JupyterLab, in CI and on the website.
+    Inputs (values made from nothing: data and parameters) are blue. `fig` (an explorer's, redrawn in
+    place) is cleared and resized to the graph; without it a new pyplot figure is made (show it with
+    `show_compact`). The layout is `graph_layout`'s.
+    """
+    layout = graph_layout(root)
+    margin = 0.2
+    width, height = layout["width"] + 2 * margin, layout["height"] + 2 * margin + (0.3 if title else 0)
+    if fig is None:
+        fig = plt.figure(figsize=(width, max(height, 0.8)))
+    else:
+        fig.clear()
+        fig.set_size_inches(width, max(height, 0.8))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(-margin, width - margin)
+    ax.set_ylim(height - margin, -margin - (0.3 if title else 0))   # y grows downwards: the first row on top
+    ax.axis("off")
+    where = {id(v): (x, y) for v, x, y in layout["nodes"]}
+    half = {id(v): len(_node_text(v)) * _CHAR / 2 + _PAD / 2 for v, _, _ in layout["nodes"]}
+    line = {"arrowstyle": "-|>", "lw": 0.8, "color": "0.35", "shrinkA": 0, "shrinkB": 0}
+    for v, x, y in layout["ops"]:
+        ax.annotate(v._op, (x, y), ha="center", va="center", fontsize=GRAPH_FONT, family="monospace",
+                    bbox={"boxstyle": "circle,pad=0.25", "fc": "#fff7e6", "ec": "0.35", "lw": 0.8}, zorder=3)
+        ax.annotate("", (where[id(v)][0] - half[id(v)], y), (x + 0.12, y), arrowprops=line, zorder=1)
+        uses: dict[int, int] = {}
+        for c in v._prev:       # a value used twice by one operation (a + a) gets two edges, bent apart
+            k = uses[id(c)] = uses.get(id(c), -1) + 1
+            cx, cy = where[id(c)]
+            ax.annotate("", (x - 0.14, y), (cx + half[id(c)], cy), zorder=1,
+                        arrowprops={**line, "connectionstyle": f"arc3,rad={0.3 if k % 2 else -0.3}"}
+                        if sum(p is c for p in v._prev) > 1 else line)
+    for v, x, y in layout["nodes"]:
+        ax.text(x, y, _node_text(v), ha="center", va="center", fontsize=GRAPH_FONT, family="monospace", zorder=2,
+                bbox={"boxstyle": "round,pad=0.3", "fc": "#dbeafe" if not v._prev else "#f3f4f6", "ec": "0.35",
+                      "lw": 0.8})
+    if title:
+        ax.text(-margin + 0.05, -margin - 0.15, title, ha="left", va="center", fontsize=GRAPH_FONT + 1)
+    return fig

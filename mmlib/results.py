@@ -110,14 +110,19 @@ def _seconds(v: float | None) -> str:
 
 
 def results_table(collected: dict[str, dict[str, Any]]) -> str:
-    """A markdown table: lesson, model, parameters, train/dev/test loss, training time."""
+    """A markdown table: lesson, model, parameters, train/dev/test loss, training time.
+
+    A loss that was not measured is an empty cell; a lesson with no loss at all trains no language model
+    (lesson 00's network separates points), and its three loss cells say "n/a" rather than look unmeasured.
+    """
     lines = ["| lesson | model | parameters | train | dev | test | training time |",
              "|---|---|---|---|---|---|---|"]
     for lesson, m in sorted(collected.items()):
         n = "" if m["n_parameters"] is None else f"{m['n_parameters']:,}"
         losses = m["losses"]
-        lines.append(f"| {lesson} | {m['model']} | {n} | {_loss(losses['train'])} | {_loss(losses['dev'])} | "
-                     f"{_loss(losses['test'])} | {_seconds(m['train_seconds'])} |")
+        cells = ([_loss(losses[k]) for k in ("train", "dev", "test")] if any(v is not None for v in losses.values())
+                 else ["n/a"] * 3)
+        lines.append(f"| {lesson} | {m['model']} | {n} | {' | '.join(cells)} | {_seconds(m['train_seconds'])} |")
     return "\n".join(lines)
 
 

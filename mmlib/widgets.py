@@ -1,5 +1,7 @@
-"""Interactive explorers for lessons 03, 05 and 06: ipywidgets sliders, matplotlib histograms and heatmaps.
+"""Interactive explorers for lessons 00, 03, 05 and 06: ipywidgets sliders, matplotlib histograms and heatmaps.
 
+- `neuron_explorer()` (lesson 00): sliders for one tanh neuron's two inputs, two weights and bias; its
+  expression graph redrawn with every node's value and gradient after `backward()`.
 - `init_explorer(x, y, n_classes)`: sliders for the weight gain, depth and width of a stack of
   `Linear -> [BatchNorm1d] -> nonlinearity` blocks, a choice of nonlinearity (tanh, ReLU, none)
   and BatchNorm on/off. Each change builds the stack afresh, pushes one batch forwards and
@@ -16,7 +18,7 @@
   and the share of them that the training file does not hold.
 
 The computation is separate from the drawing: `init_stats(...)`, `training_snapshot(...)`,
-`receptive_field(...)`, `attention_map(...)` and `sample_summary(...)` are pure functions returning
+`receptive_field(...)`, `attention_map(...)`, `neuron_graph(...)` and `sample_summary(...)` are pure functions returning
 the numbers (tests drive them, and the explorers' `.result`), and the explorers only draw what those
 return. Each redraw prints one text line naming the slider values, then one line per layer, above the
 plot, so a reader (or a browser test) can read the numbers.
@@ -40,7 +42,7 @@ from matplotlib.figure import Figure
 
 from mmlib.diagnostics import Recorder, Stats, describe, plot_distributions, plot_update_ratios
 from mmlib.layers import NONLINEARITIES, build_stack, check_stack_settings, eval_mode, n_levels
-from mmlib.plots import compact_png
+from mmlib.plots import compact_png, draw_graph
 from mmlib.runtime import device_of
 from mmlib.validate import non_negative_int, positive_int
 from mmlib.vocab import BOUNDARY, Vocab, no_boundary
@@ -806,3 +808,85 @@ def sampling_explorer(model, vocab, known, n: int = 40, **settings) -> SamplingE
     """The sampling explorer (lesson 06): temperature and top-k sliders over `n` samples; `known` is
     the training file's words, so it can say which samples are new."""
     return SamplingExplorer(model, vocab, known, n, **settings)
+
+
+# ---- lesson 00: one neuron's expression graph, every value and gradient ---------------------------
+
+NEURON_INPUTS = ("x1", "x2", "w1", "w2", "b")
+
+
+@dataclass
+class NeuronGraph:
+    """One neuron, o = tanh(x1 w1 + x2 w2 + b), built from `mmlib.micrograd.Value`s after `o.backward()`."""
+
+    values: dict[str, float]      # every node's data, by label
+    grads: dict[str, float]       # every node's grad: d o / d node
+    output: object                # the Value o, for drawing
+
+    def text(self) -> str:
+        v, g = self.values, self.grads
+        head = ", ".join(f"{k}={v[k]:.2f}" for k in NEURON_INPUTS)
+        lines = [f"{head}: o = tanh(n) = {v['o']:.4f}"]
+        lines += [f"  {k:<9} data {v[k]:8.4f}   grad {g[k]:8.4f}" for k in v]
+        if abs(v["o"]) > 0.999:
+            lines.append("  note: tanh is saturated (|o| near 1), so 1 - o^2 is near 0 and almost no gradient "
+                         "reaches the weights")
+        return "\n".join(lines)
+
+
+def neuron_graph(x1: float, x2: float, w1: float, w2: float, b: float) -> NeuronGraph:
+    """Forward and backward through one tanh neuron, each node labelled as lesson 00 labels it."""
+    from mmlib.micrograd import Value
+
+    leaves = {k: Value(float(v), label=k) for k, v in zip(NEURON_INPUTS, (x1, x2, w1, w2, b))}
+    x1w1 = leaves["x1"] * leaves["w1"]
+    x1w1.label = "x1*w1"
+    x2w2 = leaves["x2"] * leaves["w2"]
+    x2w2.label = "x2*w2"
+    s = x1w1 + x2w2
+    s.label = "x1w1+x2w2"
+    n = s + leaves["b"]
+    n.label = "n"
+    o = n.tanh()
+    o.label = "o"
+    o.backward()
+    nodes = [*leaves.values(), x1w1, x2w2, s, n, o]
+    return NeuronGraph({v.label: v.data for v in nodes}, {v.label: v.grad for v in nodes}, o)
+
+
+class NeuronExplorer(_Explorer):
+    """Sliders for a neuron's two inputs, two weights and bias; its graph redrawn with every value and gradient.
+
+    `.result` is the latest `NeuronGraph`; setting a slider's value (e.g. `explorer.w1.value = 1`) updates it.
+    """
+
+    def __init__(self, x1: float = 2.0, x2: float = 0.0, w1: float = -3.0, w2: float = 1.0,
+                 b: float = 6.8813735870195432):
+        import ipywidgets as widgets
+
+        super().__init__()
+        self.sliders = {}
+        for name, value in zip(NEURON_INPUTS, (x1, x2, w1, w2, b)):
+            slider = widgets.FloatSlider(value=value, min=-8.0, max=8.0, step=0.01, description=name,
+                                         continuous_update=False, readout_format=".2f")
+            slider.observe(lambda change: self.update(), names="value")
+            setattr(self, name, slider)
+            self.sliders[name] = slider
+        self.fig = Figure(dpi=90)
+        self.box = widgets.VBox([widgets.HBox(list(self.sliders.values())[:3]),
+                                 widgets.HBox(list(self.sliders.values())[3:]), self.output])
+        self.update()
+
+    def update(self) -> NeuronGraph:
+        t = time.perf_counter()
+        self.result = neuron_graph(*(s.value for s in self.sliders.values()))
+        self._show(self.result.text(), draw_graph(self.result.output, self.fig))
+        self.redraw_seconds = time.perf_counter() - t
+        return self.result
+
+
+def neuron_explorer(x1: float = 2.0, x2: float = 0.0, w1: float = -3.0, w2: float = 1.0,
+                    b: float = 6.8813735870195432) -> NeuronExplorer:
+    """The neuron explorer (lesson 00); display the returned object to use it. The defaults are the
+    lecture's: b is chosen so that n = 0.8814 and o = tanh(n) = 0.7071."""
+    return NeuronExplorer(x1, x2, w1, w2, b)

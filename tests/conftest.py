@@ -92,6 +92,18 @@ def parameter_error(path: Path, tmp_path: Path, **parameters):
     return err.value
 
 
+def run_parameter_checks(path: Path, **overrides) -> None:
+    """A lesson's imports, its parameters cell with `overrides` applied, and the cell that checks them,
+    executed in this process (no kernel to start): a bad value must raise before anything trains."""
+    code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    p = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
+    scope: dict = {}
+    for c in code[:p + 1]:
+        exec(c.source, scope)       # noqa: S102 - the course's own notebook
+    scope.update(overrides)
+    exec(code[p + 1].source, scope)  # noqa: S102
+
+
 _runs: dict[str, tuple[dict, nbformat.NotebookNode | None]] = {}
 
 

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import NOTEBOOKS, assert_checks, ci_parameters, parameter_error
+from conftest import NOTEBOOKS, assert_checks, ci_parameters, parameter_error, run_parameter_checks
 from torch import nn
 
 from mmlib import results
@@ -61,19 +61,6 @@ def test_nonsense_parameters_stop_the_notebook_with_a_clear_message(tmp_path):
     assert err.ename == "ValueError" and "n_embd must be a multiple of n_head" in err.evalue
 
 
-def _run_parameter_checks(**overrides) -> None:
-    """The solution's imports, its parameters cell with `overrides` applied, and the cell that checks
-    them, executed in this process: each bad value must raise before anything trains."""
-    nb = nbformat.read(SOLUTION, as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    p = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
-    scope: dict = {}
-    for c in code[:p + 1]:
-        exec(c.source, scope)
-    scope.update(overrides)
-    exec(code[p + 1].source, scope)
-
-
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -92,14 +79,14 @@ def _run_parameter_checks(**overrides) -> None:
 def test_each_nonsense_parameter_is_refused_before_anything_trains(overrides, message):
     # ... and every parameter's check in this process, on the notebook's own cells
     with pytest.raises(Exception) as err:
-        _run_parameter_checks(**overrides)
+        run_parameter_checks(SOLUTION, **overrides)
     assert type(err.value).__name__ in ("ValueError", "MetricsError")
     assert message in str(err.value)
 
 
 def test_the_default_parameters_pass_their_checks():
     # setup() would seed and set this process's threads: stand in for it; the checks before it all run
-    _run_parameter_checks(setup=lambda seed, device, threads=None: (device, None))
+    run_parameter_checks(SOLUTION, setup=lambda seed, device, threads=None: (device, None))
 
 
 # ---- the committed run at default parameters -------------------------------------------------

@@ -33,6 +33,25 @@ def test_collect_reads_the_displayed_metrics_of_each_solution_notebook(tmp_path)
     assert "| 02 | MLP | 11,897 | 2.1346 | 2.1806 |  | 95 s |" in table
 
 
+def test_a_lesson_without_any_loss_reads_n_a_in_the_table_and_stays_off_the_plot(tmp_path):
+    """Lesson 00 trains no language model: its losses are all None. The table says so, the others keep theirs,
+    and the dev-loss plot leaves it out rather than failing."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    no_loss = metrics("00", model="MLP on two moons", losses={"train": None, "dev": None, "test": None})
+    write_notebook(tmp_path / "00_micrograd_solutions.ipynb", no_loss)
+    write_notebook(tmp_path / "02_mlp_solutions.ipynb", metrics())
+    got = results.collect(tmp_path)
+    table = results.results_table(got)
+    assert "| 00 | MLP on two moons | 11,897 | n/a | n/a | n/a | 95 s |" in table
+    assert "| 02 | MLP | 11,897 | 2.1346 | 2.1806 |  | 95 s |" in table
+    ax = results.plot_results(got)
+    assert [t.get_text() for t in ax.texts] == ["02"]
+    plt.close(ax.figure)
+
+
 def test_metrics_that_break_the_schema_name_the_notebook(tmp_path):
     bad = metrics()
     del bad["losses"]

@@ -42,6 +42,19 @@ def _run(code: str, ns: dict) -> dict:
     return ns
 
 
+# ---- lesson 00 -------------------------------------------------------------------------------------
+
+def run_00(exercise: str, code: str) -> list[Result]:
+    from mmlib.expected import lesson00 as ex
+    from mmlib.micrograd import Value
+    ns = _run(code, _namespace(Value=Value))
+    if exercise == "00.1":
+        return ex.probe_sigmoid(ns["my_sigmoid"], Value)
+    if exercise == "00.2":
+        return ex.probe_numerical_grad(ns["numerical_grad"])
+    return ex.probe_cross_entropy(ns["my_cross_entropy"], Value)
+
+
 # ---- lesson 06 -------------------------------------------------------------------------------------
 
 HEAD_06 = next(e["code"] for e in ENTRIES if e["exercise"] == "06.2" and e["name"] == "solution")
@@ -311,7 +324,7 @@ def run_03(exercise: str, code: str, after_solution: bool = False) -> list[Resul
     return _run(_cell(cells, "rep_fold = report("), ns)["rep_fold"].results
 
 
-RUNNERS = {"01": run_01, "02": run_02, "03": run_03, "04": run_04, "05": run_05, "06": run_06}
+RUNNERS = {"00": run_00, "01": run_01, "02": run_02, "03": run_03, "04": run_04, "05": run_05, "06": run_06}
 
 
 def _rows(entry: dict) -> list[Result]:
@@ -344,9 +357,10 @@ def test_a_wrong_answer_fails_naming_its_cause(entry):
     assert not missing, f"the failing rows do not say {missing}:\n{failed}"
 
 
-# Every exercise of lessons 01-06 that has a check cell (04.1a-d are exercise 1's four check cells).
-EXERCISES = {"01.1", "01.2", "01.3", "01.4", "01.5", "02.1", "02.2", "02.3", "03.1", "03.2", "04.1a", "04.1b", "04.1c",
-             "04.1d", "04.2", "04.3", "04.4", "05.1", "05.2", "05.3", "05.4", "06.1", "06.2", "06.3", "06.4"}
+# Every exercise of lessons 00-06 that has a check cell (04.1a-d are exercise 1's four check cells).
+EXERCISES = {"00.1", "00.2", "00.3", "01.1", "01.2", "01.3", "01.4", "01.5", "02.1", "02.2", "02.3", "03.1", "03.2",
+             "04.1a", "04.1b", "04.1c", "04.1d", "04.2", "04.3", "04.4", "05.1", "05.2", "05.3", "05.4", "06.1", "06.2",
+             "06.3", "06.4"}
 
 
 def test_every_checked_exercise_has_four_wrong_answers_and_a_right_one_of_each_style():
