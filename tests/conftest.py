@@ -92,15 +92,23 @@ def parameter_error(path: Path, tmp_path: Path, **parameters):
     return err.value
 
 
+def _no_setup(seed, device, threads=None):
+    """Stands in for mmlib.runtime.setup, which would seed this test process and set its threads."""
+    return device, None
+
+
 def run_parameter_checks(path: Path, **overrides) -> None:
     """A lesson's imports, its parameters cell with `overrides` applied, and the cell that checks them,
-    executed in this process (no kernel to start): a bad value must raise before anything trains."""
+    executed in this process (no kernel to start): a bad value must raise before anything trains.
+
+    `setup` is replaced by a stand-in (give `setup=` to replace it otherwise); a kernel is the point only in
+    each lesson's one test that papermill's injected parameters reach that cell (`parameter_error`)."""
     code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
     p = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
     scope: dict = {}
     for c in code[:p + 1]:
         exec(c.source, scope)       # noqa: S102 - the course's own notebook
-    scope.update(overrides)
+    scope.update({"setup": _no_setup, **overrides})
     exec(code[p + 1].source, scope)  # noqa: S102
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
-from conftest import NOTEBOOKS, parameter_error
+from conftest import NOTEBOOKS, parameter_error, run_parameter_checks
 
 from mmlib.data import load_words
 from mmlib.expected import lesson01 as expected
@@ -77,9 +78,14 @@ def test_lesson_runs_unchanged_on_another_word_list(tmp_path, run_lesson):
     ({"max_steps": 1.5}, "max_steps must be a positive whole number"),
     ({"lr": 1e6}, "lr must be a finite number in (0, 1000]"),
 ])
-def test_nonsense_parameters_stop_in_the_first_cells(bad, message, tmp_path):
-    err = parameter_error(SOLUTION, tmp_path, **bad)
-    assert err.ename == "ValueError" and message in err.evalue, err.evalue
+def test_nonsense_parameters_stop_in_the_first_cells(bad, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_parameter_checks(SOLUTION, **bad)
+
+
+def test_a_nonsense_parameter_papermill_injects_stops_the_cell_after_the_parameters(tmp_path):
+    err = parameter_error(SOLUTION, tmp_path, max_steps=1.5)
+    assert err.ename == "ValueError" and "max_steps must be a positive whole number" in err.evalue, err.evalue
     assert "check_metrics_path" in err.source, "the cell after the parameters cell must refuse it"
 
 

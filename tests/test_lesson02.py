@@ -9,7 +9,7 @@ import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import NOTEBOOKS, parameter_error, stdout
+from conftest import NOTEBOOKS, parameter_error, run_parameter_checks, stdout
 
 from mmlib.checks import TODO
 from mmlib.data import build_dataset, load_words, split_words
@@ -74,10 +74,14 @@ def test_exercise_answers_match_independent_reevaluation(run_lesson):
         ({"noise_warmup_steps": -1}, "noise_warmup_steps must be a whole number >= 0, got -1"),
     ],
 )
-def test_nonsense_parameters_fail_with_a_clear_message(tmp_path, overrides, message):
-    err = parameter_error(SOLUTION, tmp_path, **overrides)
-    assert err.ename == "ValueError"
-    assert message in err.evalue
+def test_nonsense_parameters_fail_with_a_clear_message(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_parameter_checks(SOLUTION, **overrides)
+
+
+def test_a_nonsense_parameter_papermill_injects_stops_the_notebook(tmp_path):
+    err = parameter_error(SOLUTION, tmp_path, block_size=0)
+    assert err.ename == "ValueError" and "block_size must be a positive whole number, got 0" in err.evalue, err.evalue
 
 
 def test_a_diverging_loop_in_the_open_stops_with_one_line(tmp_path):

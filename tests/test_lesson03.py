@@ -11,7 +11,7 @@ import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import NOTEBOOKS, assert_checks, parameter_error, stdout
+from conftest import NOTEBOOKS, assert_checks, parameter_error, run_parameter_checks, stdout
 
 from mmlib.expected import lesson03 as ex
 from mmlib.layers import BatchNorm1d
@@ -63,10 +63,14 @@ def test_losses_and_diagnostics_are_sane(run_lesson, path):
         ({"device": "tpu"}, "device must be one of"),
     ],
 )
-def test_nonsense_parameters_fail_with_a_clear_message(tmp_path, overrides, message):
-    err = parameter_error(SOLUTION, tmp_path, **overrides)
-    assert err.ename == "ValueError"
-    assert message in err.evalue
+def test_nonsense_parameters_fail_with_a_clear_message(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_parameter_checks(SOLUTION, **overrides)
+
+
+def test_a_nonsense_parameter_papermill_injects_stops_the_notebook(tmp_path):
+    err = parameter_error(SOLUTION, tmp_path, n_hidden=0)
+    assert err.ename == "ValueError" and "n_hidden must be a positive whole number, got 0" in err.evalue, err.evalue
 
 
 # ---- the committed run at default parameters -------------------------------------------------

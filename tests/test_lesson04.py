@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 
 import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import NOTEBOOKS, parameter_error
+from conftest import NOTEBOOKS, parameter_error, run_parameter_checks
 
 from mmlib.checks import TODO
 from mmlib.expected import lesson04 as E
@@ -85,9 +86,14 @@ def test_float64_shrinks_the_differences_to_round_off(run_lesson):
     ({"check_steps": 2.5}, "check_steps must be a positive whole number"),
     ({"max_steps": 3, "check_steps": 5}, "check_steps must be <= max_steps"),
 ])
-def test_nonsense_parameters_give_a_clear_error(bad, message, tmp_path):
-    err = parameter_error(SOLUTION, tmp_path, **bad)
-    assert err.ename == "ValueError" and message in err.evalue
+def test_nonsense_parameters_give_a_clear_error(bad, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_parameter_checks(SOLUTION, **bad)
+
+
+def test_a_nonsense_parameter_papermill_injects_stops_the_notebook(tmp_path):
+    err = parameter_error(SOLUTION, tmp_path, dtype="float16")
+    assert err.ename == "ValueError" and "dtype must be 'float32' or 'float64'" in err.evalue, err.evalue
 
 
 # --- exercise 4's probe (mmlib.expected.lesson04.probe_backward), called with backward passes of our own ---

@@ -9,7 +9,7 @@ import re
 import nbformat
 import pytest
 import torch
-from conftest import NOTEBOOKS, assert_checks, parameter_error, stdout
+from conftest import NOTEBOOKS, assert_checks, parameter_error, run_parameter_checks, stdout
 from torch import nn
 
 from mmlib.checks import TODO
@@ -66,10 +66,14 @@ def test_metrics_are_sane(run_lesson, path):
         ({"metrics_path": "05_wavenet_solutions.ipynb"}, "metrics_path must end in .json"),
     ],
 )
-def test_nonsense_parameters_fail_with_a_clear_message(tmp_path, overrides, message):
-    err = parameter_error(SOLUTION, tmp_path, **overrides)
-    assert err.ename in ("ValueError", "MetricsError")
-    assert message in err.evalue
+def test_nonsense_parameters_fail_with_a_clear_message(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_parameter_checks(SOLUTION, **overrides)
+
+
+def test_a_nonsense_parameter_papermill_injects_stops_the_notebook(tmp_path):
+    err = parameter_error(SOLUTION, tmp_path, block_size=6)
+    assert err.ename == "ValueError" and "block_size must be a power of two" in err.evalue, err.evalue
 
 
 # ---- the committed run at default parameters -------------------------------------------------
