@@ -147,20 +147,22 @@ def topological_order(root: Value) -> list[Value]:
 
     Walking this list backwards runs each node's `_backward` only once its gradient is complete:
     every node that uses it comes later in the list, so it has already sent its share back.
+    The order is exactly lesson 00's recursive walk (visit each child in `_prev` order, then list the node),
+    written with a stack of its own, since a long chain would exceed Python's recursion limit.
     """
     order: list[Value] = []
-    seen: set[int] = set()
-    stack = [(root, False)]
-    while stack:              # depth-first without recursion: a long chain would exceed Python's recursion limit
-        node, children_done = stack.pop()
-        if children_done:
+    seen = {id(root)}
+    stack = [(root, iter(root._prev))]    # each node being visited, with the children it has yet to visit
+    while stack:
+        node, children = stack[-1]
+        for child in children:
+            if id(child) not in seen:    # go down into the first child not seen yet, as the recursion would
+                seen.add(id(child))
+                stack.append((child, iter(child._prev)))
+                break
+        else:                            # every child listed: the node follows them
+            stack.pop()
             order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        stack.extend((child, False) for child in node._prev if id(child) not in seen)
     return order
 
 

@@ -147,6 +147,32 @@ def test_topological_order_puts_every_node_after_its_children_even_on_a_long_cha
     assert math.isclose(x.grad, 1.0001 ** 5000, rel_tol=1e-9)
 
 
+def _recursive_order(root) -> list:
+    """Lesson 00's own walk (section 4's `backward`): each child in `_prev` order, then the node."""
+    order, seen = [], set()
+
+    def visit(v):
+        if v not in seen:
+            seen.add(v)
+            for child in v._prev:
+                visit(child)
+            order.append(v)
+
+    visit(root)
+    return order
+
+
+def test_topological_order_is_the_lessons_recursive_walk_node_for_node():
+    for leaves, steps in PROGRAMS:                       # every program uses a node twice (a + a, a * a, a - a)
+        root = run_program([Value(v) for v in leaves], steps)
+        assert [id(v) for v in topological_order(root)] == [id(v) for v in _recursive_order(root)], steps
+    x1, x2, w1, w2, b = (Value(v, label=k) for k, v in zip(["x1", "x2", "w1", "w2", "b"], [2, 0, -3, 1, 6.88]))
+    x1w1, x2w2 = x1 * w1, x2 * w2
+    o = (x1w1 + x2w2 + b).tanh()
+    assert [v.label or v._op for v in topological_order(o)] == ["x1", "w1", "*", "x2", "w2", "*", "+", "b", "+",
+                                                                "tanh"]
+
+
 # ---- the notebook builds the same engine ---------------------------------------------------------------------
 
 def _notebook_cell(marker: str, contains: str) -> str:
