@@ -39,7 +39,8 @@ class Value:
         return f"Value(data={self.data:.4g}, grad={self.grad:.4g})"
 
     def __add__(self, other: Value | float) -> Value:
-        other = other if isinstance(other, Value) else Value(other)
+        # a plain number becomes a constant Value named by its value, so that a drawing of the graph says what it is
+        other = other if isinstance(other, Value) else Value(other, label=f"{other:g}")
         out = Value(self.data + other.data, (self, other), "+")
 
         def _backward():
@@ -50,7 +51,7 @@ class Value:
         return out
 
     def __mul__(self, other: Value | float) -> Value:
-        other = other if isinstance(other, Value) else Value(other)
+        other = other if isinstance(other, Value) else Value(other, label=f"{other:g}")
         out = Value(self.data * other.data, (self, other), "*")
 
         def _backward():
@@ -116,7 +117,7 @@ class Value:
         return self + (-other)
 
     def __truediv__(self, other: Value | float) -> Value:
-        return self * (other if isinstance(other, Value) else Value(other)) ** -1
+        return self * (other if isinstance(other, Value) else Value(other, label=f"{other:g}")) ** -1
 
     def __radd__(self, other: float) -> Value:
         return self + other
@@ -125,10 +126,10 @@ class Value:
         return self * other
 
     def __rsub__(self, other: float) -> Value:
-        return Value(other) - self
+        return Value(other, label=f"{other:g}") - self
 
     def __rtruediv__(self, other: float) -> Value:
-        return Value(other) / self
+        return Value(other, label=f"{other:g}") / self
 
     def backward(self) -> None:
         """Add d(self)/d(node) to the `grad` of every node this value was made from.

@@ -275,12 +275,19 @@ def draw_graph(root, fig: plt.Figure | None = None, title: str = "") -> plt.Figu
                     bbox={"boxstyle": "circle,pad=0.25", "fc": "#fff7e6", "ec": "0.35", "lw": 0.8}, zorder=3)
         ax.annotate("", (where[id(v)][0] - half[id(v)], y), (x + 0.12, y), arrowprops=line, zorder=1)
         uses: dict[int, int] = {}
-        for c in v._prev:       # a value used twice by one operation (a + a) gets two edges, bent apart
-            k = uses[id(c)] = uses.get(id(c), -1) + 1
+        for c in v._prev:
             cx, cy = where[id(c)]
-            ax.annotate("", (x - 0.14, y), (cx + half[id(c)], cy), zorder=1,
-                        arrowprops={**line, "connectionstyle": f"arc3,rad={0.3 if k % 2 else -0.3}"}
-                        if sum(p is c for p in v._prev) > 1 else line)
+            m = sum(p is c for p in v._prev)
+            if m == 1:
+                ax.annotate("", (x - 0.14, y), (cx + half[id(c)], cy), arrowprops=line, zorder=1)
+                continue
+            # A value used m times by one operation (a + a) gets m edges: they leave its box and enter the
+            # circle at heights spread apart, and bow away from each other, so each one shows on its own
+            k = uses[id(c)] = uses.get(id(c), -1) + 1
+            dy = (k - (m - 1) / 2) * 0.1
+            bend = "arc3,rad=" + str(-0.6 if dy < 0 else 0.6 if dy > 0 else 0)
+            ax.annotate("", (x - 0.12, y + dy), (cx + half[id(c)], cy + dy), zorder=1,
+                        arrowprops={**line, "connectionstyle": bend})
     for v, x, y in layout["nodes"]:
         ax.text(x, y, _node_text(v), ha="center", va="center", fontsize=GRAPH_FONT, family="monospace", zorder=2,
                 bbox={"boxstyle": "round,pad=0.3", "fc": "#dbeafe" if not v._prev else "#f3f4f6", "ec": "0.35",
