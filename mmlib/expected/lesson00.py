@@ -57,6 +57,17 @@ def _not_a_value(name: str, got, what: str) -> Result:
                                  "(with x among its children), so that backward() can reach x")
 
 
+def _rule_never_attached(out, Value: type) -> bool:
+    """`out` still holds `Value`'s do-nothing default `_backward`: a rule was perhaps written, never attached."""
+    default = getattr(getattr(Value(0.0), "_backward", None), "__code__", None)
+    return default is not None and getattr(getattr(out, "_backward", None), "__code__", None) is default
+
+
+NEVER_ATTACHED = ("your output's _backward is still Value's do-nothing default (lambda: None), so backward() runs "
+                  "nothing for it and no gradient reaches x: the rule was defined but never attached; end with "
+                  "out._backward = _backward")
+
+
 def _local_derivative_cause(d: list[float], x: Sequence[float]) -> str:
     """What the local derivative `d` (recovered at the points `x`) is, when it is a function with a name."""
     s = [sigmoid(v) for v in x]
@@ -83,7 +94,7 @@ def probe_sigmoid(fn: Callable, Value: type, points: Sequence[float] = SIGMOID_P
     the output's gradient (* out.grad), a flipped sign, or the derivative of another function.
     """
     names = ["my_sigmoid(x).data", "x.grad through my_sigmoid",
-             "u.grad, x = u * 1 used twice: z = my_sigmoid(x) + 3 * my_sigmoid(x)"]
+             "x used twice: dz/dx of z = my_sigmoid(x) + 3 * my_sigmoid(x)"]
     if fn is TODO:
         return todo_rows(names)
     rows = []
@@ -100,7 +111,7 @@ def probe_sigmoid(fn: Callable, Value: type, points: Sequence[float] = SIGMOID_P
         want.append(sigmoid(p))
     rows.append(check(names[0], got, want, atol=ATOL, hint="sigmoid(x) = 1 / (1 + exp(-x)), computed from x.data"))
 
-    grads = []
+    grads, unattached = [], False
     for p in points:
         x = Value(p)
         x.grad = EARLIER
@@ -110,11 +121,14 @@ def probe_sigmoid(fn: Callable, Value: type, points: Sequence[float] = SIGMOID_P
         if err := _backward_error(names[1], out.value * UPSTREAM):
             return rows + [err, Result(names[2], "error", "not checked: backward() must first run")]
         grads.append(x.grad)
+        unattached = unattached or _rule_never_attached(out.value, Value)
     true = [sigmoid(p) * (1 - sigmoid(p)) for p in points]
     want = [EARLIER + UPSTREAM * d for d in true]
     recovered = [(g - EARLIER) / UPSTREAM for g in grads]
     hint = "x.grad += s * (1 - s) * out.grad: add (+=), and multiply the local derivative by the output's gradient"
-    if all(abs(g - UPSTREAM * d) <= 1e-6 for g, d in zip(grads, true)):
+    if unattached and all(g == EARLIER for g in grads):
+        hint = NEVER_ATTACHED
+    elif all(abs(g - UPSTREAM * d) <= 1e-6 for g, d in zip(grads, true)):
         hint = ("x already held a gradient of 0.25 from another use, and after your rule it holds only this use's "
                 "share: the rule replaces x.grad (=) where it must add to it (+=)")
     elif all(abs(g - d) <= 1e-6 for g, d in zip(grads, true)):
@@ -134,20 +148,31 @@ def probe_sigmoid(fn: Callable, Value: type, points: Sequence[float] = SIGMOID_P
     twice = []
     for p in points:
         u = Value(p)
-        x = u * 1.0       # x made from u: only a graph that lists x among the output's children runs x's rule
+        x = u * 1.0       # x made from u, dz/dx read in u.grad: only an output that lists x among its children gets it
+                          # there (backward() runs x's own rule only if x is in its order)
         first, second = fn(x), fn(x)
         if err := _backward_error(names[2], first + second * 3):
             return rows + [err]
         twice.append(u.grad)
     # The two uses send s(1 - s) and 3 s(1 - s): what arrives says which share was lost or how each was scaled
-    causes = [(0.25, "only the first use's share reached x: the second rule set x.grad (=) instead of adding (+=)"),
-              (0.75, "only the second use's share reached x: the first rule set x.grad (=) instead of adding (+=)"),
+    causes = [(0.25, "only the first use's share reached x: a rule that sets x.grad (=) instead of adding (+=) lets "
+                     "the last to run (the first use's) overwrite the other's"),
+              (0.75, "only the second use's share reached x: a rule that sets x.grad (=) instead of adding (+=) lets "
+                     "the last to run (the second use's) overwrite the other's"),
               (0.5, "each use sent s(1 - s), whatever its output's gradient (1 and 3): out.grad is left out")]
     hint = ("x feeds two sigmoids, so its gradient is the sum of both shares (4 s(1 - s) here): each rule must "
             "multiply by out.grad and add to x.grad (+=), never set it")
-    if all(t == 0 for t in twice):
-        hint = ("nothing reached u, the value x was made from (x = u * 1): x must be among the output's children "
+    if all(t == 0 for t in twice) and unattached:
+        hint = NEVER_ATTACHED
+    elif all(t == 0 for t in twice):
+        hint = ("x's rule sent the gradient to x, but it went no further: the check makes x from another value "
+                "(x = u * 1) and reads dz/dx where it arrives, in u.grad; x must be among the output's children "
                 "(Value(s, (x,), ...)), or backward() never puts x in its order and never runs x's own rule")
+    elif rows[1].status == "wrong" and all(abs(t - 4 * r) <= 1e-6 * (1 + abs(4 * r)) for t, r in zip(twice, recovered)):
+        # both uses added up, each scaled by its output's gradient: the one thing wrong is the row above's
+        causes = []
+        hint = ("this follows from the local derivative of the row above: both shares arrive and add up (4 times "
+                "your rule's local derivative), so with s(1 - s) in the rule this row is right too")
     rows.append(check(names[2], twice, [4 * d for d in true], atol=ATOL, causes=causes, hint=hint))
     return rows
 
@@ -169,7 +194,37 @@ PROBES: tuple[tuple[str, Callable, list[float], Callable], ...] = (
 )
 
 
-def _numerical_cause(got: list[float], want: list[float]) -> str:
+def _step_cause(fn: Callable) -> str:
+    """Whether `fn`, a numerical gradient that is close but not close enough, errs by truncation (h too big) or
+    by rounding (h too small), measured on functions where the two errors are known exactly: on a line, where
+    any h gives the slope up to rounding; on x^2, where a one-sided difference gives 2x + h (a central one 2x);
+    on x^3, where a central difference gives 3x^2 + h^2. "" when neither shows."""
+    def slope(f: Callable, x: float) -> float | None:
+        try:
+            return float(fn(f, [x])[0])
+        except Exception:  # noqa: BLE001 - the probes' own rows report what the learner's function raises
+            return None
+
+    line = slope(lambda v: 3.0 * v[0] + 1.0, 1.3)
+    if line is not None and abs(line - 3) > 1e-6 * 3:
+        return (f"the error is rounding, h too small: on f(x) = 3x + 1, whose slope any h measures exactly but for "
+                f"rounding, your function gives {line:.6g}, not 3. f(x + h) and f(x) agree in nearly all of a "
+                "float's 16 digits, so their difference keeps only a few; that error is about 1e-16 |f| / h and "
+                "grows as h shrinks: take a larger h, near 1e-6")
+    square = slope(lambda v: v[0] ** 2, 1.0)
+    if square is not None and abs(square - 2) > 1e-6 * 2:
+        return (f"the error shrinks with h (truncation): h is too big. On f(x) = x^2 at x = 1 a one-sided difference "
+                f"gives exactly 2 + h, and yours gives {square:.6g}, so your h is about {square - 2:.0e}; the error "
+                "is about h/2 times f'' (the curvature): take h near 1e-6, or a central difference")
+    cube = slope(lambda v: v[0] ** 3, 1.0)
+    if cube is not None and cube - 3 > 1e-6 * 3:
+        return (f"the error shrinks with h (truncation): h is too big. On f(x) = x^3 at x = 1 a central difference "
+                f"gives exactly 3 + h^2, and yours gives {cube:.6g}, so your h is about {math.sqrt(cube - 3):.0e}; "
+                "take h near 1e-6")
+    return ""
+
+
+def _numerical_cause(got: list[float], want: list[float], fn: Callable) -> str:
     """What `got` is, measured against the true gradient `want`, when it is something with a name."""
     if len(want) > 1 and all(abs(g - sum(want)) <= 1e-3 * (1 + abs(sum(want))) for g in got):
         return ("every entry is the sum of the true gradient's entries: your function nudges every coordinate at "
@@ -187,10 +242,8 @@ def _numerical_cause(got: list[float], want: list[float]) -> str:
         if abs(c + 1) < 1e-3:
             return "every entry has the sign flipped: the slope is (f(x + h) - f(x)) / h, the later value first"
     rel = max(abs(g - w) / (abs(w) + 1e-12) for g, w in zip(got, want))
-    if rel < 0.05:
-        return (f"off by up to {rel:.1e} relatively: close, but not within the tolerance; a one-sided difference "
-                "is off by about h/2 times f'' (take h near 1e-6, or a central difference), and an h below 1e-9 "
-                "loses the digits to rounding")
+    if rel < 0.5 and (why := _step_cause(fn)):
+        return f"off by up to {rel:.1e} relatively; {why}"
     return ""
 
 
@@ -223,7 +276,7 @@ def probe_numerical_grad(fn: Callable, probes=PROBES) -> list[Result]:
                                               f"got {type(out.value).__name__}"))
             continue
         want = exact(point)
-        cause = _numerical_cause(got, want) if len(got) == len(want) else ""
+        cause = _numerical_cause(got, want, fn) if len(got) == len(want) else ""
         rows.append(check(name, got, want, atol=NUMERICAL_ATOL, rtol=NUMERICAL_RTOL,
                           hint=cause or "for each i: (f(x with x[i] + h) - f(x)) / h, every other entry unchanged"))
     return rows
@@ -235,8 +288,13 @@ CE_CASES: tuple[tuple[tuple[float, ...], int], ...] = (
     ((1.0, -2.0, 0.5), 0),
     ((0.2, 3.0, -1.0, 0.0, 2.5), 3),
     ((-0.3, 0.8), 1),
-    ((50.0, 52.0, 49.0), 2),        # large logits: exp(52) is fine in float64, and the answer must still be right
+    ((800.0, 802.0, 799.0), 2),     # large logits: exp(800) overflows a float, so the largest must be subtracted
 )
+
+
+OVERFLOW = ("exp of a logit this large overflows a float (the largest is about 1.8e308 = e^709.8). Softmax is "
+            "unchanged when every logit is shifted by one number: subtract the largest logit, as a plain number "
+            "(top = max(z.data for z in logits); z - top), before exp, so the largest exp is e^0 = 1")
 
 
 def cross_entropy_reference(logits: Sequence[float], target: int) -> tuple[float, list[float]]:
@@ -286,7 +344,10 @@ def probe_cross_entropy(fn: Callable, Value: type, cases=CE_CASES) -> list[Resul
         if not out.ok and out.row.status == "todo":
             return todo_rows(names)
         if not out.ok:
-            rows += [out.row, Result(n_grad, "error", "not checked: the loss must first be computed")]
+            row = out.row
+            if "OverflowError" in row.detail:
+                row = Result(n_loss, "error", row.detail, OVERFLOW)
+            rows += [row, Result(n_grad, "error", "not checked: the loss must first be computed")]
             continue
         if not _is_value(out.value, Value):
             rows += [_not_a_value(n, out.value, "my_cross_entropy(logits, target)") for n in (n_loss, n_grad)]
@@ -299,6 +360,13 @@ def probe_cross_entropy(fn: Callable, Value: type, cases=CE_CASES) -> list[Resul
             rows += [loss_row, err]
             continue
         got_grad = [x.grad for x in xs]
+        grad_row = check(n_grad, got_grad, want_grad, atol=ATOL)
+        if not loss_row.passed and not grad_row.passed:     # a wrong loss has a wrong gradient: one cause, named once
+            worst = max(abs(g - w) for g, w in zip(got_grad, want_grad)) if len(got_grad) == len(want_grad) else None
+            rows += [loss_row, Result(n_grad, "wrong", ("" if worst is None else f"max |difference| {worst:.4g}: ")
+                                      + "this follows from the loss above, which is wrong",
+                                      "fix the loss first; its gradient is then checked here")]
+            continue
         if loss_row.passed and all(g == 0 for g in got_grad):
             hint = ("the loss is right but no gradient reaches the logits: a step went through .data or math.exp "
                     "(a float), which leaves the graph; use the Values' own operations (z.exp(), p.log())")
@@ -306,6 +374,6 @@ def probe_cross_entropy(fn: Callable, Value: type, cases=CE_CASES) -> list[Resul
             hint = ("the loss is right but its gradient is not: part of it was computed from .data (a float, a "
                     "constant to backward()); only a shift of every logit by the same float is harmless")
         else:
-            hint = "the gradient follows from the loss: fix the loss first (softmax(z) - one_hot(target) is the answer)"
+            hint = ""
         rows += [loss_row, check(n_grad, got_grad, want_grad, atol=ATOL, hint=hint)]
     return rows
