@@ -223,6 +223,24 @@ def _neuron():
     return o
 
 
+def test_topological_order_is_the_order_the_notebooks_own_backward_runs_the_rules_in():
+    """Section 4's `backward` (its recursive `visit`) runs each node's rule in reverse of the library's order."""
+    scope = {"math": math, "micrograd": micrograd}
+    exec(_notebook_cell("class Value", "rules use ="), scope)     # noqa: S102
+    V, rng = scope["Value"], random.Random(0)
+    ops = [lambda a, b: a + b, lambda a, b: a * b, lambda a, b: a.tanh()]
+    for _ in range(50):
+        pool = [V(rng.uniform(-1, 1)) for _ in range(rng.randint(1, 4))]
+        for _ in range(rng.randint(2, 12)):
+            pool.append(rng.choice(ops)(rng.choice(pool), rng.choice(pool)))
+        root = pool[-1] + pool[0] * pool[0]                 # pool[0] used twice
+        ran = []
+        for v in topological_order(root):                   # each rule, wrapped to note when it runs
+            v._backward = lambda v=v, rule=v._backward: (ran.append(id(v)), rule())
+        root.backward()
+        assert ran == [id(v) for v in reversed(topological_order(root))]
+
+
 def test_graph_layout_points_every_edge_right_and_draws_readably():
     o = _neuron()
     layout = graph_layout(o)
