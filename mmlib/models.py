@@ -734,6 +734,13 @@ class CausalSelfAttention(nn.Module):
         return self.drop(self.proj(y))
 
 
+def stack_heads(heads: list[nn.Module]) -> torch.Tensor:
+    """The (3 * n_embd, n_embd) `qkv` weight of `CausalSelfAttention` made of single heads' `query`, `key` and
+    `value` layers: first every head's queries (head 0, head 1, ...), then their keys, then their values -
+    the order in which `CausalSelfAttention.heads` splits and views them."""
+    return torch.cat([torch.cat([getattr(h, part).weight for h in heads]) for part in ("query", "key", "value")])
+
+
 class Block(nn.Module):
     """Communication (attention), then computation (an MLP), each on a pre-normalised residual branch."""
 
@@ -796,6 +803,42 @@ class Transformer(Model):
             x = block(x)
         logits = self.lm_head(self.ln_f(x))                                  # (B, T, vocab_size)
         return logits, self.loss(logits, targets)
+
+    @torch.no_grad()
+    def load_heads(self, net: nn.Module) -> "Transformer":
+        """Copy in the weights of lesson 06's transformer built from single heads, in the lecture's names.
+
+        `net` has `token_embedding_table`, `position_embedding_table`, `blocks` (each with `ln1`, `sa`, `ln2`,
+        `ffwd`), `ln_f` and `lm_head`; each block's `sa.heads` are heads with `query`, `key` and `value`
+        layers without bias, and `sa.proj` their projection; `ffwd.net` is Linear, GELU, Linear. The heads'
+        queries, keys and values stack into each block's one `qkv` matrix (`stack_heads`), whose bias is
+        then zero. With the same weights the two compute the same function (tests/test_lesson06.py).
+        """
+        blocks = list(net.blocks)
+        if len(blocks) != len(self.blocks) or (self.wpe is None) != (net.position_embedding_table is None):
+            raise ValueError(f"expected {len(self.blocks)} blocks and {'no ' if self.wpe is None else ''}position "
+                             f"embeddings, got {len(blocks)} blocks")
+        self.wte.weight.copy_(net.token_embedding_table.weight)
+        if self.wpe is not None:
+            self.wpe.weight.copy_(net.position_embedding_table.weight)
+        for i, (mine, theirs) in enumerate(zip(self.blocks, blocks)):
+            heads = list(theirs.sa.heads)
+            if len(heads) != mine.attn.n_head:
+                raise ValueError(f"block {i} has {len(heads)} heads; this model has {mine.attn.n_head}")
+            mine.attn.qkv.weight.copy_(stack_heads(heads))
+            mine.attn.qkv.bias.zero_()
+            pairs = {"sa.proj": (mine.attn.proj, theirs.sa.proj), "ln1": (mine.ln1, theirs.ln1),
+                     "ln2": (mine.ln2, theirs.ln2), "ffwd.net[0]": (mine.mlp[0], theirs.ffwd.net[0]),
+                     "ffwd.net[2]": (mine.mlp[2], theirs.ffwd.net[2])}
+            for part, (a, b) in pairs.items():
+                try:
+                    a.load_state_dict(b.state_dict())
+                except RuntimeError:
+                    raise ValueError(f"block {i}'s {part} ({type(b).__name__}) does not fit this model's "
+                                     f"{type(a).__name__} (a block without LayerNorm, or of another width?)") from None
+        self.ln_f.load_state_dict(net.ln_f.state_dict())
+        self.lm_head.load_state_dict(net.lm_head.state_dict())
+        return self
 
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
