@@ -57,9 +57,6 @@ def run_00(exercise: str, code: str) -> list[Result]:
 
 # ---- lesson 06 -------------------------------------------------------------------------------------
 
-HEAD_06 = next(e["code"] for e in ENTRIES if e["exercise"] == "06.2" and e["name"] == "solution")
-
-
 @functools.cache
 def _transformer():
     from mmlib.models import create
@@ -81,7 +78,7 @@ def run_06(exercise: str, code: str) -> list[Result]:
     if exercise == "06.2":
         return ex.probe_causal_head(_run(code, _namespace())["MyHead"])
     if exercise == "06.3":
-        return ex.probe_multihead(_run(code, _run(HEAD_06, _namespace()))["MyMultiHead"])
+        return ex.probe_grouped_attention(_run(code, _namespace())["my_grouped_attention"])
     model = _transformer()
     return _beat(_run(code, _namespace(model=model, target=TARGET, create=create)), model, ex)
 

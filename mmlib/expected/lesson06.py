@@ -10,8 +10,9 @@ that run a learner's code against them.
   `query`, `value`) against the attention of its own projections, and two tests of what each position
   reads: change the characters after position t, then those more than a window before it, and report
   every position whose output moved (exercise 2).
-- `probe_multihead`: a learner's multi-head attention built from single heads, against
-  `mmlib.models.CausalSelfAttention` given the same weights (exercise 3).
+- `probe_grouped_attention`: a learner's grouped-query attention (query heads in groups, each group sharing
+  one key and one value head) against PyTorch's fused kernel on repeated keys and values; a wrong answer is
+  described by which key/value head each query head actually read, or what its attention does (exercise 3).
 - `beat_target`: a dev loss against the lesson's, by how much it beat or missed it (exercise 4).
 
 The checks run the learner's code through `mmlib.checks.attempt`: whatever it raises or returns
@@ -32,8 +33,8 @@ from mmlib.checks import TODO, Result, attempt, check, check_that, skipped_rows,
 
 ATOL = 1e-5
 """How close is right, for float32 attention: the right answers of the catalogue (tests/wrong_answers.toml) differ
-from PyTorch's fused kernel by at most 3.6e-7 (exercise 1), 1.2e-7 (exercise 2) and 9e-8 (exercise 3); the
-closest wrong one is off by 2.1e-2 (exercise 2) and 0.14 (exercise 1). 1e-5 sits between, with a margin of
+from PyTorch's fused kernel by at most 3.6e-7 (exercise 1) and 1.2e-7 (exercise 2); the closest wrong one is off
+by 2.1e-2 (exercise 2) and 0.14 (exercise 1). 1e-5 sits between, with a margin of
 more than 25 on the right side and 2,000 on the wrong one."""
 
 # ((batch, heads, positions, head size), window); a 3-D case (no head dimension), a single position, a window of
@@ -407,159 +408,94 @@ def _no_window_row(name: str, make_head: Callable[..., nn.Module], n_embd: int, 
                                                                                                    q, k, v))
 
 
-# ---- exercise 3: multi-head attention from single heads ------------------------------------------
+# ---- exercise 3: grouped-query attention -------------------------------------------------------------
 
-def multihead_reference(mh: nn.Module) -> nn.Module:
-    """`mmlib.models.CausalSelfAttention` holding the weights of a learner's multi-head module.
-
-    `mh.heads` is a list of heads with `query`, `key`, `value` (nn.Linear without bias) and
-    `mh.proj` the output projection. CausalSelfAttention computes all heads' queries, keys and
-    values with one matrix `qkv`: its first n_embd rows are the queries of head 0, head 1, ...,
-    then the keys, then the values. `multihead_structure` says first whether the weights fit.
-    """
-    from mmlib.models import CausalSelfAttention, TransformerConfig
-
-    heads = list(mh.heads)
-    n_embd = mh.proj.weight.shape[0]
-    ref = CausalSelfAttention(TransformerConfig(n_embd=n_embd, n_head=len(heads), dropout=0.0))
-    with torch.no_grad():
-        ref.qkv.weight.copy_(torch.cat([torch.cat([getattr(h, part).weight for h in heads])
-                                        for part in ("query", "key", "value")]))
-        ref.qkv.bias.zero_()
-        ref.proj.weight.copy_(mh.proj.weight)
-        ref.proj.bias.copy_(mh.proj.bias if mh.proj.bias is not None else torch.zeros(n_embd))
-    return ref.eval()
+# (batch, query heads, key/value heads, positions, head size). Groups of 2, 2 (with 3 key/value heads, so that
+# head h % 3 and h // 2 differ), 4, one shared key/value head (multi-query), one per query head (plain multi-head)
+# and a single position. No case has as many positions as its head size, so 1/sqrt(T) cannot pass for the scale.
+GROUPED_CASES = [(2, 4, 2, 5, 8), (1, 6, 3, 7, 4), (2, 8, 2, 9, 4), (2, 4, 1, 6, 16), (1, 4, 4, 5, 8),
+                 (3, 6, 2, 1, 4)]
 
 
-def multihead_structure(mh: nn.Module, n_embd: int, n_head: int) -> str:
-    """What is wrong with the parts of a multi-head module ("" when they fit `multihead_reference`):
-    the heads missing, repeated, not registered, of the wrong size, or no projection."""
-    heads = getattr(mh, "heads", None)
-    proj = getattr(mh, "proj", None)
-    try:
-        heads = list(heads)
-    except TypeError:
-        return f"expected `heads`, a list of {n_head} heads, got {type(heads).__name__}"
-    if len(heads) != n_head:
-        return f"expected {n_head} heads for MyMultiHead({n_embd}, {n_head}), got {len(heads)}"
-    if not (isinstance(proj, nn.Linear) and proj.weight.shape == (n_embd, n_embd)):
-        return f"expected `proj`, an nn.Linear({n_embd}, {n_embd}), got {proj!r}"
-    distinct = len({id(h) for h in heads})
-    if distinct < n_head:
-        return (f"the {n_head} heads are {distinct} distinct module(s): a list repeated with * holds the same "
-                f"object {n_head} times, so every head computes the same thing with the same weights; each head "
-                "needs its own MyHead(...) call")
-    hs = n_embd // n_head
-    for i, h in enumerate(heads):
-        for part in ("query", "key", "value"):
-            layer = getattr(h, part, None)
-            if not isinstance(layer, nn.Linear):
-                return f"head {i} has no nn.Linear `{part}`"
-            if tuple(layer.weight.shape) != (hs, n_embd):
-                got_in, got_out = layer.weight.shape[1], layer.weight.shape[0]
-                if got_in != n_embd:
-                    return (f"head {i}'s {part} reads {got_in} numbers, not all {n_embd}: every head sees the whole "
-                            f"(B, T, n_embd) input, not a slice of it (its own projection picks what it needs)")
-                return (f"head {i}'s {part} has {got_out} outputs: each head is n_embd // n_head = {hs} wide, so "
-                        f"the {n_head} heads side by side are n_embd = {n_embd} wide again")
-    registered = {id(p) for p in mh.parameters()}
-    want = [p for part in [*heads, proj] for p in part.parameters()]
-    if any(id(p) not in registered for p in want):
-        n_got = sum(p.numel() for p in mh.parameters())
-        return (f"mh.parameters() holds {n_got:,} numbers, the heads and proj have {sum(p.numel() for p in want):,}: "
-                "the heads are not registered with the module (a plain Python list hides them), so an optimiser "
-                "would never train them; nn.Module registers what is stored in an nn.ModuleList")
-    return ""
+def grouped_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal grouped-query attention by PyTorch's fused kernel: query head h reads key/value head
+    h // (n_head // n_kv_head), so neighbouring query heads share one key and one value."""
+    group = q.shape[1] // k.shape[1]
+    return F.scaled_dot_product_attention(q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1),
+                                          is_causal=True)
 
 
-def _combination_cause(shape: tuple[int, ...] | None, B: int, T: int, n_embd: int, n_head: int) -> str:
-    """How the heads' outputs were combined, read from the input shape `proj` received."""
-    hs = n_embd // n_head
-    if shape is None:
-        return "proj was never called on the heads' outputs"
-    if shape == (B, T, n_embd):
-        return ""
-    if shape == (B, n_head * T, hs):
-        return "the heads' outputs were concatenated along the positions (dim 1), not along the channels"
-    if shape == (B, T, hs):
-        return "proj got one head's width: the heads' outputs were summed or averaged, not put side by side"
-    if len(shape) == 4 and n_head in shape:
-        return "proj got a 4-D input: the heads' outputs were stacked on a new dimension, not concatenated"
-    return f"proj got an input of shape {shape}, expected (B, T, n_embd) = {(B, T, n_embd)}"
+def _heads_read(got: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[int | None]:
+    """For each query head of `got`, the key/value head whose causal attention it equals (None: no one's)."""
+    read = []
+    for h in range(q.shape[1]):
+        match = [j for j in range(k.shape[1])
+                 if torch.allclose(got[:, h].double(), attention_reference(q[:, h], k[:, j], v[:, j]).double(),
+                                   atol=ATOL)]
+        read.append(match[0] if match else None)
+    return read
 
 
-def probe_multihead(make_mh: Callable[[int, int], nn.Module], n_embd: int = 32, n_head: int = 4,
-                    block_size: int = 8, seed: int = 0) -> list[Result]:
-    """A learner's `make_mh(n_embd, n_head)`: the output's shape, then its parts and output against
-    `multihead_reference` on its own weights; a head that disagrees with its own attention is blamed first."""
-    names = ("output shape (B, T, n_embd)", "against CausalSelfAttention with the same weights")
-    if make_mh is TODO:
-        return todo_rows(names)
-    torch.manual_seed(seed)
-    made = attempt(names[0], make_mh, n_embd, n_head, what=f"MyMultiHead({n_embd}, {n_head})")
-    if not made.ok:
-        return [made.row, *(todo_rows(names[1:]) if made.row.status == "todo" else
-                            skipped_rows(names[1:], "the module could not be made"))]
-    mh = made.value
-    if not isinstance(mh, nn.Module):
-        return [Result(names[0], "error", f"expected an nn.Module, got {type(mh).__name__}"),
-                *skipped_rows(names[1:], "not a module")]
-    mh.eval()
-    x = torch.randn(3, block_size, n_embd, generator=torch.Generator().manual_seed(seed))
-    seen: list[tuple[int, ...]] = []
-    proj = getattr(mh, "proj", None)
-    hook = (proj.register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape)))
-            if isinstance(proj, nn.Module) else None)
-    try:
-        with torch.no_grad():
-            out = attempt(names[0], mh, x, what=f"mh(x) on x of shape {tuple(x.shape)}")
-    finally:
-        if hook is not None:
-            hook.remove()
-    if not out.ok and out.row.status == "todo":
-        return todo_rows(names)
-    structure = "" if getattr(mh, "heads", None) is TODO else multihead_structure(mh, n_embd, n_head)
-    if not out.ok:
-        cause = structure or _combination_cause(seen[0] if seen else None, 3, block_size, n_embd, n_head)
-        return [Result(names[0], "error", out.row.detail + (f": {cause}" if cause else "")),
-                *skipped_rows(names[1:], "mh(x) raised")]
-    problem = tensor_problem(out.value, x)
-    if problem or tuple(out.value.shape) != tuple(x.shape):
-        why = problem or f"expected {tuple(x.shape)}, got {tuple(out.value.shape)}"
-        cause = structure or _combination_cause(seen[0] if seen else None, 3, block_size, n_embd, n_head)
-        return [Result(names[0], "shape" if not problem else "error", why + (f": {cause}" if cause else "")),
-                *skipped_rows(names[1:], "the output's shape is wrong")]
-    rows = [Result(names[0], "exact", f"{tuple(x.shape)}")]
-    if structure:
-        return rows + [Result(names[1], "wrong", structure)]
-    if not seen:
-        return rows + [Result(names[1], "wrong", "proj was never called on the heads' outputs: the projection mixes "
-                              "what the heads found (section 4)")]
-    wrong_head = _first_wrong_head(mh, x, n_embd // n_head, names[1])
-    if wrong_head:
-        return rows + [wrong_head]
-    ref = attempt(names[1], multihead_reference, mh, what="copying your weights into CausalSelfAttention")
-    if not ref.ok:
-        return rows + [ref.row]
-    with torch.no_grad():
-        want = ref.value(x)
-    rows.append(check(names[1], out.value, want, atol=ATOL,
-                      hint="every head reads the same whole input; their outputs side by side on the channel "
-                           "dimension, in the order of self.heads, go through proj"))
+def diagnose_grouped(got: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
+    """What a wrong grouped-query output computes: which key/value head each query head read, or, for the first
+    query head that matches no key/value head's attention, what its attention does (as in exercise 1)."""
+    n_head, n_kv = q.shape[1], k.shape[1]
+    group = n_head // n_kv
+    want = [h // group for h in range(n_head)]
+    read = _heads_read(got, q, k, v)
+    if None not in read:
+        if read == [h % n_kv for h in range(n_head)]:
+            return (f"query head h read key/value head h % {n_kv} ({read}): the key/value heads were tiled "
+                    f"(what .repeat does), so neighbouring query heads read different groups; head h belongs to "
+                    f"group h // {group} ({want}), which .repeat_interleave(..., dim=1) gives")
+        return (f"the query heads read the key/value heads {read}, but query head h belongs to group "
+                f"h // (n_head // n_kv_head) = h // {group}: {want}")
+    h = read.index(None)
+    j = want[h]
+    why = diagnose_attention(got[:, h], q[:, h], k[:, j], v[:, j])
+    return f"query head {h} (of group {j}) is not causal attention of q head {h} with key/value head {j}: {why}"
+
+
+def probe_grouped_attention(fn: Callable, seed: int = 0) -> list[Result]:
+    """One row per case of GROUPED_CASES: `fn(q, k, v)` against `grouped_reference`, tolerance ATOL; a wrong
+    output is described by `diagnose_grouped`, and inputs the function changed in place are named."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for B, n_head, n_kv, T, hs in GROUPED_CASES:
+        q = torch.randn(B, n_head, T, hs, generator=g)
+        k, v = (torch.randn(B, n_kv, T, hs, generator=g) for _ in range(2))
+        name = f"{n_head} query heads, {n_kv} key/value head{'s' * (n_kv > 1)}, {T} position{'s' * (T > 1)}"
+        if fn is TODO:
+            rows += todo_rows([name])
+            continue
+        given = [t.clone() for t in (q, k, v)]
+        got = attempt(name, fn, *given, what="my_grouped_attention(q, k, v)")
+        changed = [n for n, before, after in zip("qkv", (q, k, v), given) if not torch.equal(before, after)]
+        want_shape = (B, n_head, T, hs)
+        if not got.ok:
+            rows.append(got.row)
+        elif problem := tensor_problem(got.value, q):
+            rows.append(Result(name, "error", problem))
+        elif changed:
+            rows.append(Result(name, "wrong", f"my_grouped_attention changed its input {' and '.join(changed)} in "
+                                              "place, and the caller may still need it (a cache keeps k and v "
+                                              "for later positions): compute new tensors, e.g. q = q * scale or "
+                                              "k = k.repeat_interleave(...), not q *= scale"))
+        elif tuple(got.value.shape) != want_shape:
+            cause = (": one output per key/value head; each query head needs its own, so expand k and v to n_head "
+                     "heads first" if tuple(got.value.shape) == (B, n_kv, T, hs) else "")
+            rows.append(Result(name, "shape", f"expected (B, n_head, T, head_size) = {want_shape}, got "
+                                              f"{tuple(got.value.shape)}{cause}"))
+        else:
+            rows.append(check(name, got.value, grouped_reference(q, k, v), atol=ATOL,
+                              hint=diagnose_grouped(got.value.detach(), q, k, v)))
     return rows
 
 
-def _first_wrong_head(mh: nn.Module, x: torch.Tensor, head_size: int, name: str) -> Result | None:
-    """A head that disagrees with attention of its own projections: the head's fault, not the concatenation's."""
-    for i, h in enumerate(mh.heads):
-        got = attempt(name, h, x, what=f"head {i}")
-        with torch.no_grad():
-            if got.ok and isinstance(got.value, torch.Tensor) and got.value.shape == (*x.shape[:2], head_size):
-                if not torch.allclose(got.value.double(), _head_reference(h, x).double(), atol=ATOL):
-                    why = diagnose_attention(got.value, h.query(x), h.key(x), h.value(x))
-                    return Result(name, "wrong", f"head {i} on its own disagrees with attention of its own key, "
-                                  f"query, value ({why}): fix MyHead (exercise 2) first")
-    return None
+def kv_cache_numbers(n_layer: int, n_head: int, n_kv_head: int, head_size: int) -> int:
+    """Numbers a key/value cache holds per position while sampling: a key and a value of every key/value head,
+    in every layer."""
+    return 2 * n_layer * n_kv_head * head_size
 
 
 # ---- exercise 4: beat the lesson -------------------------------------------------------------------
