@@ -23,7 +23,7 @@ from mmlib.widgets import attention_explorer, attention_map, draw_attention, sam
 
 SOLUTION = NOTEBOOKS / "solutions" / "06_transformer_solutions.ipynb"
 LEARNER = NOTEBOOKS / "06_transformer.ipynb"
-N_CHECKS = 14   # 5 attention cases, 6 head rows, 2 multi-head rows, 1 dev loss
+N_CHECKS = 18   # 5 attention cases, 6 head rows, 6 grouped-query cases, 1 dev loss
 
 
 # ---- the lesson at CI parameters -------------------------------------------------------------
@@ -53,6 +53,10 @@ def test_losses_are_sane(run_lesson, path):
                                        **size).n_parameters()
     assert set(m["positions"]) == {"with", "without"}
     assert m["train_seconds"] > 0 and m["steps_per_second"] > 0
+    pieces = m["pieces"]
+    assert list(pieces)[0] == "no attention" and list(pieces)[-1].startswith("+ dropout") and len(pieces) == 8
+    assert all(uniform - 1.5 < p["dev"] < uniform + 0.5 and p["ms_per_step"] > 0 for p in pieces.values()), pieces
+    assert m["same_as_library"] < 1e-5, "the notebook's model and mmlib.models.Transformer gave other logits"
 
 
 def test_nonsense_parameters_stop_the_notebook_with_a_clear_message(tmp_path):
@@ -72,6 +76,8 @@ def test_nonsense_parameters_stop_the_notebook_with_a_clear_message(tmp_path):
         ({"dropout": 1.0}, "dropout must be a finite number in [0, 1)"),
         ({"lr": 0}, "lr must be a learning rate in (0, 10], got 0"),
         ({"batch_size": 2.5}, "batch_size must be a positive whole number, got 2.5"),
+        ({"parts_steps": 0}, "parts_steps must be a positive whole number, got 0"),
+        ({"parts_batch_size": -32}, "parts_batch_size must be a positive whole number, got -32"),
         ({"device": "tpu"}, "device must be one of"),
         ({"metrics_path": "06_transformer_solutions.ipynb"}, "metrics_path must end in .json"),
     ],
@@ -103,6 +109,10 @@ def test_committed_default_run_is_the_best_model_of_the_course():
     assert m["losses"]["dev"] <= 1.96, m["losses"]
     assert m["checks"]["correct"] == m["checks"]["total"] == N_CHECKS
     assert m["positions"]["without"] > m["positions"]["with"]   # positions help, measured
+    dev = {name: p["dev"] for name, p in m["pieces"].items()}
+    assert dev["+ residual connections"] < min(dev[k] for k in list(dev)[:5]), dev   # residuals make depth pay
+    assert m["same_as_library"] < 1e-5
+    assert set(m["grouped_dev"]) == {"4", "2", "1"}
 
 
 # ---- attention against PyTorch's ---------------------------------------------------------------
@@ -277,41 +287,86 @@ def test_a_head_without_its_layers_or_with_the_wrong_shape_is_named():
 # ---- exercise 3: multi-head attention ----------------------------------------------------------
 
 
-class MultiHead(nn.Module):
-    def __init__(self, n_embd, n_head, proj_bias=True):
-        super().__init__()
-        self.heads = nn.ModuleList(Head(n_embd, n_embd // n_head) for _ in range(n_head))
-        self.proj = nn.Linear(n_embd, n_embd, bias=proj_bias)
-
-    def forward(self, x):
-        return self.proj(torch.cat([h(x) for h in self.heads], dim=-1))
-
-
-def test_multihead_from_single_heads_matches_causal_self_attention_on_shared_weights():
-    rows = ex.probe_multihead(MultiHead)
-    assert all(r.passed for r in rows), [r.text() for r in rows]
-    rows = ex.probe_multihead(lambda n, h: MultiHead(n, h, proj_bias=False))
-    assert all(r.passed for r in rows)
+def grouped(q, k, v, *, tile=False, scale=True, mask=True, softmax_dim=-1):
+    """Grouped-query attention written out, with one of the usual mistakes switched on."""
+    group = q.shape[1] // k.shape[1]
+    expand = (lambda t: t.repeat(1, group, 1, 1)) if tile else (lambda t: t.repeat_interleave(group, 1))
+    k, v = expand(k), expand(v)
+    T = q.shape[-2]
+    wei = q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5 if scale else 1.0)
+    if mask:
+        wei = wei.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    return wei.softmax(softmax_dim) @ v
 
 
-def test_multihead_mistakes_are_caught():
-    class Reversed(MultiHead):   # heads concatenated in the wrong order
-        def forward(self, x):
-            return self.proj(torch.cat([h(x) for h in reversed(self.heads)], dim=-1))
+def test_grouped_attention_passes_and_its_mistakes_are_named():
+    assert all(r.passed for r in ex.probe_grouped_attention(grouped))
+    mistakes = {"tile": "read key/value head h % ", "scale": "without the 1/sqrt(head size) scale",
+                "mask": "without any mask", "softmax_dim": "softmax over dim=-2"}
+    for kw, named in mistakes.items():
+        value = -2 if kw == "softmax_dim" else (kw == "tile")
+        rows = ex.probe_grouped_attention(lambda q, k, v: grouped(q, k, v, **{kw: value}))
+        failed = [r for r in rows if not r.passed]
+        assert failed and all(named in r.hint for r in failed if r.status == "wrong"), [r.text() for r in failed]
+    assert all(r.status == "todo" for r in ex.probe_grouped_attention(ex.TODO))
 
-    assert not ex.probe_multihead(Reversed)[1].passed
 
-    class NoProj(MultiHead):
-        def forward(self, x):
-            return torch.cat([h(x) for h in self.heads], dim=-1)
+def test_a_grouped_attention_that_changes_its_inputs_or_returns_one_head_per_group_is_named():
+    def in_place(q, k, v):
+        q /= q.shape[-1] ** 0.5
+        return grouped(q, k, v, scale=False)
 
-    assert not ex.probe_multihead(NoProj)[1].passed
+    rows = ex.probe_grouped_attention(in_place)
+    assert all(not r.passed and "changed its input q in place" in r.detail for r in rows)
+    rows = ex.probe_grouped_attention(lambda q, k, v: grouped(q[:, ::q.shape[1] // k.shape[1]], k, v))
+    assert any(r.status == "shape" and "one output per key/value head" in r.detail for r in rows)
 
-    class OneHead(MultiHead):
-        def forward(self, x):
-            return self.heads[0](x)
 
-    assert ex.probe_multihead(OneHead)[0].status == "shape"
+def test_kv_cache_counts_a_key_and_a_value_per_key_value_head_and_layer():
+    assert ex.kv_cache_numbers(n_layer=4, n_head=4, n_kv_head=2, head_size=16) == 2 * 4 * 2 * 16
+
+
+# ---- the notebook's model is the library's -------------------------------------------------------
+
+def notebook_classes() -> dict:
+    """Section 4's classes, executed from the solution notebook's own cells."""
+    nb = nbformat.read(SOLUTION, as_version=4)
+    ns = {"torch": torch, "nn": nn, "F": F}
+    for name in ("Head", "MultiHeadAttention", "FeedForward", "Block", "GPT"):
+        [cell] = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith(f"class {name}(")]
+        exec(compile(cell.source, f"<lesson 06: {name}>", "exec"), ns)  # noqa: S102 - the course's own notebook
+    return ns
+
+
+@pytest.mark.parametrize("n_layer, n_head, n_embd, T", [(2, 4, 32, 11), (1, 1, 8, 5), (3, 2, 12, 16)])
+def test_the_notebooks_transformer_and_the_librarys_are_one_function(n_layer, n_head, n_embd, T):
+    ns = notebook_classes()
+    torch.manual_seed(n_layer)
+    blocks = nn.Sequential(*[ns["Block"](n_embd, n_head, 16) for _ in range(n_layer)])
+    net = ns["GPT"](27, 16, n_embd, blocks)
+    with torch.no_grad():        # gains and biases away from 1 and 0, so that a part copied to the wrong place shows
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model = create("transformer", vocab_size=27, block_size=16, n_layer=n_layer, n_head=n_head,
+                   n_embd=n_embd).load_heads(net)
+    idx = torch.randint(0, 27, (4, T))
+    targets = torch.randint(0, 27, (4, T))
+    targets[:, -2:] = -1
+    (logits, loss), (want, want_loss) = model(idx, targets), net(idx, targets)
+    torch.testing.assert_close(logits, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loss, want_loss, atol=1e-5, rtol=1e-5)
+
+
+def test_load_heads_refuses_a_model_of_another_shape():
+    ns = notebook_classes()
+    plain = ns["GPT"](27, 16, 16, nn.Sequential(*[ns["Block"](16, 2, 16, layernorm=False) for _ in range(2)]))
+    with pytest.raises(ValueError, match=r"block 0's ln1 \(Identity\) does not fit this model's LayerNorm"):
+        create("transformer", vocab_size=27, block_size=16, n_layer=2, n_head=2, n_embd=16).load_heads(plain)
+    full = ns["GPT"](27, 16, 16, nn.Sequential(*[ns["Block"](16, 2, 16) for _ in range(2)]))
+    with pytest.raises(ValueError, match="expected 3 blocks"):
+        create("transformer", vocab_size=27, block_size=16, n_layer=3, n_head=2, n_embd=16).load_heads(full)
+    with pytest.raises(ValueError, match="block 0 has 2 heads; this model has 4"):
+        create("transformer", vocab_size=27, block_size=16, n_layer=2, n_head=4, n_embd=16).load_heads(full)
 
 
 def test_beat_target_says_by_how_much():
