@@ -327,14 +327,6 @@ def sample_words_of(model: Model, vocab: Vocab, n: int, g: torch.Generator, **kw
     return sample_words(model, vocab, n, g=g, **kw)
 
 
-def _words(path: str, flag: str = "-i") -> list[str]:
-    """load_words, its messages naming the flag the user typed rather than the lessons' parameter."""
-    try:
-        return load_words(path)
-    except DataError as e:
-        raise CLIError(str(e).replace("data_path", flag)) from None
-
-
 def _model_and_configs(args: argparse.Namespace) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """The model asked for, and its settings: the recipe's defaults, then the flags given."""
     name = args.model or "transformer"
@@ -440,7 +432,7 @@ def _job(args: argparse.Namespace, dist: Distributed | None) -> Job:
         model_name, mcfg, tcfg = _model_and_configs(args)
     cfg = _train_config(tcfg, args, is_rank0(dist))
     input_path = args.input if args.input is not None else str(run / "words.txt")
-    words = _words(input_path)
+    words = load_words(input_path)
     world = 1 if dist is None else dist.world
     if meta is None:
         vocab = Vocab.from_words(words)
@@ -514,7 +506,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.input:
         build = build_sequences if MODELS[meta["model"]].per_position else build_dataset
         try:
-            words = vocab.check_words(_words(args.input))   # '.' inside a word, or characters the run lacks
+            words = vocab.check_words(load_words(args.input))   # '.' inside a word, or characters the run lacks
             X, Y = build(words, vocab, meta["model_config"]["block_size"])
         except VocabError as e:
             raise CLIError(f"{args.input}: {e} (the run's vocabulary is fixed; train a new run on this file)") from None

@@ -106,8 +106,8 @@ def read_run(run: Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != RUN_FORMAT:
         raise CLIError(f"{path} was not written by makemore (format {RUN_FORMAT})")
     missing = [k for k in RUN_KEYS if k not in meta]
-    missing += [f"data.{k}" for k in ("words", "sha256") if k not in (meta.get("data") or {})
-                if isinstance(meta.get("data"), dict)]
+    data = meta.get("data")
+    missing += [f"data.{k}" for k in ("words", "sha256") if isinstance(data, dict) and k not in data]
     if missing:
         raise CLIError(f"{path} lacks {', '.join(missing)}: the run folder is damaged; train it again with --force")
     tcfg = meta.get("train_config")
