@@ -5,7 +5,8 @@ the check raising, and its failing rows must contain each of the entry's `words`
 Each exercise has a runner: it executes the entry's `code` in a namespace holding what the notebook's
 exercise cell would see (small versions of the lesson's objects, built once) and returns the check's rows.
 
-`python tests/test_wrong_answers.py` prints the catalogue's size and the share caught with a named cause.
+`python tests/test_wrong_answers.py` prints the catalogue's size and the share caught with a named cause;
+`python tests/test_wrong_answers.py BLIND.toml [RECORDS.json]` scores a set written blind (issue 27).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import functools
 import io
 import math
 import sys
+import time
 import tomllib
 from collections import Counter
 from pathlib import Path
@@ -392,6 +394,49 @@ def summary() -> str:
     return "\n".join(lines)
 
 
+def score(path: Path) -> list[dict]:
+    """Run a set of answers written blind (the catalogue's format, with `cause` in place of `words`) through the
+    checks; one record per entry: its verdict (`passed`, `raised`, `failed`) and the failing rows' text.
+
+    Whether a failing message names the entry's cause is a reader's judgement, made on these records; the
+    verdicts are counted here.
+    """
+    records = []
+    for e in tomllib.loads(path.read_text())["answer"]:
+        rec = {k: e.get(k, "") for k in ("exercise", "kind", "name", "cause")}
+        rec["kind"] = rec["kind"] or "wrong"
+        t0 = time.perf_counter()
+        try:
+            rows = _rows(e)
+        except Exception as err:  # noqa: BLE001 - a check that raises is one of the verdicts
+            rec.update(verdict="raised", failing=f"{type(err).__name__}: {err}")
+        else:
+            failing = "\n".join(r.text() for r in rows if not r.passed)
+            rec.update(verdict="failed" if failing else "passed", failing=failing)
+        rec["seconds"] = round(time.perf_counter() - t0, 3)
+        records.append(rec)
+    return records
+
+
+def _score_table(records: list[dict]) -> str:
+    lines = [f"{'exercise':9} {'wrong':>5} {'passed':>6} {'raised':>6} | {'right':>5} {'rejected':>8}"]
+    for x in sorted({r["exercise"] for r in records}):
+        rs = [r for r in records if r["exercise"] == x]
+        wrong = [r for r in rs if r["kind"] == "wrong"]
+        right = [r for r in rs if r["kind"] == "right"]
+        lines.append(f"{x:9} {len(wrong):5} {sum(r['verdict'] == 'passed' for r in wrong):6} "
+                     f"{sum(r['verdict'] == 'raised' for r in rs):6} | {len(right):5} "
+                     f"{sum(r['verdict'] != 'passed' for r in right):8}")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).parent))
-    print(summary())
+    if len(sys.argv) > 1:   # python tests/test_wrong_answers.py BLIND.toml [RECORDS.json]
+        import json
+        records = score(Path(sys.argv[1]))
+        print(_score_table(records))
+        if len(sys.argv) > 2:
+            Path(sys.argv[2]).write_text(json.dumps(records, indent=1) + "\n")
+    else:
+        print(summary())
