@@ -420,6 +420,29 @@ def shares_parameters(mine: Any, theirs: Any, mine_name: str = "my_model", their
     return ""
 
 
+def model_mismatch(my_model: Any, model: Any) -> str:
+    """Why `my_model` cannot be trained and measured on the lesson's data, which fits `model` ("" when it can):
+    another vocabulary (its dev loss would not be comparable, or its embedding would be indexed out of range),
+    the other kind of data (a window model reads a fixed context, a sequence model whole words), or a sequence
+    model that reads fewer positions than the lesson's longest word needs."""
+    if not isinstance(my_model, torch.nn.Module) or not hasattr(my_model, "block_size"):
+        return (f"my_model must be a model of mmlib.models (create(...) or copy.deepcopy(model)), got "
+                f"{type(my_model).__name__}: the check builds its data from the model's block_size")
+    mine, theirs = (getattr(m, "vocab_size", None) for m in (my_model, model))
+    if mine is not None and theirs is not None and mine != theirs:
+        return (f"my_model predicts {mine} characters but the lesson's vocabulary has {theirs} ('.' included): build "
+                f"it with vocab_size={theirs}, so it reads every character of the data and its dev loss is comparable")
+    kind = {True: "a sequence model (it reads whole words)", False: "a window model (it reads a fixed context)"}
+    mine, theirs = (getattr(m, "per_position", None) for m in (my_model, model))
+    if mine is not None and theirs is not None and mine != theirs:
+        return (f"my_model is {kind[mine]} but the lesson's model is {kind[theirs]}, and the check trains on data "
+                f"built for that kind: start from the lesson's kind of model")
+    if theirs and getattr(my_model, "block_size", 0) < getattr(model, "block_size", 0):
+        return (f"my_model reads at most {my_model.block_size} positions but the lesson's longest word needs "
+                f"{model.block_size} (the word and its end token '.'): build it with block_size={model.block_size}")
+    return ""
+
+
 def train_your_model(my_model: Any, my_config: Any, model: Any,
                      splits_for: Callable[[Any], Mapping[str, tuple[torch.Tensor, torch.Tensor]]]) -> tuple[Any, str]:
     """Exercise 4 of lessons 05 and 06, "beat the lesson": train the learner's `my_model` with `my_config`
@@ -434,7 +457,13 @@ def train_your_model(my_model: Any, my_config: Any, model: Any,
         return TODO, shared
     if not isinstance(my_config, TrainConfig):
         return TODO, f"my_config must be a TrainConfig (mmlib.train), got {type(my_config).__name__}"
-    run = train(my_model, splits_for(my_model), my_config)
+    unfit = model_mismatch(my_model, model)
+    if unfit:
+        return TODO, unfit
+    try:
+        run = train(my_model, splits_for(my_model), my_config)
+    except Exception as err:  # noqa: BLE001 - the learner's model or config failing is a row, not a traceback
+        return TODO, f"training my_model with my_config raised {describe_error(err, limit=400)}"
     n_params = sum(p.numel() for p in my_model.parameters())
     print(f"{n_params:,} parameters, {my_config.max_steps:,} steps in {run.seconds:.0f} s: "
           f"train {run.final['train']:.4f}, dev {run.final['dev']:.4f}")
