@@ -126,6 +126,7 @@ CELLS_04 = {"04.1a": ("dlogprobs = dprobs", ("logprobs", "probs", "counts_sum_in
             "04.3": ("dhprebn_fused = TODO", ("hprebn",)),
             "04.4": ("def backward(", ())}
 ANSWER_NAME = {"04.2": "dlogits_fused", "04.3": "dhprebn_fused"}
+UPSTREAM_04 = {"04.1b": ("logits",), "04.1c": ("h",), "04.1d": ("hprebn",)}   # the gradient each cell starts from
 
 
 @functools.cache
@@ -165,6 +166,7 @@ def run_04(exercise: str, code: str, after_solution: bool = False) -> list[Resul
                     dhpreact_given=ref["hpreact"], ref=ref)
     if after_solution:
         _run(_cells_04()[exercise], ns)
+        code = _cells_04()[exercise] + "\n" + code   # the cell a learner would have: the solution, then the change
     _run(code, ns)
     if exercise == "04.4":
         _run(_cells_04()["forward"], ns)
@@ -184,7 +186,10 @@ def run_04(exercise: str, code: str, after_solution: bool = False) -> list[Resul
     names = CELLS_04[exercise][1]
     got = {k: ns[ANSWER_NAME.get(exercise, f"d{k}")] for k in names}
     hints = E.FUSED_HINTS if exercise in ANSWER_NAME else hints_from_steps(E.STEPS)
-    return check_grads(got, ref, hints=hints, **tol, batch=(X, Y), loss=steps["loss"], show=False).results
+    upstream = {k: ns[f"d{k}"] for k in UPSTREAM_04.get(exercise, ())}
+    names = {k: ANSWER_NAME[exercise] for k in names} if exercise in ANSWER_NAME else None
+    return check_grads(got, ref, hints=hints, **tol, batch=(X, Y), loss=steps["loss"], show=False, cell=code,
+                       upstream=upstream, names=names).results
 
 
 # ---- lessons 01-03: the notebook's own answer and check cells, run on small data ----------------------
