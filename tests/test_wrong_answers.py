@@ -141,6 +141,16 @@ def _cells_04() -> dict[str, str]:
 
 
 @functools.cache
+def _params_04(hidden: int = 64) -> dict:
+    g = torch.Generator().manual_seed(0)
+    V, block, n_embd = 27, 3, 10
+    return {"C": torch.randn(V, n_embd, generator=g), "W1": torch.randn(block * n_embd, hidden, generator=g) * 0.3,
+            "b1": torch.randn(hidden, generator=g) * 0.1, "bngain": 1 + 0.1 * torch.randn(1, hidden, generator=g),
+            "bnbias": 0.1 * torch.randn(1, hidden, generator=g), "W2": torch.randn(hidden, V, generator=g) * 0.1,
+            "b2": torch.randn(V, generator=g) * 0.1}
+
+
+@functools.cache
 def _lesson_04():
     """A small float32 network of lesson 04's shape, one batch of 32, its intermediates and autograd's gradients."""
     from mmlib.expected import lesson04 as E
@@ -168,7 +178,8 @@ def run_04(exercise: str, code: str, after_solution: bool = False) -> list[Resul
         _run(_cells_04()[exercise], ns)
         code = _cells_04()[exercise] + "\n" + code   # the cell a learner would have: the solution, then the change
     _run(code, ns)
-    if exercise == "04.4":
+    if exercise == "04.4":   # the notebook trains a wider network (n_hidden = 200) than exercises 1-3 check
+        params = {k: t.clone() for k, t in _params_04(200).items()}
         _run(_cells_04()["forward"], ns)
         backward, forward = ns["backward"], ns["forward"]
         Xp, Yp = torch.randint(0, 27, (64, 3), generator=g), torch.randint(0, 27, (64,), generator=g)

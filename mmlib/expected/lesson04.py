@@ -277,6 +277,8 @@ class Probe:
     problem: str = ""
     unanswered: tuple[str, ...] = ()
     attempted_nothing: bool = False   # backward was not run (earlier answers TODO) or still returns TODO
+    values: Mapping[str, Any] | None = None   # the probe batch's forward values, for `diagnose_backward`
+    changed: tuple[str, ...] = ()   # the params and cache entries backward changed in place
 
     @property
     def ready(self) -> bool:
@@ -344,6 +346,12 @@ class Probe:
                         f"of the exercises above) instead of the batch backward is given",
                         "take the batch from cache['X'] and the batch size from n = X.shape[0], never from the "
                         "notebook's globals")
+        if self.ready and self.values is not None and isinstance(self.got, Mapping):
+            why = diagnose_backward(self.got, self.values, self.changed)
+            for i, k in enumerate(self.names):
+                if results[i].status == "wrong" and why.get(k):
+                    r = results[i]
+                    results[i] = checks.Result(r.name, "wrong", f"{r.detail}; on the probe batch: {why[k]}", r.hint)
         rep = GradReport(results, rep.title, max_abs_diff=rep.max_abs_diff)
         if show:
             checks.show(rep)
@@ -387,7 +395,16 @@ def probe_backward(backward: Callable, forward: Callable, params: Mapping[str, t
                      unanswered, attempted_nothing=True)
     try:
         with torch.no_grad():
-            got = backward(params, forward(params, X)[1], Y)
+            cache = forward(params, X)[1]
+            before = {**{f"params[{k!r}]": params[k].clone() for k in params if torch.is_tensor(params[k])},
+                      **{f"cache[{k!r}]": t.clone() for k, t in cache.items() if torch.is_tensor(t)}}
+            got = backward(params, cache, Y)
+            now = {**{f"params[{k!r}]": params[k] for k in params}, **{f"cache[{k!r}]": t for k, t in cache.items()}}
+            changed = tuple(k for k, t in before.items() if not (torch.is_tensor(now.get(k)) and now[k].shape == t.shape
+                                                                 and torch.equal(now[k], t)))
+            for k, t in before.items():   # the probe must not change the lesson's parameters
+                if k.startswith("params") and k in changed:
+                    params[k[8:-2]].copy_(t)
     except Exception as err:  # a learner's bug: explain it here rather than deep inside training
         return Probe(None, want, names, len(X),
                      f"Exercise 4: backward raised {checks.describe_error(err)} (call backward on a batch of "
@@ -412,7 +429,14 @@ def probe_backward(backward: Callable, forward: Callable, params: Mapping[str, t
              f"parameter names: {', '.join(names)}, without a 'd')"] if unexpected and missing else [])
         problem = (f"Exercise 4: backward's gradients do not fit the parameters on a batch of {len(X)}: "
                    + "; ".join(parts)) if parts else ""
-    return Probe(got, want, names, len(X), problem)
+    values = None
+    if not problem:
+        try:
+            values = {**{k: t.detach() for k, t in forward_steps(dict(params), X, Y).items()},
+                      **{k: params[k].detach() for k in PARAMS}, "n": len(X), "Xb": X, "Yb": Y, "eps": EPS}
+        except Exception:  # noqa: BLE001 - parameters of another network: no diagnosis, the rows still compare
+            values = None
+    return Probe(got, want, names, len(X), problem, values=values, changed=changed)
 
 
 # ---- exercises 1-3: diagnosing an answer from what it computes ----------------------------------------------
@@ -631,7 +655,7 @@ def _times_what(part: torch.Tensor, right: torch.Tensor, v: Mapping[str, Any]) -
 
 
 def _describe_part(s: Step, x: str, part: torch.Tensor | None, right: torch.Tensor, v: Mapping[str, Any],
-                   n: int) -> str:
+                   n: int, notebook_n: int | None = None) -> str:
     """What the answer's contribution of step `s` to d`x` is, next to the right one ('' when they agree)."""
     what = f"step {s.number} `{s.code}`"
     if part is None or part.shape != right.shape or _allclose(part, right):
@@ -640,7 +664,13 @@ def _describe_part(s: Step, x: str, part: torch.Tensor | None, right: torch.Tens
         return f"the contribution of {what} is missing"
     c = _factor(part, right)
     if c is not None:
-        why = checks.factor_cause(c, n, factor_causes(n).get(x, ()))
+        N = notebook_n or n
+        fixed = [(n / N, f"{N} written as a number where n belongs (n = {n} here)"),
+                 ((n - 1) / (N - 1), f"{N - 1} written as a number where n - 1 belongs (n = {n} here)"),
+                 (N / n, f"{N} written as a number where 1 / n belongs (n = {n} here)"),
+                 ((N - 1) / (n - 1), f"{N - 1} written as a number where 1 / (n - 1) belongs (n = {n} here)")
+                 ] if N != n else []
+        why = checks.factor_cause(c, n, [*fixed, *factor_causes(n).get(x, ())])
         return f"the contribution of {what} is {c:.4g} x the right one: {why}"
     times = _times_what(part, right, v)
     if times:
@@ -661,6 +691,10 @@ def _positions(got: torch.Tensor, want: torch.Tensor, x: str, v: Mapping[str, An
                     "added up - an indexed assignment (dC[ix] = ..., dC[ix] += ... with repeated ix, index_put_ "
                     "without accumulate=True) keeps one of them; the loop with +=, index_add_ or a one-hot matrix "
                     "product adds all")
+    if bad.any() and torch.allclose(got.reshape(-1).sort().values, want.reshape(-1).sort().values, rtol=1e-4,
+                                    atol=1e-6 * float(want.abs().max())):
+        return ("it holds exactly the right numbers in the wrong places: a reshape or transpose that reorders the "
+                "entries (view/reshape back to the forward shape keeps their order)")
     zero = want == 0
     extra = bad & zero
     if zero.any() and extra.any():
@@ -674,9 +708,10 @@ def _positions(got: torch.Tensor, want: torch.Tensor, x: str, v: Mapping[str, An
 class _Replay:
     """A learner's cell replayed on one world (batch): its values, which answers it gets wrong there, and why."""
 
-    def __init__(self, code: str, v: dict[str, Any], top: str, names: Mapping[str, str], seed: int):
+    def __init__(self, code: str, v: dict[str, Any], top: str, names: Mapping[str, str], seed: int,
+                 notebook_n: int | None = None):
         g = torch.Generator().manual_seed(seed)
-        self.code, self.v, self.names = code, v, names
+        self.code, self.v, self.names, self.notebook_n = code, v, names, notebook_n
         if top == "loss":
             start = {"loss": torch.tensor(1.0, dtype=torch.float64)}
         else:
@@ -696,6 +731,22 @@ class _Replay:
     def wrong(self, x: str) -> bool:
         scale = max([float(self.grads[s.out].abs().max()) for s in USERS.get(x, []) if s.out in self.grads] + [0.0])
         return self.ran and x in self.grads and not _allclose(self.value(x), self.grads[x], scale=scale)
+
+    def follows(self, x: str, keys: Sequence[str]) -> list[str]:
+        """The answers above d`x` (among `keys`) that are wrong on this batch and from which the replayed d`x`
+        follows by the right local step ([] when it does not, or none is wrong)."""
+        own, wrong_up = {}, []
+        for s in USERS.get(x, []):
+            u = _tensor(self.value(s.out)) if s.out in keys else None
+            if u is None or s.out not in self.grads or u.shape != self.grads[s.out].shape:
+                u = self.grads.get(s.out)
+            elif not _allclose(u, self.grads[s.out], rtol=1e-9):
+                wrong_up.append(f"d{s.out}")
+            if u is None:
+                return []
+            own[s.out] = u
+        local = sum(local_backward(s.number, self.v, own[s.out])[x] for s in USERS.get(x, []))
+        return list(dict.fromkeys(wrong_up)) if wrong_up and _allclose(self.value(x), local) else []
 
     def parts(self, x: str) -> str:
         """Replay d`x` alone with random gradients everywhere else: which step's contribution is off, and how."""
@@ -725,7 +776,9 @@ class _Replay:
             fits = torch.is_tensor(without) and without.shape == full.shape
             part = full - without.detach().to(torch.float64) if fits else None
             right = sum(local_backward(t.number, self.v, given[f"d{t.out}"])[x] for t in ups if t.out == s.out)
-            why = _describe_part(s, x, part, right, self.v, self.v["n"])
+            why = _describe_part(s, x, part, right, self.v, self.v["n"], self.notebook_n)
+            if why.endswith("times that step's local derivative"):
+                why += self._forward_reads(x, s, given)
             if why:
                 said.append(why)
         reads = _reads(self.code) & set(given)
@@ -737,6 +790,32 @@ class _Replay:
                             + "; ".join(f"step {s.number} `{s.code}`" for s in ups)
                             + f", so it comes from {into} alone")
         return "; ".join(said)
+
+
+    def _forward_reads(self, x: str, s: Step, given: Mapping[str, torch.Tensor]) -> str:
+        """Which forward values d`x` depends on, next to those step `s`'s local derivative depends on: each
+        forward tensor the cell names is perturbed in turn (e.g. 'it uses hpreact where the step uses h')."""
+        g = torch.Generator().manual_seed(2)
+        target, named = f"d{x}", _reads(self.code)
+        base = replay_target(self.code, self.v, target, given)
+        right = local_backward(s.number, self.v, given[f"d{s.out}"])[x]
+        mine, theirs = [], []
+        for k in (*INTERMEDIATES, *PARAMS):
+            t = self.v.get(k)
+            if not torch.is_tensor(t) or not t.is_floating_point():
+                continue
+            v2 = {**self.v, k: t * (1 + 0.5 * torch.rand(t.shape, generator=g, dtype=t.dtype))}
+            if not _allclose(local_backward(s.number, v2, given[f"d{s.out}"])[x], right):
+                theirs.append(k)
+            if k in named and torch.is_tensor(base):
+                out = replay_target(self.code, v2, target, given)
+                if torch.is_tensor(out) and out.shape == base.shape and not _allclose(out, base.detach().double()):
+                    mine.append(k)
+        extra, missing = [k for k in mine if k not in theirs], [k for k in theirs if k not in mine]
+        if not extra and not missing:
+            return ""
+        return (": it uses " + (", ".join(extra) or "no forward value") + " where the local derivative uses "
+                + (", ".join(missing) or "none of them"))
 
 
 def _top(code: str, keys: Sequence[str]) -> str:
@@ -855,7 +934,7 @@ def diagnose(ref: References, got: Mapping[str, Any], results: Sequence[checks.R
     top = _top(cell, keys)
     done, first = set(), None
     for i, (label, w) in enumerate(worlds(ref)):
-        rep = _Replay(cell, w, top, names, seed=21 + i)
+        rep = _Replay(cell, w, top, names, seed=21 + i, notebook_n=ref.n)
         if not rep.ran:
             break
         first = first or rep
@@ -878,6 +957,11 @@ def diagnose(ref: References, got: Mapping[str, Any], results: Sequence[checks.R
                         mark(k, "; ".join(x for x in (why, where) if x))
                 continue
             if not rows[idx[k]].passed:
+                continue
+            above = rep.follows(k, keys)
+            if above:
+                mark(k, f"right on the notebook's batch, wrong on {label}, where it follows from your "
+                        f"{' and '.join(above)} (wrong there too, see above)")
                 continue
             val = _tensor(rep.value(k))
             if i == 2 and val is not None and not torch.isfinite(val).all():
@@ -912,7 +996,8 @@ def diagnose(ref: References, got: Mapping[str, Any], results: Sequence[checks.R
     return rows
 
 
-def _fit(got: torch.Tensor, terms: Sequence[torch.Tensor], dim: int | None = None) -> torch.Tensor | None:
+def _fit(got: torch.Tensor, terms: Sequence[torch.Tensor], dim: int | None = None,
+         tol: float = 1e-5) -> torch.Tensor | None:
     """Coefficients a with got = sum_k a_k terms_k (per slice along `dim` when given: a per column), or None
     when no such combination reproduces `got` to round-off."""
     T = torch.stack([t.expand_as(got) for t in terms], -1).to(torch.float64)   # (..., k)
@@ -923,7 +1008,7 @@ def _fit(got: torch.Tensor, terms: Sequence[torch.Tensor], dim: int | None = Non
         A, b = T.movedim(dim, 0).reshape(T.shape[dim], -1, len(terms)), y.movedim(dim, 0).reshape(T.shape[dim], -1, 1)
     coef = torch.linalg.lstsq(A, b).solution
     resid = (A @ coef - b).abs().max()
-    if not torch.isfinite(resid) or resid > 1e-5 * float(b.abs().max()) + 1e-12:
+    if not torch.isfinite(resid) or resid > tol * float(b.abs().max()) + 1e-12:
         return None
     return coef.squeeze(-1)
 
@@ -938,7 +1023,8 @@ def _coef_words(c: float, what: str, n: int, causes: Sequence[tuple[float, str]]
     return f"{what} is {c:.4g} x what the formula has: {checks.factor_cause(c, n, causes)}"
 
 
-def _fused_logits(got: torch.Tensor, logits: torch.Tensor, Y: torch.Tensor) -> str:
+def _fused_logits(got: torch.Tensor, logits: torch.Tensor, Y: torch.Tensor, tol: float = 1e-5,
+                  project: Callable[[torch.Tensor], torch.Tensor] | None = None) -> str:
     """Exercise 2's answer as a combination of the formula's two terms, softmax and one-hot (or their look-alikes)."""
     n, V = logits.shape
     logits = logits.to(torch.float64)
@@ -951,7 +1037,8 @@ def _fused_logits(got: torch.Tensor, logits: torch.Tensor, Y: torch.Tensor) -> s
                 F.one_hot(logits.argmax(1).cpu(), V).to(torch.float64)}
     for sname, P in softmaxes.items():
         for hname, H in hots.items():
-            coef = _fit(got, [P.cpu(), H])
+            terms = [P.cpu(), H] if project is None else [project(P.cpu()), project(H)]
+            coef = _fit(got, terms, tol=tol)
             if coef is None:
                 continue
             a, b = float(coef[0]) * n, -float(coef[1]) * n
@@ -966,12 +1053,15 @@ def _fused_logits(got: torch.Tensor, logits: torch.Tensor, Y: torch.Tensor) -> s
                 said += [x for x in (_coef_words(a, "the softmax term", n), _coef_words(
                     b, "the one-hot term (minus 1 at each row's target)", n)) if x]
             return "your answer is " + ("; ".join(said) if said else "the formula") if said else ""
+    if project is not None:
+        return "it is no combination of a softmax and a one-hot"
     rows = got.sum(1)
     return (f"it is no combination of a softmax and a one-hot; its rows sum to {float(rows.abs().max()):.3g} at most "
             f"where the right one's sum to 0 (each row's probabilities sum to 1, the one-hot to 1)")
 
 
-def _fused_hprebn(got: torch.Tensor, v: Mapping[str, Any], dy: torch.Tensor, notebook_n: int | None = None) -> str:
+def _fused_hprebn(got: torch.Tensor, v: Mapping[str, Any], dy: torch.Tensor, notebook_n: int | None = None,
+                  project: Callable[[torch.Tensor], torch.Tensor] | None = None, tol: float = 1e-5) -> str:
     """Exercise 3's answer as a combination of its three terms, fitted per hidden unit: which term is off.
     `notebook_n`: on a replay batch, the notebook's batch size, so a factor written for it is named."""
     n = v["n"]
@@ -986,7 +1076,9 @@ def _fused_hprebn(got: torch.Tensor, v: Mapping[str, Any], dy: torch.Tensor, not
                                      "batch (dim 0); ", 1)):
         T = [g * s * dy, g * s * dy.sum(dim, keepdim=True) / n,
              g * s * xhat * (dy * xhat).sum(dim, keepdim=True) / (n - 1)]
-        coef = _fit(got, T, dim=1)
+        if project is not None:   # the answer is seen through a product (exercise 4: dW1 = embcat.T @ dhprebn)
+            T = [project(t.expand_as(T[0])) for t in T]
+        coef = _fit(got, T, dim=1, tol=tol)
         if coef is None:
             continue
         coef = coef * torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64)   # the formula's signs: all three are 1
@@ -1019,6 +1111,8 @@ def _fused_hprebn(got: torch.Tensor, v: Mapping[str, Any], dy: torch.Tensor, not
                             return dim_words + f"every term of each hidden unit is off by {what}" + (
                                 f": {miss[what]}" if what in miss else "")
             return dim_words + "each hidden unit's three terms are off by one factor that differs from unit to unit"
+    if project is not None:
+        return ""
     cols = got.sum(0).abs().max()
     return (f"it is no combination of the three terms; its columns sum to {float(cols):.3g} at most where the "
             f"right one's sum to 0 (the second term makes them)")
@@ -1060,3 +1154,97 @@ def _diagnose_fused(ref: References, got: Mapping[str, Any], rows: list[checks.R
         if why:
             rows[i] = checks.Result(r.name, "wrong", why if r.passed else f"{r.detail}; {why}", r.hint)
     return rows
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    a, b = a.detach().to("cpu", torch.float64), b.detach().to("cpu", torch.float64)
+    return a.shape == b.shape and bool(((a - b).abs() <= 1e-5 * float(b.abs().max()) + 1e-4 * b.abs()).all())
+
+
+def diagnose_backward(got: Mapping[str, torch.Tensor], values: Mapping[str, Any],
+                      changed: Sequence[str] = ()) -> dict[str, str]:
+    """Exercise 4: what a learner's `backward` computed, parameter by parameter, read along the chain.
+
+    Its own dlogits is recovered from its dW2 (dW2 = h.T @ dlogits, and h.T has full column rank for a batch no
+    larger than the hidden layer), and every later parameter's gradient is compared with what the right local steps
+    give from the learner's OWN gradient above it: a row that equals it follows from the row above; the first that
+    does not is where the mistake is, and it is described by which gradient it was computed from, or (BatchNorm)
+    which term of the fused formula is off.
+    """
+    v = {k: (t.detach().to("cpu", torch.float64) if torch.is_tensor(t) and t.is_floating_point() else
+             t.cpu() if torch.is_tensor(t) else t) for k, t in values.items()}
+    G = {k: got[k].detach().to("cpu", torch.float64) for k in PARAMS if torch.is_tensor(got.get(k))}
+    if len(G) < len(PARAMS):
+        return {}
+    h = v["h"]
+    why: dict[str, str] = {}
+    mutated = ", ".join(changed)
+    if mutated:
+        note = (f"backward changed {mutated} in place (an in-place operation such as square_(), += or *= on a "
+                f"tensor it was given), so every later use of it read changed values; ")
+        for k in PARAMS:
+            why[k] = note
+    # stage A: dlogits from dW2, then db2
+    right_logits = cross_entropy_grad(v["logits"], v["Yb"])
+    sol = torch.linalg.lstsq(h.T, G["W2"]).solution
+    if h.shape[0] >= h.shape[1]:   # as many examples as hidden units: every dW2 is h.T @ something; nothing to read
+        dlogits = right_logits
+    elif _same(h.T @ sol, G["W2"]):
+        dlogits = sol
+        if not _same(dlogits, right_logits):
+            fit = _fused_logits(G["W2"], v["logits"], v["Yb"], tol=1e-4, project=lambda t: h.T @ t)
+            why["W2"] = why.get("W2", "") + f"the dlogits your dW2 implies (dW2 = h.T @ dlogits) is wrong: {fit}"
+        if not _same(G["b2"], dlogits.sum(0)):
+            why["b2"] = "db2 is not your dlogits summed over the batch (dim 0), the dlogits your dW2 implies"
+        elif not _same(dlogits, right_logits):
+            why["b2"] = "follows from your dlogits (see dW2)"
+    else:
+        dlogits = right_logits
+        why["W2"] = why.get("W2", "") + "dW2 is not h.T @ any dlogits: it multiplies another tensor than h"
+    # stage B: dhpreact from the learner's dlogits, through steps 12 and 11
+    dh = dlogits @ v["W2"].T
+    dhpreact = (1 - h ** 2) * dh
+    cands = {"dhpreact": dhpreact, "dh (the tanh's local derivative 1 - h**2 left out)": dh}
+    for p in ("bngain", "bnbias"):
+        if _same(G[p], local_backward(10, v, dhpreact)[p]):
+            if not _same(dlogits, right_logits):
+                why.setdefault(p, "follows from your dlogits (see dW2)")
+            continue
+        found = [name for name, X in cands.items() if _same(G[p], local_backward(10, v, X)[p])]
+        why[p] = why.get(p, "") + (f"d{p} is computed from {found[0]} where dhpreact belongs" if found else
+                                   f"d{p} does not follow from your dlogits through steps 12, 11 and 10")
+    found = [X for X in cands.values() if all(_same(G[p], local_backward(10, v, X)[p]) for p in ("bngain", "bnbias"))]
+    follows = "" if _same(dlogits, right_logits) and (not found or found[0] is dhpreact) else (
+        "follows from your dlogits (see dW2)" if found and found[0] is dhpreact else
+        "follows from your dhpreact (see dbngain)" if found else "")
+    dhpreact = found[0] if found else dhpreact   # the learner's own dhpreact, where its dbngain and dbnbias say it
+    # stage C: dhprebn through BatchNorm's backward, seen through dW1 = embcat.T @ dhprebn and db1
+    dhprebn = batchnorm_grad(dhpreact, v["hprebn"], v["bngain"], v["eps"])
+    embcat = v["embcat"]
+    if follows and _same(G["W1"], embcat.T @ dhprebn):
+        for k in ("W1", "b1", "C"):
+            why.setdefault(k, follows)
+    if not _same(G["W1"], embcat.T @ dhprebn):
+        found = [name for name, X in (("dhpreact (BatchNorm's backward skipped)", dhpreact),
+                                      ("dh (tanh's and BatchNorm's backward skipped)", dh))
+                 if _same(G["W1"], embcat.T @ X)]
+        if found:
+            why["W1"] = why.get("W1", "") + f"dW1 is embcat.T @ {found[0]}, where dhprebn belongs"
+        else:
+            fit = _fused_hprebn(G["W1"], v, dhpreact, project=lambda t: embcat.T @ t, tol=1e-3)
+            why["W1"] = why.get("W1", "") + f"the dhprebn your dW1 implies is off: {fit}" if fit else why.get("W1", "")
+    for name, X in (("dhprebn", dhprebn), ("dhpreact (BatchNorm's backward skipped)", dhpreact)):
+        if _same(G["b1"], X.sum(0)):
+            if name != "dhprebn":
+                why["b1"] = why.get("b1", "") + f"db1 is the batch sum of {name}, where dhprebn belongs"
+            break
+    else:
+        why.setdefault("b1", "db1 is not the batch sum of the dhprebn your other gradients imply")
+    # stage D: dC from dembcat = dhprebn @ W1.T, scattered to the rows of C
+    if _same(G["W1"], embcat.T @ dhprebn) and not _same(G["C"], local_backward(1, v, (dhprebn @ v["W1"].T).reshape(
+            v["emb"].shape))["C"]):
+        right_C = local_backward(1, v, (dhprebn @ v["W1"].T).reshape(v["emb"].shape))["C"]
+        where = _positions(G["C"], right_C, "C", v)
+        why["C"] = why.get("C", "") + (where or "dC does not follow from your dhprebn (right, see dW1) through "
+                                                "steps 3, 2 and 1")
+    return {k: w.rstrip("; ") for k, w in why.items() if w.rstrip("; ")}
