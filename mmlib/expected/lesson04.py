@@ -984,8 +984,10 @@ def diagnose(ref: References, got: Mapping[str, Any], results: Sequence[checks.R
     for k in keys:
         if k in done or not rows[idx[k]].passed or k not in rep.grads:
             continue
+        scale = max([float(rep.grads[k].abs().max())] + [float(rep.grads[s.out].abs().max()) for s in USERS[k]
+                                                          if s.out in rep.grads])
         hidden = [s for s in USERS[k] if s.out in rep.grads and float(local_backward(s.number, w, rep.grads[s.out])[k]
-                  .abs().max()) <= 1e-9 * float(rep.grads[s.out].abs().max())]
+                  .abs().max()) <= 1e-9 * scale]
         if not hidden:
             continue
         parts = rep.parts(k)
