@@ -925,6 +925,12 @@ def diagnose(ref: References, got: Mapping[str, Any], results: Sequence[checks.R
                     f"exactly this, so fix that first", replace=True, hint="")
         else:
             roots.append(k)
+    for k in keys:   # a misshapen answer: which sum it is, when it is one
+        if rows[idx[k]].status == "shape" and k in USERS:
+            why = _which_sum(_tensor(got[k]), k, v, {s.out: _tensor(got[s.out]) if s.out in got else
+                                                     _tensor(upstream.get(s.out)) for s in USERS[k]}, ref)
+            if why:
+                mark(k, why)
     if not cell:
         for k in roots:
             g, w = _tensor(got[k]), ref[k].to("cpu", torch.float64)
@@ -1121,6 +1127,35 @@ def _fused_hprebn(got: torch.Tensor, v: Mapping[str, Any], dy: torch.Tensor, not
     cols = got.sum(0).abs().max()
     return (f"it is no combination of the three terms; its columns sum to {float(cols):.3g} at most where the "
             f"right one's sum to 0 (the second term makes them)")
+
+
+def _which_sum(g: torch.Tensor | None, x: str, v: Mapping[str, Any], own: Mapping[str, torch.Tensor | None],
+               ref: References) -> str:
+    """For an answer of the wrong shape: the sum over which dimension of its step's upstream gradient (or of the
+    upstream times one forward value) it is, e.g. 'it is dlogits.sum(1): a sum over dim 1 where the right one sums
+    over dim 0'."""
+    if g is None:
+        return ""
+    for s in USERS[x]:
+        u = own.get(s.out)
+        u = ref[s.out].to("cpu", torch.float64) if u is None or s.out not in ref or u.shape != ref[s.out].shape else u
+        factors = {"": None, **{f" * {k}": v[k].to("cpu", torch.float64) for k in (*s.inputs, s.out)
+                                if k != x and torch.is_tensor(v.get(k)) and v[k].shape == u.shape}}
+        for fname, f in factors.items():
+            body = u if f is None else u * f
+            for sign, sname in ((1, ""), (-1, "-")):
+                for dims, how in (((0,), "dim 0"), ((1,), "dim 1"), (tuple(range(u.ndim)), "every dimension")):
+                    for keep in (True, False):
+                        if len(dims) > 1 and keep:
+                            continue
+                        cand = sign * body.sum(dims if len(dims) > 1 else dims[0], keepdim=keep)
+                        if cand.shape == g.shape and bool(((g - cand).abs() <= 1e-6 * float(body.abs().max())
+                                                           + 1e-4 * cand.abs()).all()):   # round-off of the sum
+                            expr = f"{sname}(d{s.out}{fname}).sum({', '.join(map(str, dims))}" + (
+                                ", keepdim=True)" if keep else ")")
+                            return (f"it is {expr}: a sum over {how}, where step {s.number} `{s.code}` makes "
+                                    f"d{x} the shape of {x}, {tuple(ref[x].shape)}")
+    return ""
 
 
 def _diagnose_fused(ref: References, got: Mapping[str, Any], rows: list[checks.Result], *, atol: float, rtol: float,
