@@ -1196,9 +1196,11 @@ def _diagnose_fused(ref: References, got: Mapping[str, Any], rows: list[checks.R
     return rows
 
 
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+def _same(a: torch.Tensor, b: torch.Tensor, scale: float = 0.0) -> bool:
+    """`a` equals `b` up to float32 round-off, relative to `b`'s size or to `scale` where `b` is about zero."""
     a, b = a.detach().to("cpu", torch.float64), b.detach().to("cpu", torch.float64)
-    return a.shape == b.shape and bool(((a - b).abs() <= 1e-5 * float(b.abs().max()) + 1e-4 * b.abs()).all())
+    return a.shape == b.shape and bool(((a - b).abs() <= 1e-5 * max(scale, float(b.abs().max()))
+                                        + 1e-4 * b.abs()).all())
 
 
 def diagnose_backward(got: Mapping[str, torch.Tensor], values: Mapping[str, Any],
@@ -1274,7 +1276,7 @@ def diagnose_backward(got: Mapping[str, torch.Tensor], values: Mapping[str, Any]
             fit = _fused_hprebn(G["W1"], v, dhpreact, project=lambda t: embcat.T @ t, tol=1e-3)
             why["W1"] = why.get("W1", "") + f"the dhprebn your dW1 implies is off: {fit}" if fit else why.get("W1", "")
     for name, X in (("dhprebn", dhprebn), ("dhpreact (BatchNorm's backward skipped)", dhpreact)):
-        if _same(G["b1"], X.sum(0)):
+        if float((G["b1"] - X.sum(0)).abs().max()) <= 1e-5 * float(X.abs().max()):   # db1 is zero up to round-off
             if name != "dhprebn":
                 why["b1"] = why.get("b1", "") + f"db1 is the batch sum of {name}, where dhprebn belongs"
             break
