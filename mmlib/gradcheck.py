@@ -108,6 +108,9 @@ def check_grads(
     n: int | None = None,
     batch: tuple[torch.Tensor, torch.Tensor] | None = None,
     loss: torch.Tensor | float | None = None,
+    cell: str = "",
+    upstream: Mapping[str, Any] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> GradReport:
     """Compare the learner's gradients `got` (name -> tensor or `TODO`) with autograd's `want`.
 
@@ -118,7 +121,10 @@ def check_grads(
     minibatch and forward-pass loss: when `want.stale(batch, loss)` (e.g. lesson 04's `References`)
     says the references belong to another, a first row says which cells to re-run. `want.causes`
     (name -> (factor, reason) pairs) names the factors that have one cause for a variable
-    (`mmlib.checks.factor_cause`). Returns the `GradReport` (its `counts` go into the metrics).
+    (`mmlib.checks.factor_cause`). Where `want` has a `diagnose` method (lesson 04's `References`), it tells each
+    row what the answer computes: `cell` is the answer cell's source (replayed on other batches), `upstream` the
+    learner's gradients of the cells above (name -> tensor), `names` the variable of an answer that is not
+    named d<name>. Returns the `GradReport` (its `counts` go into the metrics).
     """
     missing = [k for k, v in got.items() if k not in want and v is not TODO]
     if missing:
@@ -132,6 +138,9 @@ def check_grads(
     # values (a verdict other than todo, error or shape), the same conversion gives the difference.
     diffs = [(checks.as_tensor(got[name]) - checks.as_tensor(want[name])).abs().max().item()
              for r, name in zip(results, got) if r.status in ("exact", "close", "wrong") and want[name].numel()]
+    diagnose = getattr(want, "diagnose", None)
+    if callable(diagnose) and any(r.status in ("wrong", "exact", "close") for r in results):
+        results = diagnose(got, results, atol=atol, rtol=rtol, cell=cell, upstream=upstream, names=names)
     stale_of = getattr(want, "stale", None)
     stale = stale_of(batch, loss) if callable(stale_of) and any(v is not TODO for v in got.values()) else ""
     if stale:
@@ -140,3 +149,25 @@ def check_grads(
     if show:
         checks.show(rep)
     return rep
+
+
+def answer_cell(name: str) -> str:
+    """The source of the latest cell run in this notebook that assigns `name` at its top level ('' outside IPython
+    or when none does): the check replays it on other batches (`mmlib.expected.lesson04.diagnose`)."""
+    import ast
+    try:
+        from IPython import get_ipython
+        shell = get_ipython()
+    except ImportError:
+        return ""
+    history = shell.user_ns.get("In", []) if shell is not None else []
+    for source in reversed(history[:-1]):   # the last entry is the check cell itself
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for stmt in tree.body:
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                return source
+    return ""

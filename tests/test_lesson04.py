@@ -440,3 +440,58 @@ def test_the_data_cell_states_and_checks_the_smallest_word_file():
     nb = nbformat.read(SOLUTION, as_version=4)
     data = next(c for c in nb.cells if c.cell_type == "code" and "load_words(data_path)" in c.source)
     assert "require_words(load_words(data_path), min_words()" in data.source
+
+
+# --- diagnosing an answer from what it computes (issue 27) -----------------------------------------
+
+def _values(p, X, Y):
+    return {**E.forward_steps(p, X, Y), **p, "n": len(X), "Xb": X, "Yb": Y, "eps": E.EPS}
+
+
+def test_the_local_rules_chained_are_autograd():
+    # the diagnosis blames one step by applying its local rule: the rules, chained, must be autograd itself
+    p, (X, Y) = _params(), _batch()
+    grads = E.chain(_values(p, X, Y), {"loss": torch.tensor(1.0, dtype=torch.float64)})
+    ref = E.autograd_grads(p, X, Y)
+    for k in ref:
+        torch.testing.assert_close(grads[k], ref[k], rtol=1e-10, atol=1e-14, msg=k)
+
+
+def test_a_row_below_a_wrong_one_follows_from_it_and_the_root_is_named():
+    p, (X, Y) = _params(), _batch()
+    ref, v = E.autograd_grads(p, X, Y), E.forward_steps(p, X, Y)
+    dprobs = 2 * ref["probs"]   # a factor of 2 in step 19, and a dcounts_sum_inv computed right from it
+    dcsi = (v["counts"] * dprobs).sum(1, keepdim=True)
+    rows = check_grads({"probs": dprobs, "counts_sum_inv": dcsi}, ref, atol=1e-12, rtol=1e-9, show=False).results
+    assert "a factor of 2 too many" in rows[0].detail and "follows" not in rows[0].detail
+    assert "follows from your dprobs (step 18)" in rows[1].detail and rows[1].hint == ""
+
+
+def test_two_gradients_that_are_one_tensor_are_named_even_when_both_pass():
+    p, (X, Y) = _params(), _batch()
+    ref = E.autograd_grads(p, X, Y)
+    d = ref["norm_logits"].clone()
+    rows = check_grads({"norm_logits": d, "logits": d}, ref, atol=1e-6, rtol=1e-4, show=False).results
+    assert all(r.status == "wrong" and "one tensor in memory" in r.detail for r in rows)
+
+
+def test_a_replayed_cell_shows_a_number_written_for_the_batch_size_and_a_dropped_eps():
+    p, (X, Y) = _params(n_hidden=16), _batch(n=12)
+    ref, v = E.autograd_grads(p, X, Y), E.forward_steps(p, X, Y)
+    cell = "dbnvar = -0.5 * bnvar**-1.5 * dbnvar_inv\ndbndiff2 = torch.ones_like(bndiff2) / 11 * dbnvar"
+    ns = {"torch": torch, **v, "dbnvar_inv": ref["bnvar_inv"]}
+    exec(cell, ns)   # noqa: S102 - the test's own cell
+    rows = check_grads({"bnvar": ns["dbnvar"], "bndiff2": ns["dbndiff2"]}, ref, atol=1e-6, rtol=1e-4, show=False,
+                       cell=cell, upstream={"bnvar_inv": ref["bnvar_inv"]}).results
+    assert "variance about eps" in rows[0].detail
+    assert "eps (added to the variance in step 8) is left out" in rows[0].detail
+    assert "11 written as a number where n - 1 belongs" in rows[1].detail, rows[1].text()
+
+
+def test_a_right_backward_gets_no_diagnosis_and_a_wrong_one_its_cause():
+    p, (X, Y) = _params(), _batch(n=10)
+    values = {**E.forward_steps(p, X, Y), **p, "n": 10, "Xb": X, "Yb": Y, "eps": E.EPS}
+    right = E.manual_backward(p, X, Y)
+    assert E.diagnose_backward(right, values) == {}
+    wrong = {**right, "W2": values["h"].T @ (E.cross_entropy_grad(values["logits"], Y) * 10)}
+    assert "not divided by the batch size n = 10" in E.diagnose_backward(wrong, values)["W2"]

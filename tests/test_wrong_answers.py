@@ -151,6 +151,7 @@ CELLS_04 = {"04.1a": ("dlogprobs = dprobs", ("logprobs", "probs", "counts_sum_in
             "04.3": ("dhprebn_fused = TODO", ("hprebn",)),
             "04.4": ("def backward(", ())}
 ANSWER_NAME = {"04.2": "dlogits_fused", "04.3": "dhprebn_fused"}
+UPSTREAM_04 = {"04.1b": ("logits",), "04.1c": ("h",), "04.1d": ("hprebn",)}   # the gradient each cell starts from
 
 
 @functools.cache
@@ -162,6 +163,16 @@ def _cells_04() -> dict[str, str]:
            for x, (marker, _) in CELLS_04.items()}
     out["forward"] = next(src for src in code if src.startswith("def forward("))
     return out
+
+
+@functools.cache
+def _params_04(hidden: int = 64) -> dict:
+    g = torch.Generator().manual_seed(0)
+    V, block, n_embd = 27, 3, 10
+    return {"C": torch.randn(V, n_embd, generator=g), "W1": torch.randn(block * n_embd, hidden, generator=g) * 0.3,
+            "b1": torch.randn(hidden, generator=g) * 0.1, "bngain": 1 + 0.1 * torch.randn(1, hidden, generator=g),
+            "bnbias": 0.1 * torch.randn(1, hidden, generator=g), "W2": torch.randn(hidden, V, generator=g) * 0.1,
+            "b2": torch.randn(V, generator=g) * 0.1}
 
 
 @functools.cache
@@ -190,8 +201,10 @@ def run_04(exercise: str, code: str, after_solution: bool = False) -> list[Resul
                     dhpreact_given=ref["hpreact"], ref=ref)
     if after_solution:
         _run(_cells_04()[exercise], ns)
+        code = _cells_04()[exercise] + "\n" + code   # the cell a learner would have: the solution, then the change
     _run(code, ns)
-    if exercise == "04.4":
+    if exercise == "04.4":   # the notebook trains a wider network (n_hidden = 200) than exercises 1-3 check
+        params = {k: t.clone() for k, t in _params_04(200).items()}
         _run(_cells_04()["forward"], ns)
         backward, forward = ns["backward"], ns["forward"]
         Xp, Yp = torch.randint(0, 27, (64, 3), generator=g), torch.randint(0, 27, (64,), generator=g)
@@ -209,7 +222,10 @@ def run_04(exercise: str, code: str, after_solution: bool = False) -> list[Resul
     names = CELLS_04[exercise][1]
     got = {k: ns[ANSWER_NAME.get(exercise, f"d{k}")] for k in names}
     hints = E.FUSED_HINTS if exercise in ANSWER_NAME else hints_from_steps(E.STEPS)
-    return check_grads(got, ref, hints=hints, **tol, batch=(X, Y), loss=steps["loss"], show=False).results
+    upstream = {k: ns[f"d{k}"] for k in UPSTREAM_04.get(exercise, ())}
+    names = {k: ANSWER_NAME[exercise] for k in names} if exercise in ANSWER_NAME else None
+    return check_grads(got, ref, hints=hints, **tol, batch=(X, Y), loss=steps["loss"], show=False, cell=code,
+                       upstream=upstream, names=names).results
 
 
 # ---- lessons 01-03: the notebook's own answer and check cells, run on small data ----------------------
