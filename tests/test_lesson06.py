@@ -187,7 +187,7 @@ def attention_without(scale=True, mask=True, window=True):
         T = q.shape[-2]
         s = q @ k.transpose(-2, -1) / (math.sqrt(q.shape[-1]) if scale else 1.0)
         if mask:
-            ones = torch.ones(T, T, dtype=torch.bool)
+            ones = torch.ones(T, T, dtype=torch.bool, device=q.device)
             s = s.masked_fill(ones.triu(1) | (ones.tril(-w) if window else False), float("-inf"))
         return s.softmax(-1) @ v
     return fn
@@ -242,7 +242,7 @@ class Head(nn.Module):
         q, k, v = self.query(x), self.key(x), self.value(x)
         if self.window is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=ex.allowed(x.shape[1], self.window))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=ex.allowed(x.shape[1], self.window, x.device))
 
 
 def test_a_windowed_head_passes_and_one_that_sees_the_future_or_too_far_back_is_caught():
@@ -296,7 +296,7 @@ def grouped(q, k, v, *, tile=False, scale=True, mask=True, softmax_dim=-1):
     T = q.shape[-2]
     wei = q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5 if scale else 1.0)
     if mask:
-        wei = wei.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+        wei = wei.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
     return wei.softmax(softmax_dim) @ v
 
 
