@@ -488,13 +488,14 @@ def changed(before: Mapping[str, torch.Tensor], **after: Any) -> list[str]:
     return out
 
 
-def inputs_changed_sentence(names: Sequence[str], what: str) -> str:
-    """The sentence for inputs `what` (e.g. "my_attention") changed in place ("" when none)."""
+def inputs_changed_sentence(names: Sequence[str], what: str, example: str = "q = q * scale, not q *= scale") -> str:
+    """The sentence for inputs `what` (e.g. "my_attention") changed in place ("" when none); `example` shows
+    the out-of-place way."""
     if not names:
         return ""
     return (f"{what} changed its input {' and '.join(names)} in place (an in-place operation such as *=, +=, "
-            f"masked_fill_, or a view of the input written to): its caller still needs it, so compute new tensors, "
-            f"e.g. q = q * scale, not q *= scale")
+            f"masked_fill_, sub_, or a view of the input written to): its caller still needs it, so compute new "
+            f"tensors, e.g. {example}")
 
 
 def tensor_state(obj: Any) -> dict[str, torch.Tensor]:

@@ -80,7 +80,10 @@ def probe_flatten(cls: type, seed: int = 0) -> list[Result]:
         elif problem := tensor_problem(got.value, x):
             rows.append(Result(name, "error", problem, FLATTEN_HINT))
         else:
-            rows.append(check(name, got.value, want, atol=0.0, hint=FLATTEN_HINT))
+            row = check(name, got.value, want, atol=0.0, hint=FLATTEN_HINT)
+            if not row.passed and row.status == "wrong":
+                row.hint = explain_flatten(cls, shape, n) or FLATTEN_HINT
+            rows.append(row)
     for shape, n, why in FLATTEN_REFUSED:
         name = f"FlattenConsecutive({n}) on {shape} must be refused"
         got = _layer_call(cls, n, torch.randn(shape, generator=g), name)
@@ -95,6 +98,46 @@ def probe_flatten(cls: type, seed: int = 0) -> list[Result]:
             rows.append(Result(name, "wrong", f"{got.row.detail}; expected a ValueError that says why: {why}",
                                "check the shape first and raise ValueError with a message"))
     return rows
+
+
+def explain_flatten(cls: type, shape: tuple[int, ...], n: int) -> str:
+    """Where each number of `cls(n)(x)` came from: x holds 0, 1, 2, ... (every entry its own index), so each output
+    entry names the position and channel it was copied from. Says which positions a group holds, in which order,
+    and how their channels are laid out, against `flatten_consecutive`; "" when the output is no copy of x's
+    entries or its shape differs."""
+    B, T, C = shape
+    x = torch.arange(B * T * C, dtype=torch.float32).view(B, T, C)
+    got = _layer_call(cls, n, x.clone(), "explain")
+    want = flatten_consecutive(x, n)
+    if not got.ok or not isinstance(got.value, torch.Tensor) or got.value.shape != want.shape:
+        return ""
+    out = got.value.detach().reshape(B, -1, n * C)
+    ids = out.round().long()
+    if not torch.equal(ids.float(), out) or ids.min() < 0 or ids.max() >= x.numel():
+        return "its entries are not x's entries: the layer must only move numbers (view, reshape, cat), not compute"
+    b, t, c = ids // (T * C), ids // C % T, ids % C
+    if not torch.equal(b, torch.arange(B).view(B, 1, 1).expand_as(b)):
+        return "an example's output holds numbers of other examples: the batch dimension was mixed into the groups"
+    for g in range(out.shape[1]):
+        pos = [int(p) for p in t[0, g].view(-1, C)[:, 0]] if torch.equal(
+            t[0, g].view(n, C), t[0, g].view(n, C)[:, :1].expand(n, C)) else None
+        wanted = list(range(g * n, g * n + n))
+        if pos is None:
+            sources = [f"({int(tt)}, {int(cc)})" for tt, cc in zip(t[0, g][: 2 * C], c[0, g][: 2 * C])]
+            held = sorted({int(p) for p in t[0, g]})
+            which = "" if held == wanted else f"; and it holds positions {held}, not the neighbours {wanted}"
+            return (f"group {g}'s first {2 * C} numbers come from (position, channel) {', '.join(sources)}: "
+                    f"the channels of different positions are interleaved (a transpose before the reshape?); "
+                    f"group {g} must be position {g * n}'s {C} channels, then position {g * n + 1}'s, ...{which}")
+        if pos != wanted:
+            if sorted(pos) == wanted:
+                return (f"group {g} holds positions {pos}, in another order than {wanted}: neighbours side by side "
+                        "in their order, earliest first")
+            return (f"group {g} holds positions {pos}, not the neighbours {wanted}: group g is positions g*n .. "
+                    "g*n + n - 1 (x.view(B, T // n, n * C) keeps them together; strided slices or chunks split them)")
+        if not torch.equal(c[0, g].view(n, C), torch.arange(C).expand(n, C)):
+            return f"group {g} holds the right positions but their channels are reordered"
+    return ""
 
 
 # ---- exercise 2: BatchNorm over batch and positions -------------------------------------------------
@@ -115,16 +158,19 @@ def batchnorm_reference(batches: list[torch.Tensor], dim: int, momentum: float, 
 
 
 def _running(batches: list[torch.Tensor], momentum: float, *, swapped: bool = False,
-             unbiased: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """The running mean and variance after `batches` with one of two usual mistakes: `swapped` gives the
-    new batch the weight 1 - momentum, `unbiased` False leaves out the factor n / (n - 1)."""
+             unbiased: bool = True, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The running mean and variance after `batches` with one of the usual mistakes: `swapped` gives the
+    new batch the weight 1 - momentum, `unbiased` False leaves out the factor n / (n - 1), `n` counts another
+    number of values in that factor."""
     dim = batches[0].shape[-1]
     mean, var = torch.zeros(dim, dtype=torch.float64), torch.ones(dim, dtype=torch.float64)
     for x in batches:
         x = x.double().reshape(-1, dim)
         new = 1 - momentum if swapped else momentum
         mean = (1 - new) * mean + new * x.mean(0)
-        var = (1 - new) * var + new * x.var(0, correction=1 if unbiased else 0)
+        biased = x.var(0, correction=0)
+        count = n or x.shape[0]
+        var = (1 - new) * var + new * (biased * count / (count - 1) if unbiased else biased)
     return mean, var
 
 
@@ -171,8 +217,13 @@ def probe_batchnorm(cls: type, seed: int = 0, dim: int = 6, momentum: float = 0.
         n = math.prod(shape[:-1])   # values averaged per channel: a factor of n or n - 1 is named as such
         rows.append(_training_output_row(names[0], layer, got.value, batches[-1], outs[-1], n, hint_shape))
         mean_hint, var_hint = _running_hints(layer, batches, momentum, mean, var, hint_shape)
-        rows.append(check(names[1], getattr(layer, "running_mean", None), mean, atol=ATOL, rtol=1e-5, hint=mean_hint))
-        rows.append(check(names[2], getattr(layer, "running_var", None), var, atol=ATOL, rtol=1e-5, hint=var_hint, n=n))
+        rows.append(check(names[1], _per_channel(getattr(layer, "running_mean", None), dim), mean, atol=ATOL,
+                          rtol=1e-5, hint=mean_hint))
+        rows.append(check(names[2], _per_channel(getattr(layer, "running_var", None), dim), var, atol=ATOL,
+                          rtol=1e-5, hint=var_hint, n=n))
+        if rows[-3].passed and (problems := batchnorm_state_problems(cls, dim, momentum, shape, scale, shift, g)):
+            rows[-3] = Result(names[0], "wrong", "the output is right with gamma = 1 and beta = 0, but "
+                              + "; ".join(problems))
         layer.training = False
         ref.eval()
         x = torch.randn(shape, generator=g)[:2] * scale + shift
@@ -181,8 +232,91 @@ def probe_batchnorm(cls: type, seed: int = 0, dim: int = 6, momentum: float = 0.
         got = attempt(names[3], layer, x, what="layer(x) in eval mode",
                       hint="eval mode normalises with the running statistics")
         rows.append(got.row if not got.ok else check(names[3], got.value, want, atol=ATOL, rtol=1e-5,
-                                                     hint="eval mode normalises with the running statistics"))
+                                                     hint=_eval_hint(layer, got.value, x)))
     return rows
+
+
+def _eval_hint(layer: object, got: object, x: torch.Tensor) -> str:
+    """What a wrong eval-mode output used: the batch's own statistics (self.training ignored), or the layer's own
+    running statistics - right, then, given them: the running rows above are the step to fix."""
+    hint = "eval mode normalises with the running statistics"
+    if not isinstance(got, torch.Tensor) or got.shape != x.shape:
+        return hint
+    g = got.double()
+    gamma, beta = (getattr(layer, a, None) for a in ("gamma", "beta"))
+    if not (isinstance(gamma, torch.Tensor) and isinstance(beta, torch.Tensor)):
+        return hint
+    gamma, beta = gamma.detach().double(), beta.detach().double()
+    x64 = x.double()
+    dims = tuple(range(x.ndim - 1))
+    batch = gamma * (x64 - x64.mean(dims)) / (x64.var(dims, correction=0) + 1e-5).sqrt() + beta
+    if torch.allclose(g, batch, atol=ATOL, rtol=1e-5):
+        return ("in eval mode it normalises with this batch's own mean and variance: when self.training is False "
+                "the running statistics take their place (self.training ignored?)")
+    mean, var = (_per_channel(getattr(layer, a, None), x.shape[-1]) for a in ("running_mean", "running_var"))
+    if isinstance(mean, torch.Tensor) and isinstance(var, torch.Tensor) and mean.shape == var.shape == gamma.shape:
+        own = gamma * (x64 - mean.double()) / (var.double() + 1e-5).sqrt() + beta
+        if torch.allclose(g, own, atol=ATOL, rtol=1e-5):
+            return ("it normalises with its own running statistics, as eval mode should: the error follows from "
+                    "the running_mean / running_var rows above")
+    return hint
+
+
+def _per_channel(t: object, dim: int) -> object:
+    """Running statistics of shape (C,), or the lecture's keepdim=True shapes (1, C), (1, 1, C) - one number per
+    channel either way, and they broadcast alike - as (C,); anything else as it is, for `check` to report."""
+    if isinstance(t, torch.Tensor) and t.numel() == dim and [d for d in t.shape if d != 1] == [dim]:
+        return t.reshape(dim)
+    return t
+
+
+def batchnorm_state_problems(cls: type, dim: int, momentum: float, shape: tuple[int, ...], scale: torch.Tensor,
+                             shift: torch.Tensor, g: torch.Generator) -> list[str]:
+    """What a layer whose outputs are right with gamma = 1 and beta = 0 still does wrong, on one batch of `shape`:
+    random gamma and beta (are they applied?), an input it changes in place (a snapshot of x), an input that
+    requires grad (do the running statistics keep its graph?)."""
+    gamma = 1 + 0.5 * torch.randn(dim, generator=g)
+    beta = 0.5 * torch.randn(dim, generator=g)
+    x = torch.randn(shape, generator=g) * scale + shift
+    ref = nn.BatchNorm1d(dim, momentum=momentum)
+    with torch.no_grad():
+        ref.weight.copy_(gamma)
+        ref.bias.copy_(beta)
+        want = (ref(x.transpose(1, 2)).transpose(1, 2) if x.ndim == 3 else ref(x)).double()
+    problems = []
+    layer = attempt("", cls, dim, momentum=momentum, what="")
+    if not layer.ok:
+        return []
+    bn = layer.value
+    bn.gamma, bn.beta = gamma.clone().requires_grad_(), beta.clone().requires_grad_()
+    given = x.clone()
+    out = attempt("", bn, given, what="layer(x)")
+    if not out.ok or not isinstance(out.value, torch.Tensor) or out.value.shape != x.shape:
+        return [f"with a random gamma and beta {out.row.detail if not out.ok else 'the output has another shape'}"]
+    if checks.changed(checks.snapshot(x=x), x=given):
+        problems.append(checks.inputs_changed_sentence(["x"], "the layer",
+                                                       example="x_hat = (x - mean) / std, not x.sub_(mean)"))
+    got = out.value.detach().double()
+    if not torch.allclose(got, want, atol=ATOL, rtol=1e-5):
+        g64, b64 = gamma.double(), beta.double()
+        plain = (want - b64) / g64
+        why = next((w for alt, w in ((plain, "gamma and beta are never applied (the output is the normalised x "
+                                             "alone): gamma * x_hat + beta"),
+                                     (plain + b64, "gamma is never applied (x_hat + beta)"),
+                                     (plain * g64, "beta is never added (gamma * x_hat)"))
+                    if torch.allclose(got, alt, atol=ATOL, rtol=1e-5)),
+                   f"the output is not gamma * x_hat + beta (max |difference| {float((got - want).abs().max()):.3g})")
+        problems.append(f"with a random gamma and beta (as after training) {why}")
+    leaf = (torch.randn(shape, generator=g) * scale + shift).requires_grad_()
+    bn = attempt("", cls, dim, momentum=momentum, what="").value
+    with_grad = attempt("", bn, leaf, what="layer(x) on an input that requires grad")
+    if not with_grad.ok:
+        problems.append(with_grad.row.detail + " (an in-place operation on the input?)")
+    elif graph := checks.graph_in_state(bn, ["running_mean", "running_var"]):
+        problems.append(f"after an input that requires grad (as every layer's input does in training), "
+                        f"{' and '.join(graph)} carry an autograd graph: update them under torch.no_grad() (or from "
+                        "detached statistics), or each batch's graph stays alive, linked to the next")
+    return problems
 
 
 def _training_output_row(name: str, layer: object, got: object, x: torch.Tensor, want: torch.Tensor, n: int,
@@ -198,6 +332,8 @@ def _training_output_row(name: str, layer: object, got: object, x: torch.Tensor,
         if isinstance(got, torch.Tensor) and got.shape == alt.shape and torch.allclose(
                 got.double(), alt, atol=ATOL, rtol=1e-5):
             cause = why
+    if not cause and isinstance(got, torch.Tensor) and got.shape == x.shape:
+        cause = _statistics_dims(got, x)
     row = check(name, got, want, atol=ATOL, rtol=1e-5, hint=hint, n=n)
     if cause and not row.passed:
         return Result(name, "wrong", f"{row.detail}: {cause}", hint)
@@ -205,6 +341,25 @@ def _training_output_row(name: str, layer: object, got: object, x: torch.Tensor,
         return Result(name, "wrong", "the output is right, but self.out is not it: the lesson's layers keep "
                       "their last output in self.out (lesson 03's plots read it)", "store the output in self.out")
     return row
+
+
+def _statistics_dims(got: torch.Tensor, x: torch.Tensor) -> str:
+    """Which dimensions an output's statistics ran over, when not over all but the channels: each other set of
+    dimensions is tried (a mean over the batch only, over everything, over the channels...)."""
+    import itertools
+    x64 = x.double()
+    right = tuple(range(x.ndim - 1))
+    names = {0: "the batch (0)", 1: "the positions (1)" if x.ndim == 3 else "the channels (1)", 2: "the channels (2)"}
+    for r in range(1, x.ndim + 1):
+        for dims in itertools.combinations(range(x.ndim), r):
+            if dims == right:
+                continue
+            alt = (x64 - x64.mean(dims, keepdim=True)) / (x64.var(dims, keepdim=True, correction=0) + 1e-5).sqrt()
+            if torch.allclose(got.double(), alt, atol=ATOL, rtol=1e-5):
+                over = " and ".join(names[d] for d in dims)
+                return (f"its mean and variance run over {over}, not over every dimension but the channels "
+                        f"(dims {right} for a {x.ndim}-D input: x.ndim - 1 of them, whatever x.ndim is)")
+    return ""
 
 
 def _running_hints(layer: object, batches: list[torch.Tensor], momentum: float, mean: torch.Tensor,
@@ -222,6 +377,14 @@ def _running_hints(layer: object, batches: list[torch.Tensor], momentum: float, 
             running_var.double(), _running(batches, momentum, unbiased=False)[1], atol=ATOL):
         var_hint = ("the running variance is the biased one: it moves towards the batch variance times "
                     "n / (n - 1), n = the number of values averaged per channel")
+    elif isinstance(running_var, torch.Tensor) and running_var.shape == var.shape:
+        shape = batches[0].shape
+        n_all = math.prod(shape[:-1])
+        for d, size in enumerate(shape[:-1]):
+            if size != n_all and size > 1 and torch.allclose(running_var.double(),
+                                                             _running(batches, momentum, n=size)[1], atol=ATOL):
+                var_hint = (f"the running variance uses n / (n - 1) with n = {size}, the size of dimension {d} only, "
+                            f"where n = {n_all} values are averaged per channel (every dimension but the last)")
     return mean_hint, var_hint
 
 

@@ -340,6 +340,9 @@ def describe_weights(A: torch.Tensor, q: torch.Tensor, k: torch.Tensor, window: 
     keep = read & want & good.view(-1, 1)
     keep = keep.expand_as(An) & (An > zero)
     c, resid, b = _log_fit(logw, scores, keep)
+    if not math.isfinite(c):   # too few allowed positions per row (a window of 1): fit on all it reads
+        keep = (read & good.view(-1, 1)).expand_as(An) & (An > zero)
+        c, resid, b = _log_fit(logw, scores, keep)
     if math.isfinite(c) and resid < 1e-3:
         if abs(c - scale) > 2e-3 * scale:
             facts.append(f"the scores q . k are multiplied by {name_factor(c, factors)}"
