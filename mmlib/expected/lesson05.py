@@ -441,12 +441,56 @@ def probe_conv_stack(stack, model, X: torch.Tensor, X_windows: torch.Tensor, kee
         with torch.no_grad(), eval_mode(model, conv):
             got = conv(X.to(model.device))[0][keep.to(model.device)]
             want = model(X_windows.to(model.device))[0]
-        rows.append(check(names[-1], got, want, atol=atol,
-                          hint="compare each level with the rows above: the order Conv1d, BatchNorm1d, Tanh matters"))
+        row = check(names[-1], got, want, atol=atol)
+        if not row.passed:
+            row.hint = (stack_structure(stack, model) or ("fix the rows above first" if not all(r.passed for r in rows)
+                        else "compare each level with the rows above: the order Conv1d, BatchNorm1d, Tanh matters"))
+        rows.append(row)
     except Exception as e:  # noqa: BLE001 - any exception from the learner's stack is reported, not raised
-        rows.append(Result(names[-1], "error", checks.describe_error(e),
-                           "fix the rows above first" if not all(r.passed for r in rows) else ""))
+        rows.append(Result(names[-1], "error", checks.describe_error(e), stack_structure(stack, model) or
+                           ("fix the rows above first" if not all(r.passed for r in rows) else "")))
     return rows
+
+
+def stack_structure(stack: nn.Module, model) -> str:
+    """How the stack's levels differ from the tree's besides the convolutions' settings: the layers of each level in
+    order (Conv1d, BatchNorm1d, Tanh), one module object used in several places, and BatchNorm settings (eps,
+    affine, running statistics) other than the WaveNet's - settings a copy of the weights does not carry."""
+    leaves = [m for _, m in stack.named_modules(remove_duplicate=False) if not list(m.children())]
+    levels: list[list[nn.Module]] = []
+    for m in leaves:
+        if isinstance(m, nn.Conv1d) or not levels:
+            levels.append([])
+        levels[-1].append(m)
+    found = []
+    want = ["Conv1d", "BatchNorm1d", "Tanh"]
+    for k, level in enumerate(levels):
+        kinds = [type(m).__name__ for m in level]
+        if kinds != want:
+            found.append(f"level {k} is {', '.join(kinds)}; the tree's level is Conv1d, BatchNorm1d, Tanh (a "
+                         "BatchNorm normalises the convolution's output before the tanh squashes it)")
+            break
+    seen: dict[int, list[int]] = {}
+    for k, level in enumerate(levels):
+        for m in level:
+            if list(m.parameters()) or list(m.buffers()):
+                seen.setdefault(id(m), []).append(k)
+    shared = [(next(m for m in leaves if id(m) == i), ks) for i, ks in seen.items() if len(ks) > 1]
+    for m, ks in shared[:1]:
+        found.append(f"one {type(m).__name__} object serves levels {', '.join(map(str, ks))}: each level needs "
+                     "its own (its own weights and running statistics); create a new module per level")
+    ref_bn = next((m for m in model.modules() if isinstance(m, nn.BatchNorm1d)), None)
+    for k, level in enumerate(levels):
+        for m in level:
+            if isinstance(m, nn.BatchNorm1d) and ref_bn is not None:
+                off = [f"{a} {getattr(m, a)}" for a in ("eps", "affine", "track_running_stats")
+                       if getattr(m, a) != getattr(ref_bn, a)]
+                if off:
+                    found.append(f"level {k}'s BatchNorm1d has {', '.join(off)}, the tree's "
+                                 + ", ".join(f"{a.split()[0]} {getattr(ref_bn, a.split()[0])}" for a in off)
+                                 + ": settings are not weights, so copying the tree's weights does not carry them")
+                    return "; ".join(found)
+    return "; ".join(found)
 
 
 # ---- exercise 4: beat the lesson --------------------------------------------------------------------

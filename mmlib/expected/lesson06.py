@@ -196,7 +196,8 @@ def _family_sentence(kind: str, w: int, T: int, window: int | None) -> str:
                 f"t - {window - 1}" if narrower else "")
         return f"position t reads t - {w - 1}..t ({_positions(w)}){what}; it should read {want}"
     if kind == "strict":
-        return (f"position t reads t - {w}..t - 1 but not itself: it masks the diagonal too (triu(0) where "
+        reads = "all of 0..t - 1" if w >= T - 1 else f"t - {w}..t - 1"
+        return (f"position t reads {reads} but not itself: it masks the diagonal too (triu(0) where "
                 f"triu(1) belongs, or t - s > 0 where t - s >= 0 belongs); a position may see itself, and position 0 "
                 f"is left with nothing to read; it should read {want}")
     if kind == "both" and w >= T:
@@ -304,8 +305,8 @@ def describe_weights(A: torch.Tensor, q: torch.Tensor, k: torch.Tensor, window: 
     if nan_rows.any():
         if bool(nan_rows.all()):
             return []   # nothing to read a pattern from: `attention_variants` may still match it
-        facts.append(f"the weights of position(s) {_span(nan_rows)} are NaN: a row whose scores are all -inf (it has "
-                     "nothing left to read) gives NaN in the softmax" + (
+        facts.append(f"the weights of position(s) {_span(nan_rows)} are NaN (a row whose scores are all -inf (it has "
+                     "nothing left to read) gives NaN in the softmax)" + (
                          "; position 0 reads nothing, so position t itself is masked (the diagonal, or a window "
                          "narrower than it should be): a position may see itself" if bool(nan_rows[0]) else ""))
     An = A.nan_to_num(0.0)
@@ -735,11 +736,13 @@ def explain_head(make_head: Callable[..., nn.Module], window: int | None) -> str
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, T, hs):
         return ""
     out = out.double()
+    nan_rows = out.isnan().any(-1, keepdim=True)        # a NaN row stays NaN; the others are solved for
+    finite = out.masked_fill(nan_rows, 0.0)
     averaged = None
     for what, vals in (("values", v), ("keys", k), ("queries", q)):
-        A = out @ torch.linalg.pinv(vals.double())
-        if torch.allclose(A @ vals.double(), out, atol=1e-4):
-            averaged = what, A
+        A = finite @ torch.linalg.pinv(vals.double())
+        if torch.allclose(A @ vals.double(), finite, atol=1e-4):
+            averaged = what, A.masked_fill(nan_rows, math.nan)
             break
     if averaged is None:
         return ("the output is not a weighted average of value(x) (nor of the keys or queries): the last step is "
@@ -812,9 +815,11 @@ def _no_window_row(name: str, make_head: Callable[..., nn.Module], n_embd: int, 
         if problem := tensor_problem(out.value, x):
             return Result(name, "error", problem)
         q, k, v = head.query(x), head.key(x), head.value(x)
-    return check(name, out.value, _head_reference(head, x), atol=ATOL,
-                 hint="without a window the head is section 3's causal attention: " + diagnose_attention(out.value,
-                                                                                                   q, k, v))
+    row = check(name, out.value, _head_reference(head, x), atol=ATOL)
+    if not row.passed:
+        row.hint = "without a window the head is section 3's causal attention: " + (
+            explain_head(make_head, None) or diagnose_attention(out.value, q, k, v))
+    return row
 
 
 # ---- exercise 3: grouped-query attention -------------------------------------------------------------
@@ -956,6 +961,11 @@ def probe_grouped_attention(fn: Callable, seed: int = 0) -> list[Result]:
             if not row.passed:
                 row.hint = diagnose_grouped(got.value.detach(), q, k, v, fn)
             rows.append(row)
+    right = [r.name for r in rows if r.passed]
+    for r in rows:
+        if right and r.status == "error" and " raised " in r.detail:
+            r.hint = (f"it is right for {'; '.join(right)}, and raises here: something in it holds only for some "
+                      "sizes (each key/value head serves n_head // n_kv_head query heads, whatever the sizes)")
     if rows and all(r.passed for r in rows):
         B, n_head, n_kv, T, hs = GROUPED_CASES[0]
         rows[0] = _other_dtype_and_device(rows[0], fn, (B, n_head, T, hs), None, "my_grouped_attention",
