@@ -614,3 +614,20 @@ def device_problem(call: Callable[..., Any], *inputs: torch.Tensor, what: str) -
         return (f"{what} returns its output on {out.device} when its inputs are on another device (here 'meta', "
                 "standing in for a GPU): make new tensors on the input's device (device=x.device)")
     return ""
+
+
+def on_one_thread(probe: Callable) -> Callable:
+    """Run `probe` with PyTorch on one thread, then restore the setting: a probe's tensors are tiny, so threads
+    only add their start-up and, on a busy machine, wait for each other (a check cell then took seconds, not
+    tenths of a second)."""
+    import functools
+
+    @functools.wraps(probe)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return probe(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+    return run

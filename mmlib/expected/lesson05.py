@@ -66,6 +66,7 @@ FLATTEN_HINT = ("group g holds positions g*n ... g*n + n - 1: their n vectors of
                 "is left goes, and only that one (a batch can have a single example too)")
 
 
+@checks.on_one_thread
 def probe_flatten(cls: type, seed: int = 0) -> list[Result]:
     """One row per case: `cls(n)(x)` against `flatten_consecutive(x, n)`, then the shapes to refuse."""
     g = torch.Generator().manual_seed(seed)
@@ -184,6 +185,7 @@ def _normalised(x: torch.Tensor, eps: float, where: str) -> torch.Tensor:
     return d / {"outside": var.sqrt() + eps, "none": var.sqrt()}.get(where, (var + eps).sqrt())
 
 
+@checks.on_one_thread
 def probe_batchnorm(cls: type, seed: int = 0, dim: int = 6, momentum: float = 0.2) -> list[Result]:
     """Train-mode outputs and running statistics of `cls(dim, momentum=momentum)` after three
     (N, L, C) batches, its eval-mode output, and the same for (N, C) batches (which must still work).

@@ -424,6 +424,7 @@ def recover_attention(call: Callable[..., torch.Tensor], lead: tuple[int, ...], 
     return "what your attention does: " + "; ".join(facts) if facts else ""
 
 
+@checks.on_one_thread
 def probe_attention(fn: Callable, seed: int = 0) -> list[Result]:
     """One row per case: `fn(q, k, v, window)` against `scaled_dot_product_attention` with the window's
     mask, tolerance ATOL.
@@ -594,6 +595,7 @@ def _mask_too_long(head: nn.Module, T: int) -> str:
     return ""
 
 
+@checks.on_one_thread
 def probe_causal_head(make_head: Callable[..., nn.Module], n_embd: int = 16, head_size: int = 4,
                       block_size: int = 8, vocab_size: int = 27, seed: int = 0,
                       window: int = HEAD_WINDOW) -> list[Result]:
@@ -926,6 +928,7 @@ def recover_grouped(call: Callable[..., torch.Tensor], B: int, n_head: int, n_kv
             if msgs else "")
 
 
+@checks.on_one_thread
 def probe_grouped_attention(fn: Callable, seed: int = 0) -> list[Result]:
     """One row per case of GROUPED_CASES: `fn(q, k, v)` against `grouped_reference`, tolerance ATOL; a wrong
     output is described by `diagnose_grouped`, and inputs the function changed in place are named."""
