@@ -223,7 +223,9 @@ def probe_batchnorm(cls: type, seed: int = 0, dim: int = 6, momentum: float = 0.
                           rtol=1e-5, hint=mean_hint))
         rows.append(check(names[2], _per_channel(getattr(layer, "running_var", None), dim), var, atol=ATOL,
                           rtol=1e-5, hint=var_hint, n=n))
-        if rows[-3].passed and (problems := batchnorm_state_problems(cls, dim, momentum, shape, scale, shift, g)):
+        problems = batchnorm_state_problems(cls, dim, momentum, shape, scale, shift, g) if rows[-3].passed else []
+        in_eval = [p for p in problems if p.startswith("in eval mode")]
+        if problems := [p for p in problems if p not in in_eval]:
             rows[-3] = Result(names[0], "wrong", "the output is right with gamma = 1 and beta = 0, but "
                               + "; ".join(problems))
         layer.training = False
@@ -235,6 +237,8 @@ def probe_batchnorm(cls: type, seed: int = 0, dim: int = 6, momentum: float = 0.
                       hint="eval mode normalises with the running statistics")
         rows.append(got.row if not got.ok else check(names[3], got.value, want, atol=ATOL, rtol=1e-5,
                                                      hint=_eval_hint(layer, got.value, x)))
+        if rows[-1].passed and in_eval:
+            rows[-1] = Result(names[3], "wrong", "right with these running statistics, but " + "; ".join(in_eval))
     return rows
 
 
@@ -257,10 +261,16 @@ def _eval_hint(layer: object, got: object, x: torch.Tensor) -> str:
                 "the running statistics take their place (self.training ignored?)")
     mean, var = (_per_channel(getattr(layer, a, None), x.shape[-1]) for a in ("running_mean", "running_var"))
     if isinstance(mean, torch.Tensor) and isinstance(var, torch.Tensor) and mean.shape == var.shape == gamma.shape:
-        own = gamma * (x64 - mean.double()) / (var.double() + 1e-5).sqrt() + beta
-        if torch.allclose(g, own, atol=ATOL, rtol=1e-5):
-            return ("it normalises with its own running statistics, as eval mode should: the error follows from "
-                    "the running_mean / running_var rows above")
+        d, v = x64 - mean.double(), var.double()
+        for own, why in ((gamma * d / (v + 1e-5).sqrt() + beta,
+                          "it normalises with its own running statistics, as eval mode should: the error follows from "
+                          "the running_mean / running_var rows above"),
+                         (gamma * d / (v.sqrt() + 1e-5) + beta, "in eval mode eps is added outside the square root: "
+                          "it belongs under it, with the running variance"),
+                         (gamma * d / v.sqrt() + beta, "in eval mode eps is missing: sqrt(running_var + eps)"),
+                         (d / (v + 1e-5).sqrt(), "in eval mode gamma and beta are not applied")):
+            if torch.allclose(g, own, atol=ATOL, rtol=1e-5):
+                return why
     return hint
 
 
@@ -309,6 +319,7 @@ def batchnorm_state_problems(cls: type, dim: int, momentum: float, shape: tuple[
                     if torch.allclose(got, alt, atol=ATOL, rtol=1e-5)),
                    f"the output is not gamma * x_hat + beta (max |difference| {float((got - want).abs().max()):.3g})")
         problems.append(f"with a random gamma and beta (as after training) {why}")
+    problems += _eval_with_small_variance(bn, x, g)
     leaf = (torch.randn(shape, generator=g) * scale + shift).requires_grad_()
     bn = attempt("", cls, dim, momentum=momentum, what="").value
     with_grad = attempt("", bn, leaf, what="layer(x) on an input that requires grad")
@@ -319,6 +330,28 @@ def batchnorm_state_problems(cls: type, dim: int, momentum: float, shape: tuple[
                         f"{' and '.join(graph)} carry an autograd graph: update them under torch.no_grad() (or from "
                         "detached statistics), or each batch's graph stays alive, linked to the next")
     return problems
+
+
+def _eval_with_small_variance(bn: object, x: torch.Tensor, g: torch.Generator) -> list[str]:
+    """Eval mode with running statistics set by hand, channel 0's variance 1e-5 (= eps, so eps outside the root or
+    none changes that channel's output by about 40%): the main probe's running variances near 1 hide eps."""
+    dim = x.shape[-1]
+    mean, var = torch.randn(dim, generator=g), torch.rand(dim, generator=g) + 0.5
+    var[0] = 1e-5
+    try:
+        bn.training = False
+        bn.running_mean, bn.running_var = mean.clone(), var.clone()
+    except Exception:  # noqa: BLE001 - a layer that keeps its statistics elsewhere is judged by the main rows
+        return []
+    out = attempt("", bn, x, what="layer(x) in eval mode")
+    gamma, beta = (getattr(bn, a).detach().double() for a in ("gamma", "beta"))
+    want = gamma * (x.double() - mean.double()) / (var.double() + 1e-5).sqrt() + beta
+    if not out.ok or not isinstance(out.value, torch.Tensor) or out.value.shape != x.shape:
+        return [f"in eval mode with set running statistics {out.row.detail if not out.ok else 'the shape changes'}"]
+    if torch.allclose(out.value.detach().double(), want, atol=ATOL, rtol=1e-5):
+        return []
+    return ["in eval mode, with running_var 1e-5 in channel 0, the output is not gamma * (x - running_mean) / "
+            "sqrt(running_var + eps) + beta: " + _eval_hint(bn, out.value.detach(), x)]
 
 
 def _training_output_row(name: str, layer: object, got: object, x: torch.Tensor, want: torch.Tensor, n: int,
@@ -376,6 +409,10 @@ def _running_hints(layer: object, batches: list[torch.Tensor], momentum: float, 
         mean_hint = var_hint = (f"momentum swapped: each new batch must count with weight momentum = {momentum}, "
                                 f"the running value with 1 - momentum")
     elif isinstance(running_var, torch.Tensor) and running_var.shape == var.shape and torch.allclose(
+            running_var.double(), swapped[1], atol=ATOL):
+        var_hint = (f"momentum swapped in the running variance: each new batch must count with weight momentum = "
+                    f"{momentum}, the running value with 1 - momentum")
+    elif isinstance(running_var, torch.Tensor) and running_var.shape == var.shape and torch.allclose(
             running_var.double(), _running(batches, momentum, unbiased=False)[1], atol=ATOL):
         var_hint = ("the running variance is the biased one: it moves towards the batch variance times "
                     "n / (n - 1), n = the number of values averaged per channel")
@@ -422,17 +459,20 @@ def probe_conv_stack(stack, model, X: torch.Tensor, X_windows: torch.Tensor, kee
            "in_channels": "a level reads the embeddings (level 0) or the level below's units",
            "out_channels": "every level has n_hidden units",
            "bias": "BatchNorm follows, so a bias would be cancelled: leave it out",
-           "padding": "the start tokens in front stand in for padding"}
+           "padding": "the start tokens in front stand in for padding",
+           "stride": "every position gets an output: the stride is 1 (the dilation, not the stride, spaces the pair)",
+           "groups": "every output channel reads every input channel: groups=1"}
     for k in range(n):
         if k >= len(convs):
             rows.append(Result(names[1 + k], "wrong", "missing", "one Conv1d per level of the tree"))
             continue
         m = convs[k]
         want = {"kernel_size": 2, "dilation": 2**k, "in_channels": c.n_embd if k == 0 else c.n_hidden,
-                "out_channels": c.n_hidden, "bias": False, "padding": 0}
+                "out_channels": c.n_hidden, "bias": False, "padding": 0, "stride": 1, "groups": 1}
         got = {"kernel_size": m.kernel_size[0], "dilation": m.dilation[0], "in_channels": m.in_channels,
                "out_channels": m.out_channels, "bias": m.bias is not None,
-               "padding": m.padding if isinstance(m.padding, str) else m.padding[0]}
+               "padding": m.padding if isinstance(m.padding, str) else m.padding[0], "stride": m.stride[0],
+               "groups": m.groups}
         off = [key for key in want if got[key] != want[key]]
         rows.append(check_that(names[1 + k], m, not off,
                                "as the tree's level" if not off else

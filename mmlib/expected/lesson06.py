@@ -319,17 +319,18 @@ def describe_weights(A: torch.Tensor, q: torch.Tensor, k: torch.Tensor, window: 
     good = ~nan_rows
     sums = An.sum(-1)[..., good]
     if sums.numel() and not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
-        dims = [d for d in range(A.ndim - 1) if torch.allclose(An.sum(d), torch.ones(()).double(), atol=1e-4)]
+        dims = [d for d in range(A.ndim - 1) if A.shape[d] > 1
+                and torch.allclose(An.sum(d), torch.ones(()).double(), atol=1e-4)]
         c = float(sums.mean())
-        if dims:
+        plain = [(f, n.replace(", right", "")) for f, n in factors]
+        if torch.allclose(sums, torch.full_like(sums, c), rtol=1e-3, atol=1e-6):
+            facts.append(f"each row's weights sum to {name_factor(c, plain)}, not 1: a factor applied after the "
+                         "softmax (the scale belongs to the scores, before it)")
+        elif dims:
             d = dims[0]
             name = "dim=-2 (each column)" if d == A.ndim - 2 else f"dim={d}"
             facts.append(f"the weights sum to 1 over {name}, not over each row: a softmax over {name}; normalise each "
                          "row (dim=-1), so that position t's weights over the positions it reads sum to 1")
-        elif torch.allclose(sums, torch.full_like(sums, c), rtol=1e-3, atol=1e-6):
-            plain = [(f, n.replace(", right", "")) for f, n in factors]
-            facts.append(f"each row's weights sum to {name_factor(c, plain)}, not 1: a factor applied after the "
-                         "softmax (the scale belongs to the scores, before it)")
         elif bool((sums <= 1 + 1e-4).all()):
             facts.append(f"rows' weights sum to between {float(sums.min()):.3g} and {float(sums.max()):.3g}, not 1: "
                          "weights set to 0 after the softmax, which then no longer sum to 1; mask the scores before "
@@ -457,11 +458,22 @@ def probe_attention(fn: Callable, seed: int = 0) -> list[Result]:
             if not row.passed:
                 row.hint = explain_attention(lambda a, b, c, w=window: fn(a, b, c, w), got.value, q, k, v, window)
             rows.append(row)
+    _right_elsewhere(rows, "work on the last two dimensions only (positions, head size), so any batch shape works")
     if rows and all(r.passed for r in rows):
         shape, window = ATTENTION_CASES[0]
         rows[0] = _other_dtype_and_device(rows[0], lambda a, b, c: fn(a, b, c, window), shape, window,
                                           "my_attention")
     return rows
+
+
+def _right_elsewhere(rows: list[Result], rule: str) -> None:
+    """Rows where the answer raised, when it is right on other cases: say which, so the sizes stand out as the
+    cause (a number written in, a dimension counted from the front), followed by the exercise's `rule`."""
+    right = [r.name for r in rows if r.passed]
+    for r in rows:
+        if right and r.status == "error" and " raised " in r.detail:
+            r.hint = (f"it is right for {'; '.join(right)}, and raises here: something in it holds only for some "
+                      f"sizes; {rule}")
 
 
 def explain_attention(call: Callable[..., torch.Tensor], got: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
@@ -964,11 +976,7 @@ def probe_grouped_attention(fn: Callable, seed: int = 0) -> list[Result]:
             if not row.passed:
                 row.hint = diagnose_grouped(got.value.detach(), q, k, v, fn)
             rows.append(row)
-    right = [r.name for r in rows if r.passed]
-    for r in rows:
-        if right and r.status == "error" and " raised " in r.detail:
-            r.hint = (f"it is right for {'; '.join(right)}, and raises here: something in it holds only for some "
-                      "sizes (each key/value head serves n_head // n_kv_head query heads, whatever the sizes)")
+    _right_elsewhere(rows, "each key/value head serves n_head // n_kv_head query heads, whatever the sizes")
     if rows and all(r.passed for r in rows):
         B, n_head, n_kv, T, hs = GROUPED_CASES[0]
         rows[0] = _other_dtype_and_device(rows[0], fn, (B, n_head, T, hs), None, "my_grouped_attention",
