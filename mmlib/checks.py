@@ -631,3 +631,12 @@ def on_one_thread(probe: Callable) -> Callable:
         finally:
             torch.set_num_threads(threads)
     return run
+
+
+def quietly(explain: Callable[..., Any], *args: Any, default: Any = "", **kwargs: Any) -> Any:
+    """`explain(*args, **kwargs)`, or `default` if it raises: a diagnosis runs a learner's code in ways the
+    check's own rows did not, and whatever that code does, the check must still give its rows."""
+    try:
+        return explain(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - a diagnosis that fails says nothing; the row still says what was measured
+        return default

@@ -83,7 +83,7 @@ def probe_flatten(cls: type, seed: int = 0) -> list[Result]:
         else:
             row = check(name, got.value, want, atol=0.0, hint=FLATTEN_HINT)
             if not row.passed and row.status == "wrong":
-                row.hint = explain_flatten(cls, shape, n) or FLATTEN_HINT
+                row.hint = checks.quietly(explain_flatten, cls, shape, n) or FLATTEN_HINT
             rows.append(row)
     for shape, n, why in FLATTEN_REFUSED:
         name = f"FlattenConsecutive({n}) on {shape} must be refused"
@@ -223,7 +223,8 @@ def probe_batchnorm(cls: type, seed: int = 0, dim: int = 6, momentum: float = 0.
                           rtol=1e-5, hint=mean_hint))
         rows.append(check(names[2], _per_channel(getattr(layer, "running_var", None), dim), var, atol=ATOL,
                           rtol=1e-5, hint=var_hint, n=n))
-        problems = batchnorm_state_problems(cls, dim, momentum, shape, scale, shift, g) if rows[-3].passed else []
+        problems = (checks.quietly(batchnorm_state_problems, cls, dim, momentum, shape, scale, shift, g, default=[])
+                    if rows[-3].passed else [])
         in_eval = [p for p in problems if p.startswith("in eval mode")]
         if problems := [p for p in problems if p not in in_eval]:
             rows[-3] = Result(names[0], "wrong", "the output is right with gamma = 1 and beta = 0, but "
@@ -236,7 +237,7 @@ def probe_batchnorm(cls: type, seed: int = 0, dim: int = 6, momentum: float = 0.
         got = attempt(names[3], layer, x, what="layer(x) in eval mode",
                       hint="eval mode normalises with the running statistics")
         rows.append(got.row if not got.ok else check(names[3], got.value, want, atol=ATOL, rtol=1e-5,
-                                                     hint=_eval_hint(layer, got.value, x)))
+                                                     hint=checks.quietly(_eval_hint, layer, got.value, x)))
         if rows[-1].passed and in_eval:
             rows[-1] = Result(names[3], "wrong", "right with these running statistics, but " + "; ".join(in_eval))
     return rows
@@ -368,7 +369,7 @@ def _training_output_row(name: str, layer: object, got: object, x: torch.Tensor,
                 got.double(), alt, atol=ATOL, rtol=1e-5):
             cause = why
     if not cause and isinstance(got, torch.Tensor) and got.shape == x.shape:
-        cause = _statistics_dims(got, x)
+        cause = checks.quietly(_statistics_dims, got, x)
     row = check(name, got, want, atol=ATOL, rtol=1e-5, hint=hint, n=n)
     if cause and not row.passed:
         return Result(name, "wrong", f"{row.detail}: {cause}", hint)
@@ -485,12 +486,14 @@ def probe_conv_stack(stack, model, X: torch.Tensor, X_windows: torch.Tensor, kee
             want = model(X_windows.to(model.device))[0]
         row = check(names[-1], got, want, atol=atol)
         if not row.passed:
-            row.hint = (stack_structure(stack, model) or ("fix the rows above first" if not all(r.passed for r in rows)
-                        else "compare each level with the rows above: the order Conv1d, BatchNorm1d, Tanh matters"))
+            row.hint = (checks.quietly(stack_structure, stack, model)
+                        or ("fix the rows above first" if not all(r.passed for r in rows) else
+                            "compare each level with the rows above: the order Conv1d, BatchNorm1d, Tanh matters"))
         rows.append(row)
     except Exception as e:  # noqa: BLE001 - any exception from the learner's stack is reported, not raised
-        rows.append(Result(names[-1], "error", checks.describe_error(e), stack_structure(stack, model) or
-                           ("fix the rows above first" if not all(r.passed for r in rows) else "")))
+        rows.append(Result(names[-1], "error", checks.describe_error(e),
+                           checks.quietly(stack_structure, stack, model)
+                           or ("fix the rows above first" if not all(r.passed for r in rows) else "")))
     return rows
 
 

@@ -394,10 +394,11 @@ def swapped_roles(got: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
 
 
 def recover_attention(call: Callable[..., torch.Tensor], lead: tuple[int, ...], T: int, hs: int, window: int | None,
-                      factors: list[tuple[float, str]], seed: int = 1) -> str:
+                      factors: list[tuple[float, str]], seed: int = 1) -> str | None:
     """What `call(q, k, v)` computes, read from its weights: q, k random of shape (*lead, T, hs) and v the identity
-    (hs > T, so that 1/sqrt(T) and 1/sqrt(head size) differ). "" when it is right on these inputs, or its output is
-    not attention-shaped enough to read (the caller then falls back to `attention_variants`)."""
+    (hs > T, so that 1/sqrt(T) and 1/sqrt(head size) differ). "" when it is right on these inputs; None when its
+    output cannot be read this way or nothing in it is found to differ (the caller then falls back to
+    `attention_variants`)."""
     g = torch.Generator().manual_seed(seed)
     q, k, v2 = (torch.randn(*lead, T, hs, generator=g) for _ in range(3))
     v = identity_values(lead, T, hs)
@@ -407,10 +408,10 @@ def recover_attention(call: Callable[..., torch.Tensor], lead: tuple[int, ...], 
             out = call(q.clone(), k.clone(), v.clone())
             out2 = call(q.clone(), k.clone(), v2.clone())
     except Exception:  # noqa: BLE001 - the probe's own rows report what raised; here it only means "no reading"
-        return ""
+        return None
     if not (isinstance(out, torch.Tensor) and isinstance(out2, torch.Tensor) and out.shape == ref.shape
             and out2.shape == ref.shape):
-        return ""
+        return None
     out, out2 = out.detach().double(), out2.detach().double()
     if why := swapped_roles(out2, q, k, v2, lambda a, b, c: attention_reference(a, b, c, window=window)):
         return why
@@ -422,7 +423,7 @@ def recover_attention(call: Callable[..., torch.Tensor], lead: tuple[int, ...], 
     if _close(out, ref):
         return ""
     facts = describe_weights(A, q, k, window, factors, 1 / math.sqrt(hs))
-    return "what your attention does: " + "; ".join(facts) if facts else ""
+    return "what your attention does: " + "; ".join(facts) if facts else None
 
 
 @checks.on_one_thread
@@ -456,7 +457,8 @@ def probe_attention(fn: Callable, seed: int = 0) -> list[Result]:
         else:
             row = check(name, got.value, attention_reference(q, k, v, window=window), atol=ATOL)
             if not row.passed:
-                row.hint = explain_attention(lambda a, b, c, w=window: fn(a, b, c, w), got.value, q, k, v, window)
+                row.hint = checks.quietly(explain_attention, lambda a, b, c, w=window: fn(a, b, c, w), got.value,
+                                          q, k, v, window)
             rows.append(row)
     _right_elsewhere(rows, "work on the last two dimensions only (positions, head size), so any batch shape works")
     if rows and all(r.passed for r in rows):
@@ -488,10 +490,11 @@ def explain_attention(call: Callable[..., torch.Tensor], got: torch.Tensor, q: t
     T, hs = q.shape[-2], q.shape[-1]
     hs_probe = hs if hs > T else T + 2   # above T: v can be the identity, and 1/sqrt(T) is not 1/sqrt(head size)
     factors = scale_factors(hs_probe, T, window, n_embd)
-    if why := recover_attention(call, tuple(q.shape[:-2]), T, hs_probe, window, factors):
+    why = recover_attention(call, tuple(q.shape[:-2]), T, hs_probe, window, factors)
+    if why:
         return why
     variant = diagnose_attention(got, q, k, v, window)
-    if not variant.startswith("follow section 3"):
+    if why is None or not variant.startswith("follow section 3"):
         return variant
     return (f"on q, k, v of shape {(*q.shape[:-1], hs_probe)} it is right, here (head size {hs}, T = {T}, "
             f"window {window}) it is not: something in it depends on the sizes (a number written in where "
@@ -720,9 +723,9 @@ def _output_row(name: str, head: nn.Module, x: torch.Tensor, out: torch.Tensor, 
                       "module follows .eval() by itself")
     row = check(name, out, _head_reference(head, x, window), atol=ATOL)
     if not row.passed:
-        row.hint = ((explain_head(make_head, window) if make_head is not None else "")
-                    or diagnose_attention(out, q, k, v, window))
-    elif problems := head_state_problems(head, x, initial or {}):
+        row.hint = ((checks.quietly(explain_head, make_head, window) if make_head is not None else "")
+                    or checks.quietly(diagnose_attention, out, q, k, v, window))
+    elif problems := checks.quietly(head_state_problems, head, x, initial or {}, default=[]):
         return Result(name, "wrong", "the output is right, but " + "; ".join(problems))
     return row
 
@@ -832,7 +835,7 @@ def _no_window_row(name: str, make_head: Callable[..., nn.Module], n_embd: int, 
     row = check(name, out.value, _head_reference(head, x), atol=ATOL)
     if not row.passed:
         row.hint = "without a window the head is section 3's causal attention: " + (
-            explain_head(make_head, None) or diagnose_attention(out.value, q, k, v))
+            checks.quietly(explain_head, make_head, None) or checks.quietly(diagnose_attention, out.value, q, k, v))
     return row
 
 
@@ -974,7 +977,7 @@ def probe_grouped_attention(fn: Callable, seed: int = 0) -> list[Result]:
         else:
             row = check(name, got.value, grouped_reference(q, k, v), atol=ATOL)
             if not row.passed:
-                row.hint = diagnose_grouped(got.value.detach(), q, k, v, fn)
+                row.hint = checks.quietly(diagnose_grouped, got.value.detach(), q, k, v, fn)
             rows.append(row)
     _right_elsewhere(rows, "each key/value head serves n_head // n_kv_head query heads, whatever the sizes")
     if rows and all(r.passed for r in rows):
