@@ -490,3 +490,182 @@ def beat_target(name: str, got: Any, target: float, *, what: str = "dev loss", h
     if margin > 0:
         return Result(name, "close", f"{what} {value:.4f} beats the lesson's {target:.4f} by {margin:.4f}")
     return Result(name, "wrong", f"{what} {value:.4f} misses the lesson's {target:.4f} by {-margin:.4f}", hint)
+
+
+# ---- what an answer does besides its output: state, inputs, devices (issue 27) -------------------------------
+# A module can compute the right numbers once and still be wrong: a mask it trains, a tensor `state_dict` does not
+# save, a buffer it cuts in place, two parts that are one tensor, running statistics that keep an autograd graph,
+# an input it changes, a tensor it makes on the CPU whatever device its input is on. These helpers look for each
+# and return sentences that name what they found ("" or [] when nothing).
+
+def snapshot(**tensors: Any) -> dict[str, torch.Tensor]:
+    """Copies of the named tensors (others are left out), to compare with `changed` after a call."""
+    return {k: v.detach().clone() for k, v in tensors.items() if isinstance(v, torch.Tensor)}
+
+
+def changed(before: Mapping[str, torch.Tensor], **after: Any) -> list[str]:
+    """The names whose tensor in `after` differs from its copy in `before` (shape, or any value; NaN = NaN)."""
+    out = []
+    for k, old in before.items():
+        new = after.get(k)
+        if not isinstance(new, torch.Tensor):
+            continue
+        new = new.detach()
+        if new.shape != old.shape or not torch.equal(new.isnan(), old.isnan()) or not torch.equal(
+                new.nan_to_num(), old.nan_to_num()):
+            out.append(k)
+    return out
+
+
+def inputs_changed_sentence(names: Sequence[str], what: str, example: str = "q = q * scale, not q *= scale") -> str:
+    """The sentence for inputs `what` (e.g. "my_attention") changed in place ("" when none); `example` shows
+    the out-of-place way."""
+    if not names:
+        return ""
+    return (f"{what} changed its input {' and '.join(names)} in place (an in-place operation such as *=, +=, "
+            f"masked_fill_, sub_, or a view of the input written to): its caller still needs it, so compute new "
+            f"tensors, e.g. {example}")
+
+
+def tensor_state(obj: Any) -> dict[str, torch.Tensor]:
+    """Every tensor an object holds, by name: an nn.Module's parameters and buffers (shared ones under each of
+    their names) and tensor attributes of it and its submodules; a plain object's tensor attributes."""
+    from torch import nn
+    out: dict[str, torch.Tensor] = {}
+    if isinstance(obj, nn.Module):
+        out.update(obj.named_parameters(remove_duplicate=False))
+        out.update(obj.named_buffers(remove_duplicate=False))
+        for prefix, m in obj.named_modules(remove_duplicate=False):
+            for k, v in vars(m).items():
+                if isinstance(v, torch.Tensor) and not k.startswith("_"):
+                    out.setdefault(f"{prefix}.{k}" if prefix else k, v)
+    else:
+        out.update({k: v for k, v in vars(obj).items() if isinstance(v, torch.Tensor)})
+    return out
+
+
+def plain_tensor_attributes(module: Any) -> list[str]:
+    """Tensor attributes of an nn.Module (or its submodules) that are neither parameters nor buffers."""
+    from torch import nn
+    if not isinstance(module, nn.Module):
+        return []
+    registered = {id(t) for t in module.parameters()} | {id(t) for t in module.buffers()}
+    return [k for k, v in tensor_state(module).items() if id(v) not in registered
+            and k not in dict(module.named_parameters(remove_duplicate=False))
+            and k not in dict(module.named_buffers(remove_duplicate=False))]
+
+
+def shared_tensors(obj: Any) -> list[tuple[str, ...]]:
+    """Groups of names under which an object holds one and the same tensor storage (by identity or memory)."""
+    groups: dict[tuple[int, int], list[str]] = {}
+    for k, v in tensor_state(obj).items():
+        if v.device.type == "meta" or v.numel() == 0:
+            continue
+        groups.setdefault((v.untyped_storage().data_ptr(), v.storage_offset()), []).append(k)
+    return [tuple(names) for names in groups.values() if len(names) > 1]
+
+
+def module_inventory(module: Any, parameters: Mapping[str, tuple[int, ...]],
+                     buffers: Sequence[str] = ()) -> list[str]:
+    """What a learner's nn.Module holds that differs from the reference's: `parameters` maps each expected
+    trainable tensor's name to its shape; `buffers` names tensors it may keep (untrained) in state_dict.
+
+    Names: a parameter missing, of another shape or extra (a mask made trainable: its name is among `buffers`),
+    a tensor attribute that is no buffer (state_dict and .to(device) leave it behind), and parts that share one
+    tensor. Parameters shared under two names are listed once, as shared.
+    """
+    from torch import nn
+    if not isinstance(module, nn.Module):
+        return [f"expected an nn.Module, got {type(module).__name__}"]
+    problems = []
+    got = dict(module.named_parameters(remove_duplicate=False))
+    for name, p in got.items():
+        if name.split(".")[-1] in {b.split(".")[-1] for b in buffers}:
+            problems.append(f"`{name}` is a trainable nn.Parameter: the optimizer would change it (and "
+                            f"parameters() counts it); a fixed tensor such as a mask is a buffer, "
+                            f"self.register_buffer('{name.split('.')[-1]}', ...)")
+        elif name not in parameters:
+            problems.append(f"an extra parameter `{name}` of shape {tuple(p.shape)} (the reference has only "
+                            f"{', '.join(parameters) or 'none'})")
+        elif tuple(p.shape) != tuple(parameters[name]):
+            problems.append(f"the parameter `{name}` has shape {tuple(p.shape)}, expected {tuple(parameters[name])}")
+    missing = [n for n in parameters if n not in got]
+    if missing:
+        problems.append(f"no parameter {', '.join(f'`{n}`' for n in missing)} (parameters() must list every "
+                        "trained tensor)")
+    for name in plain_tensor_attributes(module):
+        problems.append(f"`{name}` is a plain tensor attribute, not a buffer: state_dict() does not save it and "
+                        f".to(device) leaves it on its old device; self.register_buffer('{name.split('.')[-1]}', "
+                        "...) does both")
+    for names in shared_tensors(module):
+        if all(n in got for n in names) or any(n in parameters for n in names):
+            problems.append(f"{' and '.join(f'`{n}`' for n in names)} are one and the same tensor: the parts "
+                            "each need a tensor of their own (a layer assigned twice, or one tensor reused), so "
+                            "they can learn different things")
+    return problems
+
+
+def buffers_changed_by(module: Any, call: Callable[[], Any]) -> list[str]:
+    """The names of a module's buffers and tensor attributes that `call()` changed (`call`'s errors propagate)."""
+    from torch import nn
+    if not isinstance(module, nn.Module):
+        return []
+    params = dict(module.named_parameters(remove_duplicate=False))
+    before = snapshot(**{k: v for k, v in tensor_state(module).items() if k not in params})
+    call()
+    now = {k: v for k, v in tensor_state(module).items() if k not in params}
+    return changed(before, **now)
+
+
+def graph_in_state(obj: Any, names: Sequence[str]) -> list[str]:
+    """Which of `obj`'s attributes `names` are tensors that carry an autograd graph or require grad: running
+    statistics computed without torch.no_grad() keep every batch's graph alive."""
+    return [n for n in names if isinstance(getattr(obj, n, None), torch.Tensor)
+            and (getattr(obj, n).requires_grad or getattr(obj, n).grad_fn is not None)]
+
+
+def device_problem(call: Callable[..., Any], *inputs: torch.Tensor, what: str) -> str:
+    """Run `call(*inputs)` with the inputs on the 'meta' device, standing in for a GPU (no data, no memory): a tensor
+    the answer makes on the CPU without `device=` then meets a meta one, as it would meet a CUDA one, and PyTorch
+    raises. "" when it runs and its output is on the inputs' device (or it fails for a reason unrelated to devices,
+    e.g. reading a value with .item(), which meta tensors do not have)."""
+    meta = [t.detach().to("meta") for t in inputs]
+    try:
+        out = call(*meta)
+    except Exception as err:  # noqa: BLE001 - a learner's error is the finding, not a crash of the check
+        msg = str(err)
+        if "device" in msg and ("meta" in msg or "cpu" in msg):
+            return (f"{what} fails when its inputs are on another device than the CPU (here 'meta', standing in for a "
+                    f"GPU): {describe_error(err)}. A tensor made inside it (a mask, torch.ones, torch.tril, arange) "
+                    "stays on the CPU: give it device=x.device, or use *_like functions or a registered buffer")
+        return ""
+    if isinstance(out, torch.Tensor) and out.device.type != "meta":
+        return (f"{what} returns its output on {out.device} when its inputs are on another device (here 'meta', "
+                "standing in for a GPU): make new tensors on the input's device (device=x.device)")
+    return ""
+
+
+def on_one_thread(probe: Callable) -> Callable:
+    """Run `probe` with PyTorch on one thread, then restore the setting: a probe's tensors are tiny, so threads
+    only add their start-up and, on a busy machine, wait for each other (a check cell then took seconds, not
+    tenths of a second)."""
+    import functools
+
+    @functools.wraps(probe)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return probe(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+    return run
+
+
+def quietly(explain: Callable[..., Any], *args: Any, default: Any = "", **kwargs: Any) -> Any:
+    """`explain(*args, **kwargs)`, or `default` if it raises: a diagnosis runs a learner's code in ways the
+    check's own rows did not, and whatever that code does, the check must still give its rows."""
+    try:
+        return explain(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - a diagnosis that fails says nothing; the row still says what was measured
+        return default

@@ -225,3 +225,73 @@ def test_a_scalar_with_its_sign_flipped_says_so_and_a_factor_can_have_an_exercis
     w = torch.tensor([1.0, 2.0, 3.0])
     assert "here it means this" in check("g", 32 * w, w, n=32, causes=[(32.0, "here it means this")]).detail
     assert "a missing division by n = 32" in check("g", 32 * w, w, n=32).detail
+
+
+# ---- what an answer does besides its output (issue 27) ------------------------------------------------
+
+def _head(mask_as="buffer", shared=False):
+    from torch import nn
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.key = nn.Linear(4, 2, bias=False)
+            self.query = self.key if shared else nn.Linear(4, 2, bias=False)
+            tril = torch.ones(3, 3).tril()
+            if mask_as == "buffer":
+                self.register_buffer("tril", tril)
+            elif mask_as == "parameter":
+                self.tril = nn.Parameter(tril)
+            else:
+                self.tril = tril
+
+        def forward(self, x):
+            self.tril.triu_(-1) if mask_as == "cut" else None
+            return self.query(x) @ self.key(x).transpose(-2, -1)
+    return Head()
+
+
+def test_module_inventory_names_a_trained_mask_a_plain_attribute_and_shared_layers():
+    from mmlib.checks import module_inventory
+    want = {"key.weight": (2, 4), "query.weight": (2, 4)}
+    assert module_inventory(_head(), want, buffers=("tril",)) == []
+    assert any("`tril` is a trainable nn.Parameter" in p for p in module_inventory(_head("parameter"), want, ("tril",)))
+    assert any("`tril` is a plain tensor attribute" in p for p in module_inventory(_head("plain"), want, ("tril",)))
+    assert any("`key.weight` and `query.weight` are one and the same tensor" in p
+               for p in module_inventory(_head(shared=True), want, ("tril",)))
+    extra = module_inventory(_head(), {"key.weight": (2, 4)}, ("tril",))
+    assert any("an extra parameter `query.weight`" in p for p in extra)
+    assert any("no parameter `value.weight`" in p for p in module_inventory(_head(), {**want, "value.weight": (2, 4)}))
+
+
+def test_state_a_call_changes_inputs_it_changes_and_graphs_it_keeps_are_found():
+    from mmlib.checks import buffers_changed_by, changed, graph_in_state, inputs_changed_sentence, snapshot
+    x = torch.randn(2, 3, 4)
+    head = _head("cut")
+    assert buffers_changed_by(head, lambda: head(x)) == ["tril"]
+    assert buffers_changed_by(head, lambda: head(x)) == []          # cut once: a second call changes nothing
+    before = snapshot(q=x, n=3)
+    x.mul_(2)
+    assert changed(before, q=x) == ["q"] and "changed its input q in place" in inputs_changed_sentence(["q"], "f")
+
+    class Stats:
+        pass
+    s = Stats()
+    leaf = torch.randn(4, requires_grad=True)
+    s.mean, s.var = leaf * 2, leaf.detach() * 2
+    assert graph_in_state(s, ["mean", "var"]) == ["mean"]
+
+
+def test_device_problem_finds_a_tensor_made_on_the_cpu_and_on_one_thread_restores_the_setting():
+    from mmlib.checks import device_problem, on_one_thread
+    q = torch.randn(2, 3, 3)
+
+    def cpu_mask(q):
+        return q.masked_fill(torch.ones(3, 3).triu(1).bool(), 0.0)
+
+    def any_device(q):
+        return q.masked_fill(torch.ones(3, 3, device=q.device).triu(1).bool(), 0.0)
+
+    assert "device=x.device" in device_problem(cpu_mask, q, what="f") and device_problem(any_device, q, what="f") == ""
+    threads = torch.get_num_threads()
+    assert on_one_thread(torch.get_num_threads)() == 1 and torch.get_num_threads() == threads

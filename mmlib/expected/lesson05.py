@@ -66,6 +66,7 @@ FLATTEN_HINT = ("group g holds positions g*n ... g*n + n - 1: their n vectors of
                 "is left goes, and only that one (a batch can have a single example too)")
 
 
+@checks.on_one_thread
 def probe_flatten(cls: type, seed: int = 0) -> list[Result]:
     """One row per case: `cls(n)(x)` against `flatten_consecutive(x, n)`, then the shapes to refuse."""
     g = torch.Generator().manual_seed(seed)
@@ -80,7 +81,10 @@ def probe_flatten(cls: type, seed: int = 0) -> list[Result]:
         elif problem := tensor_problem(got.value, x):
             rows.append(Result(name, "error", problem, FLATTEN_HINT))
         else:
-            rows.append(check(name, got.value, want, atol=0.0, hint=FLATTEN_HINT))
+            row = check(name, got.value, want, atol=0.0, hint=FLATTEN_HINT)
+            if not row.passed and row.status == "wrong":
+                row.hint = checks.quietly(explain_flatten, cls, shape, n) or FLATTEN_HINT
+            rows.append(row)
     for shape, n, why in FLATTEN_REFUSED:
         name = f"FlattenConsecutive({n}) on {shape} must be refused"
         got = _layer_call(cls, n, torch.randn(shape, generator=g), name)
@@ -95,6 +99,46 @@ def probe_flatten(cls: type, seed: int = 0) -> list[Result]:
             rows.append(Result(name, "wrong", f"{got.row.detail}; expected a ValueError that says why: {why}",
                                "check the shape first and raise ValueError with a message"))
     return rows
+
+
+def explain_flatten(cls: type, shape: tuple[int, ...], n: int) -> str:
+    """Where each number of `cls(n)(x)` came from: x holds 0, 1, 2, ... (every entry its own index), so each output
+    entry names the position and channel it was copied from. Says which positions a group holds, in which order,
+    and how their channels are laid out, against `flatten_consecutive`; "" when the output is no copy of x's
+    entries or its shape differs."""
+    B, T, C = shape
+    x = torch.arange(B * T * C, dtype=torch.float32).view(B, T, C)
+    got = _layer_call(cls, n, x.clone(), "explain")
+    want = flatten_consecutive(x, n)
+    if not got.ok or not isinstance(got.value, torch.Tensor) or got.value.shape != want.shape:
+        return ""
+    out = got.value.detach().reshape(B, -1, n * C)
+    ids = out.round().long()
+    if not torch.equal(ids.float(), out) or ids.min() < 0 or ids.max() >= x.numel():
+        return "its entries are not x's entries: the layer must only move numbers (view, reshape, cat), not compute"
+    b, t, c = ids // (T * C), ids // C % T, ids % C
+    if not torch.equal(b, torch.arange(B).view(B, 1, 1).expand_as(b)):
+        return "an example's output holds numbers of other examples: the batch dimension was mixed into the groups"
+    for g in range(out.shape[1]):
+        pos = [int(p) for p in t[0, g].view(-1, C)[:, 0]] if torch.equal(
+            t[0, g].view(n, C), t[0, g].view(n, C)[:, :1].expand(n, C)) else None
+        wanted = list(range(g * n, g * n + n))
+        if pos is None:
+            sources = [f"({int(tt)}, {int(cc)})" for tt, cc in zip(t[0, g][: 2 * C], c[0, g][: 2 * C])]
+            held = sorted({int(p) for p in t[0, g]})
+            which = "" if held == wanted else f"; and it holds positions {held}, not the neighbours {wanted}"
+            return (f"group {g}'s first {2 * C} numbers come from (position, channel) {', '.join(sources)}: "
+                    f"the channels of different positions are interleaved (a transpose before the reshape?); "
+                    f"group {g} must be position {g * n}'s {C} channels, then position {g * n + 1}'s, ...{which}")
+        if pos != wanted:
+            if sorted(pos) == wanted:
+                return (f"group {g} holds positions {pos}, in another order than {wanted}: neighbours side by side "
+                        "in their order, earliest first")
+            return (f"group {g} holds positions {pos}, not the neighbours {wanted}: group g is positions g*n .. "
+                    "g*n + n - 1 (x.view(B, T // n, n * C) keeps them together; strided slices or chunks split them)")
+        if not torch.equal(c[0, g].view(n, C), torch.arange(C).expand(n, C)):
+            return f"group {g} holds the right positions but their channels are reordered"
+    return ""
 
 
 # ---- exercise 2: BatchNorm over batch and positions -------------------------------------------------
@@ -115,16 +159,19 @@ def batchnorm_reference(batches: list[torch.Tensor], dim: int, momentum: float, 
 
 
 def _running(batches: list[torch.Tensor], momentum: float, *, swapped: bool = False,
-             unbiased: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """The running mean and variance after `batches` with one of two usual mistakes: `swapped` gives the
-    new batch the weight 1 - momentum, `unbiased` False leaves out the factor n / (n - 1)."""
+             unbiased: bool = True, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The running mean and variance after `batches` with one of the usual mistakes: `swapped` gives the
+    new batch the weight 1 - momentum, `unbiased` False leaves out the factor n / (n - 1), `n` counts another
+    number of values in that factor."""
     dim = batches[0].shape[-1]
     mean, var = torch.zeros(dim, dtype=torch.float64), torch.ones(dim, dtype=torch.float64)
     for x in batches:
         x = x.double().reshape(-1, dim)
         new = 1 - momentum if swapped else momentum
         mean = (1 - new) * mean + new * x.mean(0)
-        var = (1 - new) * var + new * x.var(0, correction=1 if unbiased else 0)
+        biased = x.var(0, correction=0)
+        count = n or x.shape[0]
+        var = (1 - new) * var + new * (biased * count / (count - 1) if unbiased else biased)
     return mean, var
 
 
@@ -138,6 +185,7 @@ def _normalised(x: torch.Tensor, eps: float, where: str) -> torch.Tensor:
     return d / {"outside": var.sqrt() + eps, "none": var.sqrt()}.get(where, (var + eps).sqrt())
 
 
+@checks.on_one_thread
 def probe_batchnorm(cls: type, seed: int = 0, dim: int = 6, momentum: float = 0.2) -> list[Result]:
     """Train-mode outputs and running statistics of `cls(dim, momentum=momentum)` after three
     (N, L, C) batches, its eval-mode output, and the same for (N, C) batches (which must still work).
@@ -171,8 +219,16 @@ def probe_batchnorm(cls: type, seed: int = 0, dim: int = 6, momentum: float = 0.
         n = math.prod(shape[:-1])   # values averaged per channel: a factor of n or n - 1 is named as such
         rows.append(_training_output_row(names[0], layer, got.value, batches[-1], outs[-1], n, hint_shape))
         mean_hint, var_hint = _running_hints(layer, batches, momentum, mean, var, hint_shape)
-        rows.append(check(names[1], getattr(layer, "running_mean", None), mean, atol=ATOL, rtol=1e-5, hint=mean_hint))
-        rows.append(check(names[2], getattr(layer, "running_var", None), var, atol=ATOL, rtol=1e-5, hint=var_hint, n=n))
+        rows.append(check(names[1], _per_channel(getattr(layer, "running_mean", None), dim), mean, atol=ATOL,
+                          rtol=1e-5, hint=mean_hint))
+        rows.append(check(names[2], _per_channel(getattr(layer, "running_var", None), dim), var, atol=ATOL,
+                          rtol=1e-5, hint=var_hint, n=n))
+        problems = (checks.quietly(batchnorm_state_problems, cls, dim, momentum, shape, scale, shift, g, default=[])
+                    if rows[-3].passed else [])
+        in_eval = [p for p in problems if p.startswith("in eval mode")]
+        if problems := [p for p in problems if p not in in_eval]:
+            rows[-3] = Result(names[0], "wrong", "the output is right with gamma = 1 and beta = 0, but "
+                              + "; ".join(problems))
         layer.training = False
         ref.eval()
         x = torch.randn(shape, generator=g)[:2] * scale + shift
@@ -181,8 +237,122 @@ def probe_batchnorm(cls: type, seed: int = 0, dim: int = 6, momentum: float = 0.
         got = attempt(names[3], layer, x, what="layer(x) in eval mode",
                       hint="eval mode normalises with the running statistics")
         rows.append(got.row if not got.ok else check(names[3], got.value, want, atol=ATOL, rtol=1e-5,
-                                                     hint="eval mode normalises with the running statistics"))
+                                                     hint=checks.quietly(_eval_hint, layer, got.value, x)))
+        if rows[-1].passed and in_eval:
+            rows[-1] = Result(names[3], "wrong", "right with these running statistics, but " + "; ".join(in_eval))
     return rows
+
+
+def _eval_hint(layer: object, got: object, x: torch.Tensor) -> str:
+    """What a wrong eval-mode output used: the batch's own statistics (self.training ignored), or the layer's own
+    running statistics - right, then, given them: the running rows above are the step to fix."""
+    hint = "eval mode normalises with the running statistics"
+    if not isinstance(got, torch.Tensor) or got.shape != x.shape:
+        return hint
+    g = got.double()
+    gamma, beta = (getattr(layer, a, None) for a in ("gamma", "beta"))
+    if not (isinstance(gamma, torch.Tensor) and isinstance(beta, torch.Tensor)):
+        return hint
+    gamma, beta = gamma.detach().double(), beta.detach().double()
+    x64 = x.double()
+    dims = tuple(range(x.ndim - 1))
+    batch = gamma * (x64 - x64.mean(dims)) / (x64.var(dims, correction=0) + 1e-5).sqrt() + beta
+    if torch.allclose(g, batch, atol=ATOL, rtol=1e-5):
+        return ("in eval mode it normalises with this batch's own mean and variance: when self.training is False "
+                "the running statistics take their place (self.training ignored?)")
+    mean, var = (_per_channel(getattr(layer, a, None), x.shape[-1]) for a in ("running_mean", "running_var"))
+    if isinstance(mean, torch.Tensor) and isinstance(var, torch.Tensor) and mean.shape == var.shape == gamma.shape:
+        d, v = x64 - mean.double(), var.double()
+        for own, why in ((gamma * d / (v + 1e-5).sqrt() + beta,
+                          "it normalises with its own running statistics, as eval mode should: the error follows from "
+                          "the running_mean / running_var rows above"),
+                         (gamma * d / (v.sqrt() + 1e-5) + beta, "in eval mode eps is added outside the square root: "
+                          "it belongs under it, with the running variance"),
+                         (gamma * d / v.sqrt() + beta, "in eval mode eps is missing: sqrt(running_var + eps)"),
+                         (d / (v + 1e-5).sqrt(), "in eval mode gamma and beta are not applied")):
+            if torch.allclose(g, own, atol=ATOL, rtol=1e-5):
+                return why
+    return hint
+
+
+def _per_channel(t: object, dim: int) -> object:
+    """Running statistics of shape (C,), or the lecture's keepdim=True shapes (1, C), (1, 1, C) - one number per
+    channel either way, and they broadcast alike - as (C,); anything else as it is, for `check` to report."""
+    if isinstance(t, torch.Tensor) and t.numel() == dim and [d for d in t.shape if d != 1] == [dim]:
+        return t.reshape(dim)
+    return t
+
+
+def batchnorm_state_problems(cls: type, dim: int, momentum: float, shape: tuple[int, ...], scale: torch.Tensor,
+                             shift: torch.Tensor, g: torch.Generator) -> list[str]:
+    """What a layer whose outputs are right with gamma = 1 and beta = 0 still does wrong, on one batch of `shape`:
+    random gamma and beta (are they applied?), an input it changes in place (a snapshot of x), an input that
+    requires grad (do the running statistics keep its graph?)."""
+    gamma = 1 + 0.5 * torch.randn(dim, generator=g)
+    beta = 0.5 * torch.randn(dim, generator=g)
+    x = torch.randn(shape, generator=g) * scale + shift
+    ref = nn.BatchNorm1d(dim, momentum=momentum)
+    with torch.no_grad():
+        ref.weight.copy_(gamma)
+        ref.bias.copy_(beta)
+        want = (ref(x.transpose(1, 2)).transpose(1, 2) if x.ndim == 3 else ref(x)).double()
+    problems = []
+    layer = attempt("", cls, dim, momentum=momentum, what="")
+    if not layer.ok:
+        return []
+    bn = layer.value
+    bn.gamma, bn.beta = gamma.clone().requires_grad_(), beta.clone().requires_grad_()
+    given = x.clone()
+    out = attempt("", bn, given, what="layer(x)")
+    if not out.ok or not isinstance(out.value, torch.Tensor) or out.value.shape != x.shape:
+        return [f"with a random gamma and beta {out.row.detail if not out.ok else 'the output has another shape'}"]
+    if checks.changed(checks.snapshot(x=x), x=given):
+        problems.append(checks.inputs_changed_sentence(["x"], "the layer",
+                                                       example="x_hat = (x - mean) / std, not x.sub_(mean)"))
+    got = out.value.detach().double()
+    if not torch.allclose(got, want, atol=ATOL, rtol=1e-5):
+        g64, b64 = gamma.double(), beta.double()
+        plain = (want - b64) / g64
+        why = next((w for alt, w in ((plain, "gamma and beta are never applied (the output is the normalised x "
+                                             "alone): gamma * x_hat + beta"),
+                                     (plain + b64, "gamma is never applied (x_hat + beta)"),
+                                     (plain * g64, "beta is never added (gamma * x_hat)"))
+                    if torch.allclose(got, alt, atol=ATOL, rtol=1e-5)),
+                   f"the output is not gamma * x_hat + beta (max |difference| {float((got - want).abs().max()):.3g})")
+        problems.append(f"with a random gamma and beta (as after training) {why}")
+    problems += _eval_with_small_variance(bn, x, g)
+    leaf = (torch.randn(shape, generator=g) * scale + shift).requires_grad_()
+    bn = attempt("", cls, dim, momentum=momentum, what="").value
+    with_grad = attempt("", bn, leaf, what="layer(x) on an input that requires grad")
+    if not with_grad.ok:
+        problems.append(with_grad.row.detail + " (an in-place operation on the input?)")
+    elif graph := checks.graph_in_state(bn, ["running_mean", "running_var"]):
+        problems.append(f"after an input that requires grad (as every layer's input does in training), "
+                        f"{' and '.join(graph)} carry an autograd graph: update them under torch.no_grad() (or from "
+                        "detached statistics), or each batch's graph stays alive, linked to the next")
+    return problems
+
+
+def _eval_with_small_variance(bn: object, x: torch.Tensor, g: torch.Generator) -> list[str]:
+    """Eval mode with running statistics set by hand, channel 0's variance 1e-5 (= eps, so eps outside the root or
+    none changes that channel's output by about 40%): the main probe's running variances near 1 hide eps."""
+    dim = x.shape[-1]
+    mean, var = torch.randn(dim, generator=g), torch.rand(dim, generator=g) + 0.5
+    var[0] = 1e-5
+    try:
+        bn.training = False
+        bn.running_mean, bn.running_var = mean.clone(), var.clone()
+    except Exception:  # noqa: BLE001 - a layer that keeps its statistics elsewhere is judged by the main rows
+        return []
+    out = attempt("", bn, x, what="layer(x) in eval mode")
+    gamma, beta = (getattr(bn, a).detach().double() for a in ("gamma", "beta"))
+    want = gamma * (x.double() - mean.double()) / (var.double() + 1e-5).sqrt() + beta
+    if not out.ok or not isinstance(out.value, torch.Tensor) or out.value.shape != x.shape:
+        return [f"in eval mode with set running statistics {out.row.detail if not out.ok else 'the shape changes'}"]
+    if torch.allclose(out.value.detach().double(), want, atol=ATOL, rtol=1e-5):
+        return []
+    return ["in eval mode, with running_var 1e-5 in channel 0, the output is not gamma * (x - running_mean) / "
+            "sqrt(running_var + eps) + beta: " + _eval_hint(bn, out.value.detach(), x)]
 
 
 def _training_output_row(name: str, layer: object, got: object, x: torch.Tensor, want: torch.Tensor, n: int,
@@ -198,6 +368,8 @@ def _training_output_row(name: str, layer: object, got: object, x: torch.Tensor,
         if isinstance(got, torch.Tensor) and got.shape == alt.shape and torch.allclose(
                 got.double(), alt, atol=ATOL, rtol=1e-5):
             cause = why
+    if not cause and isinstance(got, torch.Tensor) and got.shape == x.shape:
+        cause = checks.quietly(_statistics_dims, got, x)
     row = check(name, got, want, atol=ATOL, rtol=1e-5, hint=hint, n=n)
     if cause and not row.passed:
         return Result(name, "wrong", f"{row.detail}: {cause}", hint)
@@ -205,6 +377,25 @@ def _training_output_row(name: str, layer: object, got: object, x: torch.Tensor,
         return Result(name, "wrong", "the output is right, but self.out is not it: the lesson's layers keep "
                       "their last output in self.out (lesson 03's plots read it)", "store the output in self.out")
     return row
+
+
+def _statistics_dims(got: torch.Tensor, x: torch.Tensor) -> str:
+    """Which dimensions an output's statistics ran over, when not over all but the channels: each other set of
+    dimensions is tried (a mean over the batch only, over everything, over the channels...)."""
+    import itertools
+    x64 = x.double()
+    right = tuple(range(x.ndim - 1))
+    names = {0: "the batch (0)", 1: "the positions (1)" if x.ndim == 3 else "the channels (1)", 2: "the channels (2)"}
+    for r in range(1, x.ndim + 1):
+        for dims in itertools.combinations(range(x.ndim), r):
+            if dims == right:
+                continue
+            alt = (x64 - x64.mean(dims, keepdim=True)) / (x64.var(dims, keepdim=True, correction=0) + 1e-5).sqrt()
+            if torch.allclose(got.double(), alt, atol=ATOL, rtol=1e-5):
+                over = " and ".join(names[d] for d in dims)
+                return (f"its mean and variance run over {over}, not over every dimension but the channels "
+                        f"(dims {right} for a {x.ndim}-D input: x.ndim - 1 of them, whatever x.ndim is)")
+    return ""
 
 
 def _running_hints(layer: object, batches: list[torch.Tensor], momentum: float, mean: torch.Tensor,
@@ -219,9 +410,21 @@ def _running_hints(layer: object, batches: list[torch.Tensor], momentum: float, 
         mean_hint = var_hint = (f"momentum swapped: each new batch must count with weight momentum = {momentum}, "
                                 f"the running value with 1 - momentum")
     elif isinstance(running_var, torch.Tensor) and running_var.shape == var.shape and torch.allclose(
+            running_var.double(), swapped[1], atol=ATOL):
+        var_hint = (f"momentum swapped in the running variance: each new batch must count with weight momentum = "
+                    f"{momentum}, the running value with 1 - momentum")
+    elif isinstance(running_var, torch.Tensor) and running_var.shape == var.shape and torch.allclose(
             running_var.double(), _running(batches, momentum, unbiased=False)[1], atol=ATOL):
         var_hint = ("the running variance is the biased one: it moves towards the batch variance times "
                     "n / (n - 1), n = the number of values averaged per channel")
+    elif isinstance(running_var, torch.Tensor) and running_var.shape == var.shape:
+        shape = batches[0].shape
+        n_all = math.prod(shape[:-1])
+        for d, size in enumerate(shape[:-1]):
+            if size != n_all and size > 1 and torch.allclose(running_var.double(),
+                                                             _running(batches, momentum, n=size)[1], atol=ATOL):
+                var_hint = (f"the running variance uses n / (n - 1) with n = {size}, the size of dimension {d} only, "
+                            f"where n = {n_all} values are averaged per channel (every dimension but the last)")
     return mean_hint, var_hint
 
 
@@ -257,17 +460,20 @@ def probe_conv_stack(stack, model, X: torch.Tensor, X_windows: torch.Tensor, kee
            "in_channels": "a level reads the embeddings (level 0) or the level below's units",
            "out_channels": "every level has n_hidden units",
            "bias": "BatchNorm follows, so a bias would be cancelled: leave it out",
-           "padding": "the start tokens in front stand in for padding"}
+           "padding": "the start tokens in front stand in for padding",
+           "stride": "every position gets an output: the stride is 1 (the dilation, not the stride, spaces the pair)",
+           "groups": "every output channel reads every input channel: groups=1"}
     for k in range(n):
         if k >= len(convs):
             rows.append(Result(names[1 + k], "wrong", "missing", "one Conv1d per level of the tree"))
             continue
         m = convs[k]
         want = {"kernel_size": 2, "dilation": 2**k, "in_channels": c.n_embd if k == 0 else c.n_hidden,
-                "out_channels": c.n_hidden, "bias": False, "padding": 0}
+                "out_channels": c.n_hidden, "bias": False, "padding": 0, "stride": 1, "groups": 1}
         got = {"kernel_size": m.kernel_size[0], "dilation": m.dilation[0], "in_channels": m.in_channels,
                "out_channels": m.out_channels, "bias": m.bias is not None,
-               "padding": m.padding if isinstance(m.padding, str) else m.padding[0]}
+               "padding": m.padding if isinstance(m.padding, str) else m.padding[0], "stride": m.stride[0],
+               "groups": m.groups}
         off = [key for key in want if got[key] != want[key]]
         rows.append(check_that(names[1 + k], m, not off,
                                "as the tree's level" if not off else
@@ -278,12 +484,58 @@ def probe_conv_stack(stack, model, X: torch.Tensor, X_windows: torch.Tensor, kee
         with torch.no_grad(), eval_mode(model, conv):
             got = conv(X.to(model.device))[0][keep.to(model.device)]
             want = model(X_windows.to(model.device))[0]
-        rows.append(check(names[-1], got, want, atol=atol,
-                          hint="compare each level with the rows above: the order Conv1d, BatchNorm1d, Tanh matters"))
+        row = check(names[-1], got, want, atol=atol)
+        if not row.passed:
+            row.hint = (checks.quietly(stack_structure, stack, model)
+                        or ("fix the rows above first" if not all(r.passed for r in rows) else
+                            "compare each level with the rows above: the order Conv1d, BatchNorm1d, Tanh matters"))
+        rows.append(row)
     except Exception as e:  # noqa: BLE001 - any exception from the learner's stack is reported, not raised
         rows.append(Result(names[-1], "error", checks.describe_error(e),
-                           "fix the rows above first" if not all(r.passed for r in rows) else ""))
+                           checks.quietly(stack_structure, stack, model)
+                           or ("fix the rows above first" if not all(r.passed for r in rows) else "")))
     return rows
+
+
+def stack_structure(stack: nn.Module, model) -> str:
+    """How the stack's levels differ from the tree's besides the convolutions' settings: the layers of each level in
+    order (Conv1d, BatchNorm1d, Tanh), one module object used in several places, and BatchNorm settings (eps,
+    affine, running statistics) other than the WaveNet's - settings a copy of the weights does not carry."""
+    leaves = [m for _, m in stack.named_modules(remove_duplicate=False) if not list(m.children())]
+    levels: list[list[nn.Module]] = []
+    for m in leaves:
+        if isinstance(m, nn.Conv1d) or not levels:
+            levels.append([])
+        levels[-1].append(m)
+    found = []
+    want = ["Conv1d", "BatchNorm1d", "Tanh"]
+    for k, level in enumerate(levels):
+        kinds = [type(m).__name__ for m in level]
+        if kinds != want:
+            found.append(f"level {k} is {', '.join(kinds)}; the tree's level is Conv1d, BatchNorm1d, Tanh (a "
+                         "BatchNorm normalises the convolution's output before the tanh squashes it)")
+            break
+    seen: dict[int, list[int]] = {}
+    for k, level in enumerate(levels):
+        for m in level:
+            if list(m.parameters()) or list(m.buffers()):
+                seen.setdefault(id(m), []).append(k)
+    shared = [(next(m for m in leaves if id(m) == i), ks) for i, ks in seen.items() if len(ks) > 1]
+    for m, ks in shared[:1]:
+        found.append(f"one {type(m).__name__} object serves levels {', '.join(map(str, ks))}: each level needs "
+                     "its own (its own weights and running statistics); create a new module per level")
+    ref_bn = next((m for m in model.modules() if isinstance(m, nn.BatchNorm1d)), None)
+    for k, level in enumerate(levels):
+        for m in level:
+            if isinstance(m, nn.BatchNorm1d) and ref_bn is not None:
+                off = [f"{a} {getattr(m, a)}" for a in ("eps", "affine", "track_running_stats")
+                       if getattr(m, a) != getattr(ref_bn, a)]
+                if off:
+                    found.append(f"level {k}'s BatchNorm1d has {', '.join(off)}, the tree's "
+                                 + ", ".join(f"{a.split()[0]} {getattr(ref_bn, a.split()[0])}" for a in off)
+                                 + ": settings are not weights, so copying the tree's weights does not carry them")
+                    return "; ".join(found)
+    return "; ".join(found)
 
 
 # ---- exercise 4: beat the lesson --------------------------------------------------------------------

@@ -21,6 +21,7 @@ becomes a row that says what happened, and every probe returns the same number o
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -153,12 +154,287 @@ def diagnose_attention(got: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
             "beyond the window), the softmax over each row, the average of the values")
 
 
+# ---- recovering the operator: the attention weights an answer computes (issue 27) --------------------------
+# With the values the identity (v[..., s, :] = e_s, head size >= T) the output of attention IS its matrix of weights:
+# out[..., t, s] is the weight position t gives position s. From that matrix `describe_weights` reads what an answer
+# does - which positions each row reads, whether each row sums to 1, by what factor the scores q . k were scaled,
+# whether keys and queries swapped roles - and says it, whatever the mistake, where a list of known mistakes can
+# only match the ones it lists.
+
+def identity_values(lead: tuple[int, ...], T: int, hs: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Values that make attention's output its weights: (*lead, T, hs), v[..., s, :] = e_s (needs hs >= T)."""
+    return torch.eye(T, hs, dtype=dtype).expand(*lead, T, hs).clone()
+
+
+def _families(T: int) -> list[tuple[str, int, torch.Tensor]]:
+    """Masks (T, T), True where row t reads column s, of the shapes a windowed causal mask takes when it goes
+    wrong, each with its width w = 1..T: (kind, w, mask)."""
+    t = torch.arange(T).view(-1, 1)
+    s = torch.arange(T).view(1, -1)
+    out = []
+    for w in range(1, T + 1):
+        out += [("back", w, (s <= t) & (t - s < w)), ("strict", w, (s < t) & (t - s <= w)),
+                ("both", w, (t - s).abs() < w), ("forward", w, (s >= t) & (s - t < w)),
+                ("anchored", w, (s <= t) & (s < w))]
+        out += [("ahead", w, s - t < w)] if w > 1 else []
+    return out
+
+
+def _family_sentence(kind: str, w: int, T: int, window: int | None) -> str:
+    want = ("t only (window 1)" if window == 1 else f"t - {window - 1}..t, the last {_positions(window)}"
+            if window is not None and window < T else "all of 0..t")
+    if kind == "back" and w >= T:
+        return ("every position t reads all of 0..t: it ignores the window" + (f" (window = {window})" if window
+                else "") + f"; it should read {want}")
+    if kind == "back" and w == 1:
+        return f"position t reads only itself; it should read {want}"
+    if kind == "back":
+        wider = window is not None and w == window + 1
+        narrower = window is not None and w == window - 1
+        what = (" - one position wider: the window counts position t itself" if wider else
+                " - one position narrower: the window counts position t itself and reaches back to "
+                f"t - {window - 1}" if narrower else "")
+        return f"position t reads t - {w - 1}..t ({_positions(w)}){what}; it should read {want}"
+    if kind == "strict":
+        reads = "all of 0..t - 1" if w >= T - 1 else f"t - {w}..t - 1"
+        return (f"position t reads {reads} but not itself: it masks the diagonal too (triu(0) where "
+                f"triu(1) belongs, or t - s > 0 where t - s >= 0 belongs); a position may see itself, and position 0 "
+                f"is left with nothing to read; it should read {want}")
+    if kind == "both" and w >= T:
+        return ("every position reads every position, the later ones too: it works without any mask (the future "
+                f"is not hidden); it should read {want}")
+    if kind == "both":
+        return (f"position t reads t - {w - 1}..t + {w - 1}: a window on both sides of t, so the later positions "
+                f"inside it leak in; the window reaches back from t, and the future stays masked; it should read "
+                f"{want}")
+    if kind == "forward":
+        return (f"position t reads t..t + {w - 1}" + (" (all later positions)" if w >= T else "") +
+                ": the window reaches forward, into the future, instead of back (tril and triu, or the sign of the "
+                f"diagonal, swapped); it should read {want}")
+    if kind == "ahead":
+        return (f"position t reads 0..t + {w - 1}: all of its past and {_positions(w - 1)} of its future - the band "
+                f"is on the wrong side of the diagonal (tril(m, {w - 1}) keeps s - t <= {w - 1}; the window is "
+                f"triu(m, -{w - 1}) of the causal mask); it should read {want}")
+    return (f"position t reads 0..min(t, {w - 1}): the window is anchored at the start of the sequence instead of "
+            f"ending at t (positions 0..{w - 1} for every row); it should read {want}")
+
+
+def _span(cols: torch.Tensor) -> str:
+    idx = [int(i) for i in cols.nonzero().flatten()]
+    if not idx:
+        return "nothing"
+    if idx == list(range(idx[0], idx[-1] + 1)):
+        return f"{idx[0]}..{idx[-1]}" if len(idx) > 1 else f"{idx[0]} only"
+    return "{" + ", ".join(map(str, idx)) + "}"
+
+
+def read_pattern(read: torch.Tensor, want: torch.Tensor, window: int | None) -> str:
+    """What the (T, T) booleans `read` (row t reads column s) do, where `want` is the mask they should be:
+    "" when they are that mask, else the shape they have (a window of another width, on both sides, reaching
+    forward, anchored at the start, the diagonal masked) or the first rows that differ."""
+    if torch.equal(read, want):
+        return ""
+    T = read.shape[0]
+    for kind, w, mask in _families(T):
+        if torch.equal(read, mask):
+            return _family_sentence(kind, w, T, window)
+    rows = [t for t in range(T) if not torch.equal(read[t], want[t])][:2]
+    return "; ".join(f"position {t} reads {_span(read[t])} (it should read {_span(want[t])})" for t in rows)
+
+
+def name_factor(c: float, factors: list[tuple[float, str]]) -> str:
+    """`c` and the first of `factors` (value, name) it equals (within 0.2%), e.g. "0.125 = 1/head size"."""
+    for value, name in factors:
+        if abs(c - value) <= 2e-3 * abs(value):
+            return f"{c:.3g} = {name}"
+    return f"{c:.3g}"
+
+
+def scale_factors(hs: int, T: int, window: int | None = None, n_embd: int | None = None) -> list[tuple[float, str]]:
+    """The factors a scale of attention's scores is made of, each with the clause that names it; the probes' sizes
+    keep them apart (head size above T, n_embd neither a square of the head size nor equal to T)."""
+    out = [(1 / math.sqrt(hs), f"1/sqrt(head size), right (head size = {hs})"),
+           (1.0, "1: not scaled at all, attention without the 1/sqrt(head size) scale (the scores' spread then "
+                 "grows with the head size and the softmax saturates)"),
+           (1 / hs, f"1/head size (head size = {hs}): divided by the head size instead of by its square root"),
+           (math.sqrt(hs), f"sqrt(head size) (head size = {hs}): multiplied by sqrt(head size) where it should be "
+                           "divided by it"),
+           (1 / math.sqrt(T), f"1/sqrt(T) (T = {T} positions) instead of 1/sqrt(head size) (head size = {hs}): the "
+                              "scale comes from the size of q and k, not from the sequence length"),
+           (1 / T, f"1/T (T = {T} positions) instead of 1/sqrt(head size) (head size = {hs})"),
+           (math.sqrt(T), f"sqrt(T) (T = {T}) instead of 1/sqrt(head size) (head size = {hs})"),
+           (1 / hs ** 2, f"1/head size^2 (head size = {hs}): the scale applied twice, or to q and to k?"),
+           (hs ** -0.25, f"1/head size^(1/4) (head size = {hs}): the square root taken twice?")]
+    if n_embd is not None:
+        out += [(1 / math.sqrt(n_embd), f"1/sqrt(n_embd) (n_embd = {n_embd}, the input's width, C) instead of "
+                                        f"1/sqrt(head size) (head size = {hs}): q and k have head_size numbers each"),
+                (1 / n_embd, f"1/n_embd (n_embd = {n_embd}) instead of 1/sqrt(head size) (head size = {hs})")]
+    if window is not None and window > 1:
+        out += [(1 / math.sqrt(window), f"1/sqrt(window) (window = {window}) instead of 1/sqrt(head size) "
+                                        f"(head size = {hs})")]
+    return out
+
+
+def _log_fit(logw: torch.Tensor, x: torch.Tensor, keep: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+    """Fit logw = c * x + b_row on the entries `keep` (each row its own b, the softmax's normaliser): c, the worst
+    residual, and each row's b. Rows with fewer than two entries say nothing about c."""
+    k = keep.to(logw.dtype)
+    n = k.sum(-1, keepdim=True)
+    xm = (x * k).sum(-1, keepdim=True) / n.clamp(min=1)
+    ym = (logw * k).sum(-1, keepdim=True) / n.clamp(min=1)
+    use = keep & (n >= 2)
+    xc, yc = (x - xm)[use], (logw - ym)[use]
+    if xc.numel() == 0 or float((xc ** 2).sum()) == 0:
+        return math.nan, math.inf, ym
+    c = float((xc * yc).sum() / (xc ** 2).sum())
+    resid = float((yc - c * xc).abs().max())
+    return c, resid, ym - c * xm
+
+
+def describe_weights(A: torch.Tensor, q: torch.Tensor, k: torch.Tensor, window: int | None,
+                     factors: list[tuple[float, str]], scale: float, zero: float = 0.0) -> list[str]:
+    """What the weights `A` (..., T, T) an answer computed from `q` and `k` do, next to causal attention with
+    `window` and the scale `scale`: NaN rows, the positions each row reads, each row's sum (the softmax's dimension,
+    a scale after the softmax, weights masked after it), how the scores were scaled, q and k in each other's role,
+    what the hidden positions got. Empty when nothing is found to differ."""
+    A, q, k = A.double(), q.double(), k.double()
+    T = A.shape[-1]
+    want = allowed(T, window)
+    facts = []
+    nan_rows = A.isnan().flatten(0, -3).any(0).any(-1) if A.ndim > 2 else A.isnan().any(-1)
+    if nan_rows.any():
+        if bool(nan_rows.all()):
+            return []   # nothing to read a pattern from: `attention_variants` may still match it
+        facts.append(f"the weights of position(s) {_span(nan_rows)} are NaN (a row whose scores are all -inf (it has "
+                     "nothing left to read) gives NaN in the softmax)" + (
+                         "; position 0 reads nothing, so position t itself is masked (the diagonal, or a window "
+                         "narrower than it should be): a position may see itself" if bool(nan_rows[0]) else ""))
+    An = A.nan_to_num(0.0)
+    lead = tuple(range(A.ndim - 2))
+    read = (An.abs() > zero).any(dim=lead) if lead else An.abs() > zero
+    read = read & ~nan_rows.view(-1, 1)
+    pattern = read_pattern(read, want & ~nan_rows.view(-1, 1), window)
+    if pattern:
+        facts.append(pattern)
+    good = ~nan_rows
+    sums = An.sum(-1)[..., good]
+    if sums.numel() and not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
+        dims = [d for d in range(A.ndim - 1) if A.shape[d] > 1
+                and torch.allclose(An.sum(d), torch.ones(()).double(), atol=1e-4)]
+        c = float(sums.mean())
+        plain = [(f, n.replace(", right", "")) for f, n in factors]
+        if torch.allclose(sums, torch.full_like(sums, c), rtol=1e-3, atol=1e-6):
+            facts.append(f"each row's weights sum to {name_factor(c, plain)}, not 1: a factor applied after the "
+                         "softmax (the scale belongs to the scores, before it)")
+        elif dims:
+            d = dims[0]
+            name = "dim=-2 (each column)" if d == A.ndim - 2 else f"dim={d}"
+            facts.append(f"the weights sum to 1 over {name}, not over each row: a softmax over {name}; normalise each "
+                         "row (dim=-1), so that position t's weights over the positions it reads sum to 1")
+        elif bool((sums <= 1 + 1e-4).all()):
+            facts.append(f"rows' weights sum to between {float(sums.min()):.3g} and {float(sums.max()):.3g}, not 1: "
+                         "weights set to 0 after the softmax, which then no longer sum to 1; mask the scores before "
+                         "the softmax so it renormalises over what is left")
+        else:
+            facts.append(f"rows' weights sum to between {float(sums.min()):.3g} and {float(sums.max()):.3g}, not 1")
+    scores = q @ k.transpose(-2, -1)
+    logw = An.clamp(min=1e-300).log()
+    keep = read & want & good.view(-1, 1)
+    keep = keep.expand_as(An) & (An > zero)
+    c, resid, b = _log_fit(logw, scores, keep)
+    if not math.isfinite(c):   # too few allowed positions per row (a window of 1): fit on all it reads
+        keep = (read & good.view(-1, 1)).expand_as(An) & (An > zero)
+        c, resid, b = _log_fit(logw, scores, keep)
+    if math.isfinite(c) and resid < 1e-3:
+        if abs(c - scale) > 2e-3 * scale:
+            facts.append(f"the scores q . k are multiplied by {name_factor(c, factors)}"
+                         + ("" if any(abs(c - f) <= 2e-3 * abs(f) for f, _ in factors[1:]) else
+                            f", where 1/sqrt(head size) = {scale:.3g} belongs"))
+        hidden = (read & ~want).expand_as(An) & (An > zero)
+        if hidden.any() and float((logw - b).abs()[hidden].max()) < 1e-3:
+            facts.append("the positions it should not read get exp(0) / sum, the weight of a score of 0: their "
+                         "scores were set to 0 instead of -inf, and a score of 0 still counts in the softmax")
+    elif math.isfinite(c):
+        ct, rt, _ = _log_fit(logw, scores.transpose(-2, -1), keep)
+        if math.isfinite(ct) and rt < 1e-3:
+            facts.append("row t's weights follow k_t . q_s, not q_t . k_s: keys and queries are swapped (the scores "
+                         "are q @ k^T, row t holding position t's query)")
+        elif not any("sum to 1 over" in f for f in facts):
+            facts.append("the weights are not a softmax of the scores q . k times one number (within a row, their "
+                         "logarithms are not a straight line of q . k)")
+    return facts
+
+
+ROLES = [((1, 0, 2), "keys and queries swapped: it computes softmax(k @ q^T) @ v; the scores are q @ k^T, row t "
+                     "holding position t's query"),
+         ((0, 2, 1), "keys and values swapped: it computes softmax(q @ v^T) @ k; the scores compare queries with "
+                     "keys, and the output averages the values"),
+         ((2, 1, 0), "queries and values swapped: it computes softmax(v @ k^T) @ q"),
+         ((1, 2, 0), "the roles of q, k and v rotated: it computes softmax(k @ v^T) @ q"),
+         ((2, 0, 1), "the roles of q, k and v rotated: it computes softmax(v @ q^T) @ k")]
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, atol: float = ATOL) -> bool:
+    return a.shape == b.shape and torch.allclose(a.detach().double().cpu(), b.detach().double().cpu(), atol=atol,
+                                                 equal_nan=True)
+
+
+def swapped_roles(got: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  reference: Callable[..., torch.Tensor]) -> str:
+    """The sentence for an output that is `reference` with q, k, v in other roles ("" when none)."""
+    for order, why in ROLES:
+        qkv = (q, k, v)
+        try:
+            other = reference(*(qkv[i] for i in order))
+        except (RuntimeError, ValueError, ZeroDivisionError):   # roles whose shapes do not fit together
+            continue
+        if _close(got, other):
+            return why
+    return ""
+
+
+def recover_attention(call: Callable[..., torch.Tensor], lead: tuple[int, ...], T: int, hs: int, window: int | None,
+                      factors: list[tuple[float, str]], seed: int = 1) -> str | None:
+    """What `call(q, k, v)` computes, read from its weights: q, k random of shape (*lead, T, hs) and v the identity
+    (hs > T, so that 1/sqrt(T) and 1/sqrt(head size) differ). "" when it is right on these inputs; None when its
+    output cannot be read this way or nothing in it is found to differ (the caller then falls back to
+    `attention_variants`)."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v2 = (torch.randn(*lead, T, hs, generator=g) for _ in range(3))
+    v = identity_values(lead, T, hs)
+    ref = attention_reference(q, k, v, window=window)
+    try:
+        with torch.no_grad():
+            out = call(q.clone(), k.clone(), v.clone())
+            out2 = call(q.clone(), k.clone(), v2.clone())
+    except Exception:  # noqa: BLE001 - the probe's own rows report what raised; here it only means "no reading"
+        return None
+    if not (isinstance(out, torch.Tensor) and isinstance(out2, torch.Tensor) and out.shape == ref.shape
+            and out2.shape == ref.shape):
+        return None
+    out, out2 = out.detach().double(), out2.detach().double()
+    if why := swapped_roles(out2, q, k, v2, lambda a, b, c: attention_reference(a, b, c, window=window)):
+        return why
+    A = out[..., :T]
+    if not _close(out2, A @ v2.double(), atol=1e-4) or not torch.allclose(out[..., T:].nan_to_num(0.0),
+                                                                          torch.zeros(()).double(), atol=1e-5):
+        return ("the output is not a weighted average of the rows of v (with v the identity, its weights show, but "
+                "another v does not give those weights times v): v must enter only at the end, weights @ v")
+    if _close(out, ref):
+        return ""
+    facts = describe_weights(A, q, k, window, factors, 1 / math.sqrt(hs))
+    return "what your attention does: " + "; ".join(facts) if facts else None
+
+
+@checks.on_one_thread
 def probe_attention(fn: Callable, seed: int = 0) -> list[Result]:
     """One row per case: `fn(q, k, v, window)` against `scaled_dot_product_attention` with the window's
     mask, tolerance ATOL.
 
     A `fn` that is still `TODO` gives rows that say "not attempted yet"; one that raises or returns
-    something other than a tensor gives a row that says so.
+    something other than a tensor gives a row that says so. A wrong output is explained by what `fn` computes
+    (`explain_attention`); inputs it changes in place fail their row; when every row is right, the first case
+    runs again in float64 and on the 'meta' device (a stand-in for a GPU), and a failure there fails that row.
     """
     g = torch.Generator().manual_seed(seed)
     rows = []
@@ -168,16 +444,83 @@ def probe_attention(fn: Callable, seed: int = 0) -> list[Result]:
         if fn is TODO:
             rows += todo_rows([name])
             continue
-        got = attempt(name, fn, q, k, v, window, what=f"my_attention(q, k, v, {window})",
+        given = [t.clone() for t in (q, k, v)]
+        got = attempt(name, fn, *given, window, what=f"my_attention(q, k, v, {window})",
                       hint="work on the last two dimensions only (positions, head size), so any batch shape works")
+        moved = checks.changed(checks.snapshot(q=q, k=k, v=v), **dict(zip("qkv", given)))
         if not got.ok:
             rows.append(got.row)
         elif problem := tensor_problem(got.value, q):
             rows.append(Result(name, "error", problem))
+        elif moved:
+            rows.append(Result(name, "wrong", checks.inputs_changed_sentence(moved, "my_attention")))
         else:
-            rows.append(check(name, got.value, attention_reference(q, k, v, window=window), atol=ATOL,
-                              hint=diagnose_attention(got.value, q, k, v, window)))
+            row = check(name, got.value, attention_reference(q, k, v, window=window), atol=ATOL)
+            if not row.passed:
+                row.hint = checks.quietly(explain_attention, lambda a, b, c, w=window: fn(a, b, c, w), got.value,
+                                          q, k, v, window)
+            rows.append(row)
+    _right_elsewhere(rows, "work on the last two dimensions only (positions, head size), so any batch shape works")
+    if rows and all(r.passed for r in rows):
+        shape, window = ATTENTION_CASES[0]
+        rows[0] = _other_dtype_and_device(rows[0], lambda a, b, c: fn(a, b, c, window), shape, window,
+                                          "my_attention")
     return rows
+
+
+def _right_elsewhere(rows: list[Result], rule: str) -> None:
+    """Rows where the answer raised, when it is right on other cases: say which, so the sizes stand out as the
+    cause (a number written in, a dimension counted from the front), followed by the exercise's `rule`."""
+    right = [r.name for r in rows if r.passed]
+    for r in rows:
+        if right and r.status == "error" and " raised " in r.detail:
+            r.hint = (f"it is right for {'; '.join(right)}, and raises here: something in it holds only for some "
+                      f"sizes; {rule}")
+
+
+def explain_attention(call: Callable[..., torch.Tensor], got: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+                      v: torch.Tensor, window: int | None, n_embd: int | None = None) -> str:
+    """Why `call(q, k, v)` gave the wrong `got`: q, k, v in other roles; else what its weights do, read with
+    `recover_attention` on inputs of the same batch shape and T but a head size above T; else the usual mistake
+    it matches (`diagnose_attention`); and when it is right on those inputs, that the error depends on sizes."""
+    q, k, v = q.detach().cpu(), k.detach().cpu(), v.detach().cpu()
+    if isinstance(got, torch.Tensor) and (why := swapped_roles(
+            got, q, k, v, lambda a, b, c: attention_reference(a, b, c, window=window))):
+        return why
+    T, hs = q.shape[-2], q.shape[-1]
+    hs_probe = hs if hs > T else T + 2   # above T: v can be the identity, and 1/sqrt(T) is not 1/sqrt(head size)
+    factors = scale_factors(hs_probe, T, window, n_embd)
+    why = recover_attention(call, tuple(q.shape[:-2]), T, hs_probe, window, factors)
+    if why:
+        return why
+    variant = diagnose_attention(got, q, k, v, window)
+    if why is None or not variant.startswith("follow section 3"):
+        return variant
+    return (f"on q, k, v of shape {(*q.shape[:-1], hs_probe)} it is right, here (head size {hs}, T = {T}, "
+            f"window {window}) it is not: something in it depends on the sizes (a number written in where "
+            f"q.shape belongs?); " + variant)
+
+
+def _other_dtype_and_device(row: Result, call: Callable[..., torch.Tensor], shape: tuple[int, ...],
+                            window: int | None, what: str, kv_shape: tuple[int, ...] | None = None) -> Result:
+    """`row` (a right answer's), or a wrong one when `call(q, k, v)` is wrong in float64 or makes a tensor on the
+    CPU whatever device q is on (`mmlib.checks.device_problem`, with 'meta' for the GPU)."""
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(shape, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(kv_shape or shape, generator=g, dtype=torch.float64) for _ in range(2))
+    reference = grouped_reference if kv_shape else functools.partial(attention_reference, window=window)
+    got = attempt(row.name, call, q, k, v, what=f"{what} on float64 inputs")
+    if not got.ok:
+        return Result(row.name, "wrong", got.row.detail + ": float64 inputs must work too (the dtype comes from q)")
+    if not isinstance(got.value, torch.Tensor) or got.value.dtype != torch.float64 or not _close(
+            got.value, reference(q, k, v), atol=1e-9):
+        dtype = getattr(got.value, "dtype", type(got.value).__name__)
+        return Result(row.name, "wrong", f"on float64 inputs the output is {dtype} and not within 1e-9 of the "
+                      "reference: a tensor made inside in float32 (torch.tensor, torch.ones, ...) loses precision "
+                      "or changes the dtype; make it with dtype=q.dtype or from q (*_like)")
+    if problem := checks.device_problem(call, q, k, v, what=what):
+        return Result(row.name, "wrong", problem)
+    return row
 
 
 # ---- exercise 2: a head with a window, and what each position reads --------------------------------
@@ -267,6 +610,7 @@ def _mask_too_long(head: nn.Module, T: int) -> str:
     return ""
 
 
+@checks.on_one_thread
 def probe_causal_head(make_head: Callable[..., nn.Module], n_embd: int = 16, head_size: int = 4,
                       block_size: int = 8, vocab_size: int = 27, seed: int = 0,
                       window: int = HEAD_WINDOW) -> list[Result]:
@@ -289,6 +633,7 @@ def probe_causal_head(make_head: Callable[..., nn.Module], n_embd: int = 16, hea
     head, failed = _made_head(make_head, names, n_embd, head_size, window)
     if failed:
         return failed
+    initial = checks.snapshot(**checks.tensor_state(head))   # the state as made, before any call changes it
     g = torch.Generator().manual_seed(seed)
     emb = torch.randn(vocab_size, n_embd, generator=g)
     idx = torch.randint(0, vocab_size, (4, block_size), generator=g)
@@ -296,7 +641,7 @@ def probe_causal_head(make_head: Callable[..., nn.Module], n_embd: int = 16, hea
     out, rows = _head_output(head, x, names, head_size)
     if out is None:
         return rows
-    rows.append(_output_row(names[1], head, x, out, window))
+    rows.append(_output_row(names[1], head, x, out, window, make_head, initial))
     rows.append(_fewer_positions_row(names[2], head, x[:, : block_size // 2 + 1], window, full_ok=rows[1].passed))
     future = attempt(names[3], future_leaks, lambda i: head(emb[i]), idx, vocab_size, g, what="the causal test")
     rows.append(_leak_row(names[3], out, future, "after", "changing the characters after each position t left every "
@@ -360,8 +705,12 @@ def _head_output(head: nn.Module, x: torch.Tensor, names: tuple[str, ...],
     return out.value, [Result(names[0], "exact", f"{(B, T, head_size)}")]
 
 
-def _output_row(name: str, head: nn.Module, x: torch.Tensor, out: torch.Tensor, window: int | None) -> Result:
-    """The output against attention of the head's own projections; first, that eval mode is deterministic."""
+def _output_row(name: str, head: nn.Module, x: torch.Tensor, out: torch.Tensor, window: int | None,
+                make_head: Callable[..., nn.Module] | None = None,
+                initial: dict[str, torch.Tensor] | None = None) -> Result:
+    """The output against attention of the head's own projections; first, that eval mode is deterministic; a
+    wrong output is explained by `explain_head`, a right one must also keep the module's state right
+    (`head_state_problems`)."""
     with torch.no_grad():
         again = attempt(name, head, x, what="head(x)")
         q, k, v = head.query(x), head.key(x), head.value(x)
@@ -372,8 +721,88 @@ def _output_row(name: str, head: nn.Module, x: torch.Tensor, out: torch.Tensor, 
                       "dropout is still on after head.eval()",
                       "F.dropout drops in eval mode too unless told training=self.training; an nn.Dropout "
                       "module follows .eval() by itself")
-    return check(name, out, _head_reference(head, x, window), atol=ATOL,
-                 hint=diagnose_attention(out, q, k, v, window))
+    row = check(name, out, _head_reference(head, x, window), atol=ATOL)
+    if not row.passed:
+        row.hint = ((checks.quietly(explain_head, make_head, window) if make_head is not None else "")
+                    or checks.quietly(diagnose_attention, out, q, k, v, window))
+    elif problems := checks.quietly(head_state_problems, head, x, initial or {}, default=[]):
+        return Result(name, "wrong", "the output is right, but " + "; ".join(problems))
+    return row
+
+
+# The head `explain_head` reads: n_embd 20 (not a square of the head size, not T), head size 8 (above T, so its
+# values can stand for any T x T weights; 1/sqrt(8), 1/8, 1/sqrt(20), 1/sqrt(6) all differ), 6 positions.
+EXPLAIN_HEAD = (20, 8, 6)
+
+
+def explain_head(make_head: Callable[..., nn.Module], window: int | None) -> str:
+    """What a head computes, read from its weights: the weights A solve out = A @ value(x) (value(x) has rank T,
+    head size > T); if the output is no average of the values, whether it averages the keys or queries; then
+    `describe_weights` against its own q and k. "" when it cannot be read (it raises, wrong shapes)."""
+    C, hs, T = EXPLAIN_HEAD
+    torch.manual_seed(3)
+    try:
+        head = make_head(C, hs, window) if window is not None else make_head(C, hs)
+        head.eval()
+        x = torch.randn(2, T, C, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            out = head(x)
+            q, k, v = head.query(x), head.key(x), head.value(x)
+    except Exception:  # noqa: BLE001 - the probe's rows report what raised
+        return ""
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, T, hs):
+        return ""
+    out = out.double()
+    nan_rows = out.isnan().any(-1, keepdim=True)        # a NaN row stays NaN; the others are solved for
+    finite = out.masked_fill(nan_rows, 0.0)
+    averaged = None
+    for what, vals in (("values", v), ("keys", k), ("queries", q)):
+        A = finite @ torch.linalg.pinv(vals.double())
+        if torch.allclose(A @ vals.double(), finite, atol=1e-4):
+            averaged = what, A.masked_fill(nan_rows, math.nan)
+            break
+    if averaged is None:
+        return ("the output is not a weighted average of value(x) (nor of the keys or queries): the last step is "
+                "the weights times self.value(x)")
+    what, A = averaged
+    facts = [] if what == "values" else [f"it averages the {what}, not the values: the output is the weights times "
+                                         f"self.value(x), the {what} only set the weights"]
+    facts += describe_weights(A, q, k, window, scale_factors(hs, T, window, n_embd=C), 1 / math.sqrt(hs), zero=1e-5)
+    if not facts:
+        return ""
+    return f"what your head does (MyHead({C}, {hs}{f', {window}' if window else ''}) on {T} positions): " + "; ".join(
+        facts)
+
+
+def head_state_problems(head: nn.Module, x: torch.Tensor, initial: dict[str, torch.Tensor]) -> list[str]:
+    """What is wrong with a head whose output is right: its parameters and buffers against the lesson's
+    (`mmlib.checks.module_inventory`), a buffer its calls changed (against `initial`, the state as made, and
+    across one more call), a tensor it makes on the CPU whatever device
+    the head is on (a copy of it moved to 'meta', standing in for a GPU)."""
+    import copy
+    C, hs = x.shape[-1], head.query.weight.shape[0] if isinstance(getattr(head.query, "weight", None),
+                                                                  torch.Tensor) else None
+    expected = {f"{a}.weight": (hs, C) for a in ("key", "query", "value")}
+    problems = checks.module_inventory(head, expected, buffers=("tril", "mask", "band", "keep", "allowed"))
+    with torch.no_grad():
+        try:
+            moved = checks.buffers_changed_by(head, lambda: head(x))
+        except Exception:  # noqa: BLE001 - it ran a moment ago; an error now is itself the change
+            moved = []
+    params = dict(head.named_parameters(remove_duplicate=False))
+    moved += [n for n in checks.changed({k: t for k, t in initial.items() if k not in params},
+                                        **checks.tensor_state(head)) if n not in moved]
+    if moved:
+        problems.append(f"forward changed {', '.join(f'`{n}`' for n in moved)} (in place, or by assigning to it): "
+                        "the module's saved state must not depend on the calls it has seen - the next call, or a "
+                        "head with another window, reads the changed tensor; cut a copy: keep = self.tril[:T, :T]...")
+    try:
+        meta = copy.deepcopy(head).to("meta")
+    except Exception:  # noqa: BLE001 - a head that cannot be copied is not judged on devices
+        meta = None
+    if meta is not None and not problems and (problem := checks.device_problem(meta, x, what="the head")):
+        problems.append(problem)
+    return problems
 
 
 def _fewer_positions_row(name: str, head: nn.Module, short: torch.Tensor, window: int, full_ok: bool) -> Result:
@@ -403,9 +832,11 @@ def _no_window_row(name: str, make_head: Callable[..., nn.Module], n_embd: int, 
         if problem := tensor_problem(out.value, x):
             return Result(name, "error", problem)
         q, k, v = head.query(x), head.key(x), head.value(x)
-    return check(name, out.value, _head_reference(head, x), atol=ATOL,
-                 hint="without a window the head is section 3's causal attention: " + diagnose_attention(out.value,
-                                                                                                   q, k, v))
+    row = check(name, out.value, _head_reference(head, x), atol=ATOL)
+    if not row.passed:
+        row.hint = "without a window the head is section 3's causal attention: " + (
+            checks.quietly(explain_head, make_head, None) or checks.quietly(diagnose_attention, out.value, q, k, v))
+    return row
 
 
 # ---- exercise 3: grouped-query attention -------------------------------------------------------------
@@ -436,12 +867,17 @@ def _heads_read(got: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Te
     return read
 
 
-def diagnose_grouped(got: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
-    """What a wrong grouped-query output computes: which key/value head each query head read, or, for the first
-    query head that matches no key/value head's attention, what its attention does (as in exercise 1)."""
+def diagnose_grouped(got: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     call: Callable[..., torch.Tensor] | None = None) -> str:
+    """What a wrong grouped-query output computes: q, k, v in other roles; which key/value head each query head
+    read; else, read from its weights (`recover_grouped`, when `call` is given), which key and value heads each
+    query head reads and what its attention does; else, for the first query head that matches no key/value head's
+    attention, the usual mistake it matches (as in exercise 1)."""
     n_head, n_kv = q.shape[1], k.shape[1]
     group = n_head // n_kv
     want = [h // group for h in range(n_head)]
+    if why := swapped_roles(got, q, k, v, grouped_reference):
+        return why
     read = _heads_read(got, q, k, v)
     if None not in read:
         if read == [h % n_kv for h in range(n_head)]:
@@ -450,12 +886,64 @@ def diagnose_grouped(got: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: tor
                     f"group h // {group} ({want}), which .repeat_interleave(..., dim=1) gives")
         return (f"the query heads read the key/value heads {read}, but query head h belongs to group "
                 f"h // (n_head // n_kv_head) = h // {group}: {want}")
+    if call is not None and (why := recover_grouped(call, q.shape[0], q.shape[1], k.shape[1], q.shape[2])):
+        return why
     h = read.index(None)
     j = want[h]
     why = diagnose_attention(got[:, h], q[:, h], k[:, j], v[:, j])
     return f"query head {h} (of group {j}) is not causal attention of q head {h} with key/value head {j}: {why}"
 
 
+def recover_grouped(call: Callable[..., torch.Tensor], B: int, n_head: int, n_kv: int, T: int,
+                    seed: int = 1) -> str:
+    """What `call(q, k, v)` does, read from its weights: value head j is the identity placed in columns
+    j*T .. j*T + T - 1 (head size n_kv * T + 1, above T), so query head h's output shows, block by block, which
+    value heads it averaged and with what weights; its key head is the one whose scores explain those weights.
+    "" when the output cannot be read this way or is right on these inputs."""
+    hs = n_kv * T + 1
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, n_head, T, hs, generator=g)
+    k = torch.randn(B, n_kv, T, hs, generator=g)
+    v = torch.zeros(B, n_kv, T, hs)
+    for j in range(n_kv):
+        v[:, j, :, j * T:(j + 1) * T] = torch.eye(T)
+    try:
+        with torch.no_grad():
+            out = call(q.clone(), k.clone(), v.clone())
+    except Exception:  # noqa: BLE001 - the probe's rows report what raised; here it only means "no reading"
+        return ""
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (B, n_head, T, hs):
+        return ""
+    out = out.detach().double()
+    if _close(out, grouped_reference(q, k, v)):
+        return ""
+    group = n_head // n_kv
+    factors = scale_factors(hs, T) + [(1 / math.sqrt(n_head * hs), f"1/sqrt(n_head * head size) (= 1/sqrt("
+                                       f"{n_head * hs}), the model's width) instead of 1/sqrt(head size) "
+                                       f"(head size = {hs})")]
+    heads = []
+    for h in range(n_head):
+        blocks = [out[:, h, :, j * T:(j + 1) * T] for j in range(n_kv)]
+        values = [j for j, blk in enumerate(blocks) if blk.nan_to_num(0.0).abs().max() > 1e-6]
+        A = sum(blocks)
+        keyed = [(describe_weights(A, q[:, h], k[:, j], None, factors, 1 / math.sqrt(hs)), j) for j in range(n_kv)]
+        facts, key = min(keyed, key=lambda fj: (len(fj[0]), fj[1] != h // group))
+        heads.append((h, values, key, facts))
+    msgs = []
+    val_read = [vals[0] if len(vals) == 1 else vals for _, vals, _, _ in heads]
+    key_read = [key for _, _, key, _ in heads]
+    want = [h // group for h in range(n_head)]
+    if val_read != want or key_read != want:
+        msgs.append(f"query heads 0..{n_head - 1} read the keys of key/value heads {key_read} and the values of "
+                    f"{val_read}; query head h belongs to group h // (n_head // n_kv_head) = h // {group}: {want}")
+    first = next(((h, facts) for h, _, _, facts in heads if facts), None)
+    if first:
+        msgs.append(f"query head {first[0]}'s attention: " + "; ".join(first[1]))
+    return ("what your grouped attention does (q, k, v with head size " + str(hs) + "): " + "; ".join(msgs)
+            if msgs else "")
+
+
+@checks.on_one_thread
 def probe_grouped_attention(fn: Callable, seed: int = 0) -> list[Result]:
     """One row per case of GROUPED_CASES: `fn(q, k, v)` against `grouped_reference`, tolerance ATOL; a wrong
     output is described by `diagnose_grouped`, and inputs the function changed in place are named."""
@@ -487,8 +975,15 @@ def probe_grouped_attention(fn: Callable, seed: int = 0) -> list[Result]:
             rows.append(Result(name, "shape", f"expected (B, n_head, T, head_size) = {want_shape}, got "
                                               f"{tuple(got.value.shape)}{cause}"))
         else:
-            rows.append(check(name, got.value, grouped_reference(q, k, v), atol=ATOL,
-                              hint=diagnose_grouped(got.value.detach(), q, k, v)))
+            row = check(name, got.value, grouped_reference(q, k, v), atol=ATOL)
+            if not row.passed:
+                row.hint = checks.quietly(diagnose_grouped, got.value.detach(), q, k, v, fn)
+            rows.append(row)
+    _right_elsewhere(rows, "each key/value head serves n_head // n_kv_head query heads, whatever the sizes")
+    if rows and all(r.passed for r in rows):
+        B, n_head, n_kv, T, hs = GROUPED_CASES[0]
+        rows[0] = _other_dtype_and_device(rows[0], fn, (B, n_head, T, hs), None, "my_grouped_attention",
+                                          kv_shape=(B, n_kv, T, hs))
     return rows
 
 
