@@ -248,11 +248,12 @@ def _lesson_02() -> dict:
     from mmlib.train import evaluate
     from mmlib.vocab import Vocab
     words = load_words()[:1500]
-    train_words, dev_words, _ = split_words(words)
+    train_words, dev_words, test_words = split_words(words)
     vocab = Vocab.from_words(words)
     model = MLP(MLPConfig(vocab_size=len(vocab), n_hidden=50, w2_scale=0.1), generator=torch.Generator().manual_seed(0))
     params = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return dict(words_train=train_words[:300], words_dev=dev_words, vocab=vocab, vocab_size=len(vocab), block_size=3,
+    return dict(words_train=train_words[:300], words_dev=dev_words, words_test=test_words, vocab=vocab,
+                vocab_size=len(vocab), block_size=3,
                 model=model, params=params, build_dataset=build_dataset, evaluate=evaluate, tune_steps=1_000)
 
 
@@ -262,10 +263,11 @@ CELLS_02 = {"02.1": ("rep1 = report(", "rep1"), "02.2": ("rep2 = report(", "rep2
 
 def run_02(exercise: str, code: str) -> list[Result]:
     from mmlib.checks import check, check_that
-    from mmlib.expected.lesson02 import check_direct_connections, mlp_loss, uniform_loss
-    ns = _namespace(**_lesson_02(), check=check, check_that=check_that, report=_quiet_report, mlp_loss=mlp_loss,
-                    uniform_loss=uniform_loss,
-                    check_direct_connections=functools.partial(check_direct_connections, display=False))
+    from mmlib.expected import lesson02 as E
+    ns = _namespace(**_lesson_02(), check=check, check_that=check_that, report=_quiet_report, mlp_loss=E.mlp_loss,
+                    uniform_loss=E.uniform_loss, check_reported_loss=E.check_reported_loss,
+                    check_uniform_init=E.check_uniform_init,
+                    check_direct_connections=functools.partial(E.check_direct_connections, display=False))
     _run(code, ns)
     marker, rep = CELLS_02[exercise]
     return _run(_cell(_notebook_cells("02_mlp"), marker), ns)[rep].results
