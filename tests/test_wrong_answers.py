@@ -317,6 +317,7 @@ def run_03(exercise: str, code: str, after_solution: bool = False) -> list[Resul
     if exercise == "03.1":
         _zero_init(ns)
         _run(code, ns)
+        ns["zero_start"] = lesson03.snapshot(ns["zero_model"])   # as the answer cell does before training
         ns["_train"](ns["zero_model"])
         return _run(_cell(cells, "rep_zero = report("), ns)["rep_zero"].results
     if after_solution:

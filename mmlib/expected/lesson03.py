@@ -12,12 +12,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_linear_bn_weights
 
-from mmlib.checks import Result, attempt, check, is_todo, todo_rows
+from mmlib.checks import Result, attempt, check, check_that, is_todo, todo_rows
 
 
 def zero_init_learners(vocab_size: int, n_embd: int, block_size: int, n_hidden: int,
@@ -72,3 +75,124 @@ def folded_logits_row(name: str, emb: torch.Tensor, W_fold, b_fold, W2: torch.Te
     if not out.ok:
         return out.row
     return check(name, out.value, want, atol=atol, hint="the folded network is tanh(emb @ W_fold + b_fold) @ W2 + b2")
+
+
+# ---- exercise 1: the all-zero network, looked at parameter by parameter --------------------------------------
+
+WHY_ZERO_GRAD = {
+    "W2": "its gradient h.T @ dlogits is zero, because h = tanh(0 + 0) = 0",
+    "b1": "the gradient reaching the hidden layer, dlogits @ W2.T, is zero because W2 = 0",
+    "W1": "the gradient reaching the hidden layer, dlogits @ W2.T, is zero because W2 = 0 (and emb = 0 too)",
+    "C": "nothing reaches the embeddings: the gradient stops at W2 = 0 (and W1 = 0)",
+}
+WHY_GRAD = {"b2": "its gradient is dlogits itself (softmax(b2) minus the one-hot targets), which is not zero"}
+
+
+def snapshot(model: Any) -> Any:
+    """Every parameter of `model` as it is now (a dict of copies), to compare with after training; `TODO` stays
+    `TODO` and anything that is not a module is kept as it is (the check then says what it is)."""
+    if is_todo(model) or not isinstance(model, nn.Module):
+        return model
+    return {k: p.detach().clone() for k, p in model.named_parameters()}
+
+
+def inventory(model: Any, reference: nn.Module, name: str = "zero_model") -> list[str]:
+    """How `model`'s parameters differ from `reference`'s: missing, extra, shaped otherwise, frozen."""
+    if not isinstance(model, nn.Module):
+        return [f"{name} is a {type(model).__name__}, not a model (an MLP of cfg02's sizes)"]
+    mine = dict(model.named_parameters())
+    ref = dict(reference.named_parameters())
+    out = []
+    if sorted(set(ref) - set(mine)):
+        out.append(f"{name} has no {sorted(set(ref) - set(mine))}")
+    if sorted(set(mine) - set(ref)):
+        out.append(f"{name} has parameters the lesson's MLP does not: {sorted(set(mine) - set(ref))}")
+    for k in ref:
+        if k in mine and tuple(mine[k].shape) != tuple(ref[k].shape):
+            out.append(f"{name}.{k} is {tuple(mine[k].shape)}, cfg02's MLP has {tuple(ref[k].shape)}")
+    frozen = [k for k, p in mine.items() if not p.requires_grad]
+    if frozen:
+        out.append(f"{frozen} {'has' if len(frozen) == 1 else 'have'} requires_grad=False: train cannot update "
+                   f"{'it' if len(frozen) == 1 else 'them'}")
+    return out
+
+
+def learns_row(learns: Any, want: set[str], names: Sequence[str]) -> Result:
+    """Exercise 1's `learns` row: any collection of names is read as a set; each name wrongly in or out is given
+    the reason its gradient is or is not zero."""
+    shown = sorted(learns) if isinstance(learns, (set, frozenset, list, tuple)) else learns
+    got = set(learns) if isinstance(learns, (set, frozenset, list, tuple)) else learns
+    ok = isinstance(got, set) and got == want
+    detail = f"expected {sorted(want)}, got {shown!r}" if not isinstance(shown, list) else \
+        f"expected {sorted(want)}, got {shown}"
+    if not ok and not is_todo(learns):
+        if isinstance(got, set) and all(isinstance(x, str) for x in got):
+            why = []
+            unknown = sorted(x for x in got if x not in names)
+            if unknown:
+                why.append(f"{unknown} {'is' if len(unknown) == 1 else 'are'} not a parameter name (they are "
+                           f"{', '.join(names)})")
+            for x in sorted(got & set(names) - want):
+                why.append(f"{x} does not learn: {WHY_ZERO_GRAD.get(x, 'its gradient is exactly zero')}")
+            for x in sorted(want - got):
+                why.append(f"{x} learns: {WHY_GRAD.get(x, 'its gradient is not zero')}")
+            detail += "; " + "; ".join(why)
+        elif isinstance(learns, str):
+            detail += f": a string, not a set of names (write {{{learns!r}}})"
+        else:
+            detail += f": a {type(learns).__name__}, not a set of parameter names"
+    return check_that("learns", learns, ok, detail,
+                      hint="follow the forward pass with every weight zero: what is h, and what reaches each "
+                           "parameter from dlogits?")
+
+
+def check_zero_init(zero_model: Any, zero_start: Any, learns: Any, cfg02: Any, Xb: torch.Tensor, Yb: torch.Tensor,
+                    Xdev: torch.Tensor, Ydev: torch.Tensor, uniform_loss: float) -> list[Result]:
+    """Exercise 1's rows: `learns`, the parameters that cannot learn (still zero after training) and the dev loss
+    of the trained zero network. `zero_start` is the model's parameters before training (`snapshot`)."""
+    from mmlib.models import MLP
+    from mmlib.train import evaluate
+    c = cfg02
+    want = zero_init_learners(c.vocab_size, c.n_embd, c.block_size, c.n_hidden, Xb.cpu(), Yb.cpu())
+    bound = best_constant_loss(Ydev.cpu(), c.vocab_size)
+    reference = MLP(c)
+    row_learns = learns_row(learns, want, [k for k, _ in reference.named_parameters()])
+    frozen_name = "the parameters that cannot learn, after training (max |value|)"
+    dev_name = "dev loss of the zero-init network"
+    if is_todo(zero_model):
+        return [row_learns, *todo_rows([frozen_name, dev_name])]
+    problems = inventory(zero_model, reference)
+    if not isinstance(zero_model, nn.Module):
+        return [row_learns, *(Result(n, "error", problems[0], hint="zero_model = MLP(...) with every scale 0")
+                              for n in (frozen_name, dev_name))]
+    params = dict(zero_model.named_parameters())
+    start = zero_start if isinstance(zero_start, Mapping) else {}
+    not_zero = {k: v.abs().max().item() for k, v in start.items() if v.numel() and bool(v.any())}
+    frozen = max((p.detach().abs().max().item() for k, p in params.items() if k not in want and p.numel()),
+                 default=0.0)
+    row_frozen = check(frozen_name, frozen, 0.0, atol=0.0, hint="did every parameter start at exactly zero?")
+    why = list(problems)
+    if not_zero:
+        why.append("not zero at the start: " + ", ".join(f"{k} (max |value| {v:.3g})" for k, v in not_zero.items()))
+    moved = [k for k, p in params.items() if k not in want and bool(p.detach().any()) and k not in not_zero]
+    if moved and start:
+        why.append(f"{moved} started at zero but changed in training: another parameter was not zero")
+    if why:
+        row_frozen = Result(frozen_name, "wrong", f"{row_frozen.detail if not row_frozen.passed else ''}"
+                            f"{'; ' if not row_frozen.passed else ''}{'; '.join(why)}", row_frozen.hint)
+    out = attempt(dev_name, evaluate, zero_model, Xdev, Ydev, what="evaluate(zero_model, Xdev, Ydev)")
+    if not out.ok:
+        return [row_learns, row_frozen, out.row]
+    zero_dev = float(out.value)
+    ok = bound - 1e-4 <= zero_dev < uniform_loss
+    detail = (f"{round(zero_dev, 4)} should lie between the best context-free loss {bound:.4f} (tolerance 1e-4) "
+              f"and the uniform loss {uniform_loss:.4f}")
+    if not ok and zero_dev < bound - 1e-4:
+        detail += ("; below the best loss that ignores the context: the trained network uses its input, so some "
+                   "weight did not start at zero")
+    elif not ok:
+        detail += "; the network learned not even the characters' frequencies: was b2 trained?"
+    row_dev = check_that(dev_name, zero_dev, ok, detail,
+                         hint="the zero network can learn how often each character occurs, and nothing about the "
+                              "context")
+    return [row_learns, row_frozen, row_dev]
