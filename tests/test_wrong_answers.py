@@ -286,8 +286,9 @@ def _lesson_03() -> dict:
     with torch.no_grad():
         for _ in range(3):   # training-mode batches move the running statistics away from 0 and 1
             model_bn(Xdev[torch.randint(0, len(Xdev), (32,), generator=g)])
-        model_bn.bngain.mul_(1.5)
-        model_bn.bnbias.add_(0.2)
+        # A gain and a bias of their own per unit: a fold that drops, squares or misplaces one is then visible.
+        model_bn.bngain.copy_(1 + 0.5 * torch.randn(model_bn.bngain.shape, generator=g))
+        model_bn.bnbias.copy_(0.3 * torch.randn(model_bn.bnbias.shape, generator=g))
     return dict(model_bn=model_bn, Xdev=Xdev, eval_mode=eval_mode, is_todo=lambda *v: any(x is TODO for x in v))
 
 
@@ -314,6 +315,8 @@ def run_03(exercise: str, code: str, after_solution: bool = False) -> list[Resul
     from mmlib.expected import lesson03
     cells = _notebook_cells("03_activations_batchnorm")
     ns = _namespace(**_lesson_03(), expected=lesson03, check=check, check_that=check_that, report=_quiet_report)
+    ns["model_bn"] = copy.deepcopy(ns["model_bn"])   # an answer that changes it in place must not change the next
+    ns["bn_start"] = lesson03.snapshot(ns["model_bn"])   # as the answer cell's first line does
     if exercise == "03.1":
         _zero_init(ns)
         _run(code, ns)
