@@ -321,8 +321,14 @@ def run_03(exercise: str, code: str, after_solution: bool = False) -> list[Resul
         _zero_init(ns)
         _run(code, ns)
         ns["zero_start"] = lesson03.snapshot(ns["zero_model"])   # as the answer cell does before training
-        ns["_train"](ns["zero_model"])
-        return _run(_cell(cells, "rep_zero = report("), ns)["rep_zero"].results
+        try:
+            ns["_train"](ns["zero_model"])
+        except Exception as err:  # noqa: BLE001 - the answer cell's train() raised: the learner reads it there
+            from mmlib.checks import describe_error
+            trained = [Result("zero_model", "error", f"train(zero_model, ...) raised {describe_error(err)}")]
+        else:
+            trained = []
+        return trained + _run(_cell(cells, "rep_zero = report("), ns)["rep_zero"].results
     if after_solution:
         _run(_cell(cells, "W_fold = TODO"), ns)
     _run(code, ns)

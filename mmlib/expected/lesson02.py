@@ -279,6 +279,9 @@ def uniform_candidates(vocab_size: int) -> Iterator[tuple[str, float]]:
     yield f"ln(1/{V}) = {-math.log(V):.4f}: the sign flipped", -math.log(V)
     yield f"vocab_size = {V} itself", float(V)
     yield f"-(1/{V}) * ln(1/{V}): one character's term of the entropy, not the sum over all {V}", math.log(V) / V
+    for k in range(1, 6):
+        yield (f"ln({V}) rounded to {k} decimals: compute it from vocab_size rather than typing it",
+               round(math.log(V), k))
 
 
 def describe_init(params: Any, words: Sequence[str], vocab: Vocab) -> str:
