@@ -477,7 +477,7 @@ def _matches(got: torch.Tensor, value: Any, atol: float, rtol: float) -> bool:
         return False
     same_nan = torch.isnan(got) & torch.isnan(v)
     same_inf = torch.isinf(got) & (got == v)
-    close = (got - v).abs() <= atol + rtol * v.abs()
+    close = torch.isfinite(v) & ((got - v).abs() <= atol + rtol * v.abs())
     return bool((close | same_nan | same_inf).all())
 
 
@@ -514,8 +514,9 @@ def explain(result: Result, got: Any, candidates: Candidates, *, atol: float, rt
     return result
 
 
-def rows_of(got: torch.Tensor, table: torch.Tensor, atol: float = 1e-6) -> torch.Tensor:
-    """For each row of `got`, the index of the row of `table` it equals (the first, within `atol`), or -1.
+def rows_of(got: torch.Tensor, table: torch.Tensor, atol: float = 1e-6, rtol: float = 1e-5) -> torch.Tensor:
+    """For each row of `got`, the index of the row of `table` it equals (the first, within atol + rtol * the
+    row's largest entry), or -1.
 
     Recovers which rows an answer looked up: `W[ys]` where `W[xs]` belongs shows as the indices ys.
     """
@@ -523,7 +524,7 @@ def rows_of(got: torch.Tensor, table: torch.Tensor, atol: float = 1e-6) -> torch
     if g.ndim != 2 or t.ndim != 2 or g.shape[1] != t.shape[1]:
         return torch.full((g.shape[0] if g.ndim else 0,), -1, dtype=torch.long)
     dist = torch.cdist(g, t, p=float("inf")) if g.numel() and t.numel() else torch.empty(len(g), len(t))
-    close = dist <= atol
+    close = dist <= atol + rtol * t.abs().amax(1)[None, :]
     return torch.where(close.any(1), close.float().argmax(1), torch.full((len(g),), -1, dtype=torch.long))
 
 

@@ -289,6 +289,8 @@ def _lesson_03() -> dict:
         # A gain and a bias of their own per unit: a fold that drops, squares or misplaces one is then visible.
         model_bn.bngain.copy_(1 + 0.5 * torch.randn(model_bn.bngain.shape, generator=g))
         model_bn.bnbias.copy_(0.3 * torch.randn(model_bn.bnbias.shape, generator=g))
+        # A few units with a running variance near eps (a unit that hardly varies): there eps is not negligible.
+        model_bn.bnvar_running[0, :4] = torch.tensor([1e-5, 1e-4, 1e-3, 1e-2])
     return dict(model_bn=model_bn, Xdev=Xdev, eval_mode=eval_mode, is_todo=lambda *v: any(x is TODO for x in v))
 
 

@@ -130,6 +130,9 @@ def _paddings(n: int) -> list[tuple[int, int]]:
 def _smoothed(counts: torch.Tensor, how: str, alpha: float, dim) -> torch.Tensor:
     """Probabilities from counts under one smoothing and normalisation choice (float64)."""
     C = counts.double()
+    if isinstance(dim, tuple) and dim and dim[0] == "nokeep":
+        P = C + (alpha if how == "right" else 0.0)
+        return P / P.sum(dim[1])
     if how == "right":
         P = C + alpha
         return P / P.sum(dim, keepdim=True)
@@ -141,12 +144,16 @@ def _smoothed(counts: torch.Tensor, how: str, alpha: float, dim) -> torch.Tensor
         return P / P.sum(dim, keepdim=True)
     if how == "numerator":   # +alpha on top, not in the normalising sum
         return (C + alpha) / C.sum(dim, keepdim=True)
+    if how == "once":        # +alpha on top and once below, where once per possible next character belongs
+        return (C + alpha) / (C.sum(dim, keepdim=True) + alpha)
     raise ValueError(how)
 
 
 SMOOTHINGS = {"right": "", "after": "the +{a:g} added to the probabilities after normalising (not to the counts)",
               "after_renorm": "the +{a:g} added to the probabilities after normalising, then normalised again",
-              "numerator": "the +{a:g} added to the counts but not to the sum they are divided by"}
+              "numerator": "the +{a:g} added to the counts but not to the sum they are divided by",
+              "once": "(count + {a:g}) / (row total + {a:g}): the pseudo-count added once to the row total instead "
+                      "of once per possible next character (row total + {a:g} * V)"}
 
 
 def _dims(n: int) -> list[tuple[object, str]]:
@@ -156,6 +163,9 @@ def _dims(n: int) -> list[tuple[object, str]]:
     for d in range(n - 1):
         out.append((d, f"normalisation over dimension {d} ({names[d]}) instead of the last (the next character)"))
     out.append((tuple(range(n)), "normalisation over the whole table instead of over each context's row"))
+    for d in range(n):
+        out.append((("nokeep", d), f"a division by P.sum({d}) without keepdim=True: the sums broadcast against the "
+                                   f"last {n - 1} dimensions, so each entry is divided by the wrong row's total"))
     return out
 
 
@@ -165,7 +175,10 @@ def _reductions(total: float, N: int, n_words: int, per_word_mean: float | None)
            (f"an average per word (a division by the {n_words:,} words) instead of per n-gram", total / n_words),
            (f"the sum over all {N:,} n-grams instead of their average", total),
            (f"a division by {N - 1:,}, one fewer than the {N:,} n-grams", total / max(N - 1, 1)),
-           (f"a division by {N + 1:,}, one more than the {N:,} n-grams", total / (N + 1))]
+           (f"a division by {N + 1:,}, one more than the {N:,} n-grams", total / (N + 1)),
+           (f"a division by the {N - n_words:,} characters (the end token's n-gram of each word not counted)",
+            total / max(N - n_words, 1)),
+           (f"a division by {N + n_words:,} (one more per word than the {N:,} n-grams)", total / (N + n_words))]
     if per_word_mean is not None:
         out.append(("the mean of each word's own average instead of one average over all n-grams", per_word_mean))
     return out
@@ -187,29 +200,34 @@ def nll_candidates(words: Sequence[str], vocab: Vocab, n: int, alpha: float = 1.
     plausible wrong way: padding, smoothing, the dimension normalised over, the reduction, the log's base and
     sign. Yields (description, value) only for variants that differ from the lesson's definition, in at most
     three choices, fewest first; each probability table is computed only when the search reaches it."""
-    scored = Windows(words, vocab, n)
-    source = scored if counted_on is None else Windows(counted_on, vocab, n)
-    same = counted_on is None
+    scored = windows(words, vocab, n)
+    source = scored if counted_on is None else windows(counted_on, vocab, n)
     alphas = [(alpha, "")] + [(a, f"smoothing +{a:g} instead of +{alpha:g}" if a else "no smoothing")
                               for a in (0.0, 1.0) if a != alpha]
+    pads = []   # (padding scored, padding counted, what differs)
+    for p in _paddings(n):
+        pads.append((p, p, _padding(n, *p)))
+        if 0 < (p[0] != n - 1) + (p[1] != 1) <= 1:
+            pads.append((p, (n - 1, 1), f"{_padding(n, *p)} when scoring (the counts padded right)"))
+            pads.append(((n - 1, 1), p, f"{_padding(n, *p)} when counting (the scoring padded right)"))
     combos = []
-    for starts, ends in _paddings(n):
+    for scored_pad, counted_pad, pad_why in pads:
         for a, a_why in alphas:
             for how, how_why in SMOOTHINGS.items():
                 if how != "right" and a == 0:
                     continue
                 for dim, dim_why in _dims(n):
-                    parts = [_padding(n, starts, ends), a_why, how_why.format(a=a), dim_why]
+                    parts = [pad_why, a_why, how_why.format(a=a), dim_why]
                     k = sum(bool(p) for p in parts)
                     if k <= 2:
-                        combos.append((k, starts, ends, a, how, dim, parts))
+                        combos.append((k, scored_pad, counted_pad, a, how, dim, parts))
     combos.sort(key=lambda c: c[0])
     cache: dict = {}
-    for k0, starts, ends, a, how, dim, parts in combos:
-        if (starts, ends) not in cache:
-            hits = scored.counts(starts, ends)
-            cache[starts, ends] = hits.double(), hits if same else source.counts(starts, ends)
-        hits, counts = cache[starts, ends]
+    for k0, scored_pad, counted_pad, a, how, dim, parts in combos:
+        if (scored_pad, counted_pad) not in cache:
+            cache[scored_pad, counted_pad] = scored.counts(*scored_pad).double(), source.counts(*counted_pad)
+        hits, counts = cache[scored_pad, counted_pad]
+        starts, ends = scored_pad
         N = int(hits.sum())
         if N == 0:
             continue
@@ -289,6 +307,10 @@ def check_trigram(N3: Any, nll3: Any, words: Sequence[str], vocab: Vocab) -> lis
                    hint="pad with two '.' in front and one behind; count (a, b, c) triples")
     row_n3 = explain(row_n3, N3, lambda: count_candidates(words, vocab, 3), atol=0,
                      fallback=lambda: describe_counts(N3, want["N3"]))
+    if isinstance(N3, torch.Tensor) and N3.dtype != torch.int64 and row_n3.status in ("exact", "close", "wrong"):
+        why = (f"N3 is a {N3.dtype} tensor; the exercise asks for int64 counts (dtype=torch.int64): a count is a "
+               f"whole number, and float32 stops counting exactly above 2**24")
+        row_n3 = Result("N3", "wrong", why if row_n3.passed else f"{row_n3.detail}; {why}", row_n3.hint)
 
     def nll_from_yours():
         if row_n3.passed or row_n3.status != "wrong":
@@ -389,6 +411,8 @@ def check_tune_alpha(best_alpha: Any, best_test_nll3: Any, words: Sequence[str],
         for counted in ("all", "train+dev"):
             yield f"the best alpha on dev of a model counted on {counted} words (count on train only)", \
                 picked(counted, "dev")
+        yield (f"the position of the best alpha in alphas (alphas.index / argmin gives {alphas.index(best)}), not "
+               f"the alpha itself (alphas[{alphas.index(best)}] = {best:g})"), float(alphas.index(best))
         yield "the lesson's default +1 (no search over alphas)", 1.0
         yield "the first alpha of the list", alphas[0]
         yield "the last alpha of the list", alphas[-1]
@@ -411,6 +435,12 @@ def check_tune_alpha(best_alpha: Any, best_test_nll3: Any, words: Sequence[str],
             yield (f"the test NLL of a model counted on {counted} words (count on train only)",
                    nll(counted, "test", best))
         yield "the bigram model's test NLL (the trigram model's belongs)", nll("train", "test", best, n=2)
+        if yours is not None:
+            yield f"the bigram model's test NLL at your alpha {yours:g} (the trigram model's belongs)", \
+                nll("train", "test", yours, n=2)
+        bigram_best = min(alphas, key=lambda a: split_nll(parts, vocab, 2, "train", "dev", a))
+        yield (f"the test NLL of the bigram model tuned on dev (alpha {bigram_best:g}): the trigram model's belongs",
+               nll("train", "test", bigram_best, n=2))
         yield from nll_candidates(parts["test"], vocab, 3, best, counted_on=parts["train"],
                                   what="the test NLL (counted on train)")
 
@@ -440,15 +470,26 @@ def describe_rows(idx: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, table: 
         return f"{table}[xs]"
     if torch.equal(idx, ys):
         return f"{table}[ys]: indexed by the targets ys instead of the inputs xs"
+    V = int(max(idx.max(), xs.max())) + 1
+    for k in (1, -1):
+        if torch.equal(idx, xs + k) or (torch.equal(idx % V, (xs + k) % V) and k == -1):
+            return (f"{table}[xs {'+' if k > 0 else '-'} 1]: every id shifted by {k:+d}"
+                    + (" (id 0, '.', wraps round to the last row)" if k < 0 else ""))
     for shift in (1, -1):
         a, b = (idx[:-1], xs[1:]) if shift == 1 else (idx[1:], xs[:-1])
         if len(a) and torch.equal(a, b):
             return f"{table}[xs] shifted by one position: row i holds {table}[xs[i {'+' if shift > 0 else '-'} 1]]"
     if torch.equal(idx.sort().values, xs.sort().values):
         return f"the rows of {table}[xs] in another order"
+    if len(idx) != len(xs):
+        if torch.equal(idx.sort().values, xs.unique()):
+            return f"{table}[xs.unique()]: one row per distinct input, not one per example"
+        return f"{len(idx)} rows of {table} ({table}[{idx[:5].tolist()}...]) where one per example ({len(xs)}) belongs"
     if bool((idx == idx[0]).all()):
         return f"{table}[{int(idx[0])}] in every row"
     off = (idx != xs).nonzero()
+    if len(off) == 0:
+        return f"{table}[xs]"
     i = int(off[0])
     return (f"rows of {table}, but at {len(off)} of {len(xs)} positions not {table}[xs[i]]: row {i} holds "
             f"{table}[{int(idx[i])}] where {table}[xs[{i}]] = {table}[{int(xs[i])}] belongs")
@@ -462,10 +503,16 @@ def row_candidates(got: Any, xs: torch.Tensor, ys: torch.Tensor, W: torch.Tensor
         return
     W = W.detach().cpu().double()
     xs, ys = xs.cpu(), ys.cpu()
+    if g.ndim == 2 and g.shape == (W.shape[1], len(xs)) and g.shape[0] != g.shape[1]:
+        for what, rows in (("W[:, xs]: the columns of W, one per input, where W[xs] (its rows) belongs", W.T),
+                           ("W.T[xs].T", W)):
+            if torch.equal(rows_of(g.T, rows, atol=1e-6), xs):
+                yield what, g
+                return
     for name, table in (("W", W), ("W.T", W.T)):
         for why, f in TRANSFORMS:
             idx = rows_of(g, f(table), atol=1e-6)
-            if len(idx) and bool((idx >= 0).all()):
+            if len(idx) and bool((idx >= 0).all()) and (len(idx) == len(xs) or why == ""):
                 what = describe_rows(idx, xs, ys, name)
                 if why or what != "W[xs]":
                     yield f"{why}{what}" + (" (W.T's rows are W's columns)" if name == "W.T" else ""), g
@@ -489,6 +536,10 @@ def check_logits_rows(logits_rows: Any, xs: torch.Tensor, ys: torch.Tensor, W: t
         return (f"{int(right.sum())} of {len(right)} rows are W[xs[i]]; the first that is not, row {i}, {what} "
                 f"(W[xs[{i}]] = W[{int(xs[i])}] belongs)")
 
+    if row.status == "shape":   # another number of rows, or the columns: which rows of W it holds
+        for why, value in row_candidates(logits_rows, xs, ys, W):
+            return Result(row.name, "shape", f"{row.detail}; your answer is {why}", row.hint)
+        return row
     return explain(row, logits_rows, lambda: row_candidates(logits_rows, xs, ys, W), atol=1e-6, fallback=fallback)
 
 
@@ -519,6 +570,11 @@ def check_cross_entropy(ce_nll: Any, big_manual: Any, big_ce: Any, W: torch.Tens
         yield "F.cross_entropy(W[xs], xs): the inputs as targets", lambda: F.cross_entropy(L, xs.cpu()).item()
         yield "F.cross_entropy(W[ys], ys): the logits looked up by the targets", \
             lambda: F.cross_entropy(Lw[ys.cpu()], y).item()
+        Wd = W.detach().cpu().double()
+        for c in (0.01, 0.1, 0.001, 1.0):
+            for reg_why, reg in (("(W**2).mean()", (Wd**2).mean().item()), ("(W**2).sum()", (Wd**2).sum().item())):
+                yield (f"the NLL plus the regularisation term {c:g} * {reg_why}: the training loss, where the NLL "
+                       f"alone is asked"), want + c * reg
         yield "the log-likelihood (the sign flipped)", -want
         yield "the NLL in bits (log base 2) instead of nats", want / math.log(2)
         yield "the NLL in log base 10 instead of nats", want / math.log(10)

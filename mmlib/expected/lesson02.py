@@ -133,6 +133,11 @@ def check_direct_connections(direct_params, direct_dev_loss, words: Sequence[str
                                    "n_hidden": direct_params["W1"].shape[-1] if "W1" in direct_params else -1})
         detail += f": your W_direct is {named}" + (
             " (the transpose: the inputs are the rows, x @ W_direct)" if shape == want_shape[::-1] else "")
+        if shape[0] == n_embd and shape != want_shape:
+            detail += (": one embedding's worth of inputs (one position, or the positions summed or averaged) "
+                       "where the concatenation of all block_size embeddings belongs")
+        elif "W1" in direct_params and shape[0] == direct_params["W1"].shape[-1] and shape != want_shape:
+            detail += ": it connects the hidden layer h (a second W2), where the embeddings belong"
     elif shape is None and isinstance(direct_params, Mapping):
         detail += f": direct_params has no 'W_direct' (its keys: {sorted(direct_params)})"
     shape_row = check_that("W_direct shape", shape, shape == want_shape, detail,
@@ -155,8 +160,8 @@ def check_direct_connections(direct_params, direct_dev_loss, words: Sequence[str
         P = as_params(direct_params)
         row_loss = explain(row_loss, direct_dev_loss, lambda: itertools.chain(
             [("the dev loss of your parameters without W_direct (the direct connections left out of the loss)",
-              without_direct)], loss_candidates(P, vocab, {"dev": words, **({"training": train_words}
-                                                                              if train_words else {})}, "dev")),
+              without_direct)], direct_variants(P, words, vocab, n_embd),
+            loss_candidates(P, vocab, {"dev": words, **({"training": train_words} if train_words else {})}, "dev")),
             atol=1e-4, rtol=1e-5)
         used = check_that("W_direct is used", direct_dev_loss, abs(with_direct - without_direct) > 1e-3,
                           f"dev loss {with_direct:.4f} with W_direct, {without_direct:.4f} with it removed",
@@ -206,11 +211,20 @@ def as_params(params: Any) -> Any:
 
 def try_loss(params: Any, words: Sequence[str], vocab: Vocab, name: str) -> tuple[float, Result | None]:
     """`mlp_loss`, or NaN and an error row that says why `params` cannot be evaluated (never a traceback)."""
+    hint = f"a dict with the keys {list(REQUIRED)}, shaped as MLP makes them"
     try:
         return mlp_loss(as_params(params), words, vocab), None
     except Exception as e:  # noqa: BLE001 - malformed parameters of any kind become a row
-        return float("nan"), Result(name, "error", f"cannot evaluate your parameters: {e}",
-                                    hint=f"a dict with the keys {list(REQUIRED)}, shaped as MLP makes them")
+        why = f"cannot evaluate your parameters: {e}"
+        P = as_params(params)
+        if isinstance(P, Mapping) and all(k in P for k in ("W1", "W2")):
+            try:   # nn.Linear keeps its weight as (out, in): the transposes may be what was meant
+                mlp_loss({**P, "W1": P["W1"].T, "W2": P["W2"].T}, words[:1], vocab)
+                why += ("; W1 and W2 are in nn.Linear's (out, in) layout, the transposes of the x @ W layout MLP "
+                        "uses: hand in linear.weight.T")
+            except Exception:  # noqa: BLE001 - not that either: the first message stands
+                pass
+        return float("nan"), Result(name, "error", why, hint=hint)
 
 
 def loss_candidates(params: Mapping[str, torch.Tensor], vocab: Vocab, splits: Mapping[str, Sequence[str]],
@@ -227,18 +241,48 @@ def loss_candidates(params: Mapping[str, torch.Tensor], vocab: Vocab, splits: Ma
     yield "the sum over the examples, not their mean", lambda: right() * n()
     yield "the loss in bits (log base 2) instead of nats", lambda: right() / math.log(2)
     yield "minus the loss (the sign flipped)", lambda: -right()
-    def first(k):
-        def loss():
-            X, Y = contexts(splits[split], vocab, _shapes(P, len(vocab)))
-            return mlp_loss(P, splits[split], vocab, limit=k) if len(Y) > k else float("nan")
-        return loss
-
-    for k in (32, 64, 100, 128, 256, 512, 1000):
-        yield f"the loss on the first {k} examples of the {split} split only (a minibatch), not the whole split", \
-            first(k)
+    losses = lambda: example_losses(P, splits[split], vocab)  # noqa: E731
+    yield f"the mean over the words of each {split} word's own mean loss, not the mean over all examples", \
+        lambda: _per_word_mean(P, splits[split], vocab)
+    yield from _prefix_candidates(losses, split)
     for why, variant in FORWARD_VARIANTS:
         yield f"the {split} loss of a forward pass {why}", (lambda variant=variant: mlp_loss(variant(P), splits[split],
                                                                                              vocab))
+
+
+def _prefix_candidates(losses, split: str) -> Iterator[tuple[str, Any]]:
+    """The mean loss over the first k examples, for the k whose mean matches: the loss of one minibatch or of
+    a part of the split, found by comparing with every prefix's mean (yielded lazily, one candidate per k)."""
+    cache = {}
+
+    def means():
+        if "m" not in cache:
+            L = losses()
+            cache["m"] = torch.cumsum(L, 0) / torch.arange(1, len(L) + 1)
+        return cache["m"]
+
+    for k in (32, 64, 100, 128, 200, 256, 500, 512, 1000):
+        yield (f"the loss on the first {k} examples of the {split} split only (a minibatch or a part), not the whole "
+               f"split"), (lambda k=k: means()[k - 1].item() if len(means()) > k else float("nan"))
+
+
+def example_losses(params: Mapping[str, torch.Tensor], words: Sequence[str], vocab: Vocab) -> torch.Tensor:
+    """The cross-entropy of every example of `words`, in order (float64)."""
+    P = {k: v.detach().to("cpu", torch.float64) for k, v in params.items()}
+    X, Y = contexts(words, vocab, _shapes(P, len(vocab)))
+    emb = P["C"][X].reshape(len(X), -1)
+    logits = torch.tanh(emb @ P["W1"] + P["b1"]) @ P["W2"] + P["b2"]
+    if "W_direct" in P:
+        logits = logits + emb @ P["W_direct"]
+    return -torch.log_softmax(logits, 1).gather(1, Y[:, None])[:, 0]
+
+
+def _per_word_mean(P, words: Sequence[str], vocab: Vocab) -> float:
+    L = example_losses(P, words, vocab)
+    lengths = torch.tensor([len(w) + 1 for w in words])
+    word = torch.repeat_interleave(torch.arange(len(words)), lengths)
+    sums = torch.zeros(len(words), dtype=torch.float64).index_add_(0, word, L)
+    return (sums / lengths).mean().item()
 
 
 def _no(key):
@@ -246,6 +290,31 @@ def _no(key):
 
 
 FORWARD_VARIANTS = (("without b1", _no("b1")), ("without b2", _no("b2")))
+
+
+def direct_variants(P: Mapping[str, torch.Tensor], words: Sequence[str], vocab: Vocab,
+                    n_embd: int) -> Iterator[tuple[str, Any]]:
+    """The dev loss of `P` with the direct term computed another way than emb @ W_direct (emb concatenated
+    position by position): a squashed term, another flattening order, the embeddings summed."""
+    Q = {k: v.detach().to("cpu", torch.float64) for k, v in P.items()}
+    block_size = Q["W1"].shape[0] // n_embd
+
+    def loss(direct):
+        def f():
+            X, Y = contexts(words, vocab, block_size)
+            E = Q["C"][X]                                                   # (N, block_size, n_embd)
+            emb = E.reshape(len(X), -1)
+            logits = torch.tanh(emb @ Q["W1"] + Q["b1"]) @ Q["W2"] + Q["b2"] + direct(E, emb)
+            return -torch.log_softmax(logits, 1).gather(1, Y[:, None]).mean().item()
+        return f
+
+    Wd = Q["W_direct"]
+    yield "the dev loss with tanh applied to the direct term (tanh(emb @ W_direct)): the term is linear", \
+        loss(lambda E, emb: torch.tanh(emb @ Wd))
+    yield ("the dev loss with the embeddings flattened embedding by embedding (emb.transpose(1, 2)), where the "
+           "concatenation position by position (emb.view(B, -1)) belongs"), \
+        loss(lambda E, emb: E.transpose(1, 2).reshape(len(E), -1) @ Wd)
+
 """Forward passes with one step left out, as parameter changes `mlp_loss` can evaluate."""
 
 
@@ -257,12 +326,35 @@ def check_reported_loss(name: str, got: Any, params: Any, vocab: Vocab, splits: 
     if problem is not None:
         return (problem if not is_todo(got, params) else Result(name, "todo", "replace TODO with your answer")), want
     row = check(name, got, want, atol=1e-4, hint=hint)
+    P = as_params(params)
+    not32 = [k for k, v in P.items() if isinstance(v, torch.Tensor) and v.dtype != torch.float32] \
+        if isinstance(P, Mapping) else []
+    if not32 and row.status in ("exact", "close", "wrong"):
+        why = (f"{', '.join(not32)} {'is' if len(not32) == 1 else 'are'} {P[not32[0]].dtype}: the exercise asks for "
+               f"float32 tensors, as MLP makes them (a model trained after .double() hands in float64)")
+        row = Result(name, "wrong", why if row.passed else f"{row.detail}; {why}", hint)
 
     def fallback():
         others = {k: mlp_loss(as_params(params), ws, vocab) for k, ws in splits.items() if k != split}
-        return (f"it is no loss of your parameters that the check knows ({split} {want:.4f}, "
+        text = (f"it is no loss of your parameters that the check knows ({split} {want:.4f}, "
                 + ", ".join(f"{k} {v:.4f}" for k, v in others.items())
                 + "): are they the parameters of the model you evaluated, at the step you evaluated it?")
+        try:
+            value = float(got)
+        except (TypeError, ValueError):
+            return text
+        means = torch.cumsum(L := example_losses(as_params(params), splits[split], vocab), 0) / \
+            torch.arange(1, len(L) + 1)
+        hits = ((means - value).abs() <= 1e-4 + 1e-5 * abs(value)).nonzero()
+        if len(hits) and int(hits[0]) > 0:
+            k = int(hits[0]) + 1
+            return (f"your answer equals the mean loss over the first {k} of the {len(L)} {split} examples only "
+                    f"(a minibatch or a part of the split), not over the whole split")
+        if want > value + 0.05:
+            text += (f" Your parameters do worse ({want:.4f}) than the loss you report ({value:.4f}): they look "
+                     f"like an earlier state than the model you measured (copied before training, or a copy that "
+                     f"did not follow the training?)")
+        return text
 
     return explain(row, got, lambda: loss_candidates(params, vocab, splits, split), atol=1e-4, rtol=1e-5,
                    fallback=fallback), want

@@ -238,7 +238,8 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and bool(torch.allclose(a, b, rtol=1e-4, atol=1e-6))
 
 
-def describe_W_fold(W_fold: Any, W1: torch.Tensor, scales: list[tuple[str, torch.Tensor]]) -> str:
+def describe_W_fold(W_fold: Any, W1: torch.Tensor, scales: list[tuple[str, torch.Tensor]], g: torch.Tensor,
+                    var: torch.Tensor, eps: float) -> str:
     """What a wrong W_fold is: W1 with each column scaled by what (named from `scales`), or how it is not that."""
     try:
         Wf = torch.as_tensor(W_fold).detach().cpu().double()
@@ -257,7 +258,32 @@ def describe_W_fold(W_fold: Any, W1: torch.Tensor, scales: list[tuple[str, torch
     for why, cand in scales:
         if _same(s, cand):
             return f"your W_fold is W1 with column j multiplied by {why}"
+    fit = fit_variance(s, g, var, eps)
+    if fit:
+        return f"your W_fold is W1 with column j multiplied by {fit}"
     return "your W_fold is W1 with each column scaled, but by no factor made of bngain, the variance and eps"
+
+
+def fit_variance(s: torch.Tensor, g: torch.Tensor, var: torch.Tensor, eps: float = 1e-5) -> str:
+    """A column scale of the form gain / sqrt(c * var + e), with c or e recovered from the answer's own numbers:
+    a variance multiplied by a constant (a Bessel correction n / (n - 1)) or another eps. "" when it is not."""
+    if not bool((s * g > 0).all()):
+        return ""
+    r = (g / s) ** 2                        # c * var + e, per unit
+    e = r - var
+    if torch.allclose(e, e.mean().expand_as(e), rtol=1e-3, atol=1e-9) and abs(e.mean().item() - eps) > 1e-7:
+        return f"bngain / sqrt(var + {e.mean().item():.3g}): eps = {e.mean().item():.3g} where 1e-5 belongs"
+    c = (r - eps) / var
+    if torch.allclose(c, c.mean().expand_as(c), rtol=1e-3) and abs(c.mean().item() - 1) > 1e-4:
+        cm = c.mean().item()
+        text = f"bngain / sqrt({cm:.5g} * var + eps): the running variance multiplied by {cm:.5g}"
+        n = cm / (cm - 1) if cm > 1 else None
+        if n and abs(n - round(n)) < 0.05 * n and round(n) > 1:
+            text += (f" = {round(n)}/{round(n) - 1}, a Bessel correction for a batch of {round(n)}: the running "
+                     f"variance already is the estimate eval mode uses, apply nothing to it")
+        return text
+    return ""
+
 
 
 def bias_candidates(beta: torch.Tensor, mean: torch.Tensor, scales: list[tuple[str, torch.Tensor]],
@@ -310,7 +336,7 @@ def check_fold(W_fold: Any, b_fold: Any, model_bn: nn.Module, Xdev: torch.Tensor
     scales = list(scale_candidates(g, var, mean, eps, batch))
     row_W = check("W_fold", W_fold, want_W, atol=1e-5, rtol=1e-5,
                   hint="each column j of W1 is multiplied by bngain[j] / sqrt(var[j] + eps)")
-    row_W = explain(row_W, W_fold, [], atol=0, fallback=lambda: describe_W_fold(W_fold, W1, scales))
+    row_W = explain(row_W, W_fold, [], atol=0, fallback=lambda: describe_W_fold(W_fold, W1, scales, g, var, eps))
     yours = None
     try:
         yours = column_scale(torch.as_tensor(W_fold).detach().cpu().double(), W1)
