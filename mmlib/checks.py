@@ -500,15 +500,21 @@ def explain(result: Result, got: Any, candidates: Candidates, *, atol: float, rt
     except Exception:  # noqa: BLE001 - check() already said what the answer is
         return result
     found = []
-    for description, value in (candidates() if callable(candidates) else candidates):
-        if description not in found and _matches(g, value, atol, rtol):
-            found.append(description)
-            if not every:
-                break
+    try:
+        for description, value in (candidates() if callable(candidates) else candidates):
+            if description not in found and _matches(g, value, atol, rtol):
+                found.append(description)
+                if not every:
+                    break
+    except Exception:  # noqa: BLE001 - a search that cannot go on ends; the row stands without a cause
+        pass
     if found:
         return Result(result.name, "wrong", f"{result.detail}; your answer equals {' - or '.join(found)}",
                       result.hint)
-    extra = fallback() if callable(fallback) else fallback
+    try:
+        extra = fallback() if callable(fallback) else fallback
+    except Exception:  # noqa: BLE001 - likewise for the description of last resort
+        extra = ""
     if extra:
         return Result(result.name, "wrong", f"{result.detail}; {extra}", result.hint)
     return result

@@ -296,6 +296,8 @@ def direct_variants(P: Mapping[str, torch.Tensor], words: Sequence[str], vocab: 
                     n_embd: int) -> Iterator[tuple[str, Any]]:
     """The dev loss of `P` with the direct term computed another way than emb @ W_direct (emb concatenated
     position by position): a squashed term, another flattening order, the embeddings summed."""
+    if "W_direct" not in P:
+        return
     Q = {k: v.detach().to("cpu", torch.float64) for k, v in P.items()}
     block_size = Q["W1"].shape[0] // n_embd
 
