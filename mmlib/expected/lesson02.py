@@ -373,6 +373,9 @@ def uniform_candidates(vocab_size: int) -> Iterator[tuple[str, float]]:
     yield f"ln(1/{V}) = {-math.log(V):.4f}: the sign flipped", -math.log(V)
     yield f"vocab_size = {V} itself", float(V)
     yield f"-(1/{V}) * ln(1/{V}): one character's term of the entropy, not the sum over all {V}", math.log(V) / V
+    if V != 27:   # the names' vocabulary, typed in where vocab_size belongs
+        yield f"ln(27): 27 typed in where vocab_size = {V} belongs (compute it from vocab_size)", math.log(27)
+        yield "1/27: 27 typed in, and the probability rather than the loss", 1 / 27
     for k in range(1, 6):
         yield (f"ln({V}) rounded to {k} decimals: compute it from vocab_size rather than typing it",
                round(math.log(V), k))
