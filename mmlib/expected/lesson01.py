@@ -321,11 +321,14 @@ def check_trigram(N3: Any, nll3: Any, words: Sequence[str], vocab: Vocab) -> lis
     row_nll = check("nll3", nll3, want["nll3"], atol=1e-4,
                     hint="+1 smoothing, normalise over the last dimension, average over all trigrams")
     row_nll = explain(row_nll, nll3, lambda: itertools.chain(nll_from_yours(), nll_candidates(words, vocab, 3)),
-                      atol=1e-4, rtol=1e-5)
+                      **MATCH)
     return [row_n3, row_nll]
 
 
 SPLITS = ("train", "dev", "test")
+MATCH = {"atol": 1e-5, "rtol": 1e-5}
+"""How close an NLL must come to another definition's to be named as it: tighter than the checks' 1e-4, so that
+two definitions 1e-4 apart (the bigram's train NLL and the trigram's with one start token) are not confused."""
 
 
 def _own_splits(words: Sequence[str]) -> dict[str, list[str]]:
@@ -385,7 +388,7 @@ def check_splits(answers: dict[str, Any], words: Sequence[str], vocab: Vocab) ->
         split, n = key.split("_")[0], int(key[-1])
         row = check(key, answers[key], want[key], atol=1e-4, hint=hint)
         rows.append(explain(row, answers[key], lambda split=split, n=n: split_candidates(words, vocab, n, split),
-                            atol=1e-4, rtol=1e-5))
+                            **MATCH))
     return rows
 
 
@@ -455,7 +458,7 @@ def check_tune_alpha(best_alpha: Any, best_test_nll3: Any, words: Sequence[str],
         return "" if a in alphas else f"{a:g} is not one of the alphas tried ({', '.join(f'{x:g}' for x in alphas)})"
 
     return [explain(row_a, best_alpha, alpha_candidates, atol=0, every=True, fallback=not_tried),
-            explain(row_t, best_test_nll3, test_candidates, atol=1e-4, rtol=1e-5)]
+            explain(row_t, best_test_nll3, test_candidates, **MATCH)]
 
 
 TRANSFORMS = (("", lambda T: T), ("softmax over each row of ", lambda T: torch.softmax(T, 1)),
