@@ -328,6 +328,8 @@ def check_reported_loss(name: str, got: Any, params: Any, vocab: Vocab, splits: 
     if problem is not None:
         return (problem if not is_todo(got, params) else Result(name, "todo", "replace TODO with your answer")), want
     row = check(name, got, want, atol=1e-4, hint=hint)
+    row = explain(row, got, lambda: loss_candidates(params, vocab, splits, split), atol=1e-4, rtol=1e-5,
+                  fallback=lambda: reported_fallback(got, params, vocab, splits, split, want))
     P = as_params(params)
     not32 = [k for k, v in P.items() if isinstance(v, torch.Tensor) and v.dtype != torch.float32] \
         if isinstance(P, Mapping) else []
@@ -335,32 +337,34 @@ def check_reported_loss(name: str, got: Any, params: Any, vocab: Vocab, splits: 
         why = (f"{', '.join(not32)} {'is' if len(not32) == 1 else 'are'} {P[not32[0]].dtype}: the exercise asks for "
                f"float32 tensors, as MLP makes them (a model trained after .double() hands in float64)")
         row = Result(name, "wrong", why if row.passed else f"{row.detail}; {why}", hint)
+    return row, want
 
-    def fallback():
-        others = {k: mlp_loss(as_params(params), ws, vocab) for k, ws in splits.items() if k != split}
-        text = (f"it is no loss of your parameters that the check knows ({split} {want:.4f}, "
-                + ", ".join(f"{k} {v:.4f}" for k, v in others.items())
-                + "): are they the parameters of the model you evaluated, at the step you evaluated it?")
-        try:
-            value = float(got)
-        except (TypeError, ValueError):
-            return text
-        means = torch.cumsum(L := example_losses(as_params(params), splits[split], vocab), 0) / \
-            torch.arange(1, len(L) + 1)
-        # Tight (1e-6): over hundreds of prefixes a looser match would name a k by chance.
-        hits = ((means - value).abs() <= 1e-6 + 1e-6 * abs(value)).nonzero()
-        if len(hits) and int(hits[0]) > 0:
-            k = int(hits[0]) + 1
-            return (f"your answer equals the mean loss over the first {k} of the {len(L)} {split} examples only "
-                    f"(a minibatch or a part of the split), not over the whole split")
-        if want > value + 0.05:
-            text += (f" Your parameters do worse ({want:.4f}) than the loss you report ({value:.4f}): they look "
-                     f"like an earlier state than the model you measured (copied before training, or a copy that "
-                     f"did not follow the training?)")
+
+def reported_fallback(got: Any, params: Any, vocab: Vocab, splits: Mapping[str, Sequence[str]], split: str,
+                      want: float) -> str:
+    """What a reported loss is when no candidate matches: the mean over the first k examples of the split, if
+    some k < all gives it, else the losses of the parameters on every split, and whether they look earlier."""
+    others = {k: mlp_loss(as_params(params), ws, vocab) for k, ws in splits.items() if k != split}
+    text = (f"it is no loss of your parameters that the check knows ({split} {want:.4f}, "
+            + ", ".join(f"{k} {v:.4f}" for k, v in others.items())
+            + "): are they the parameters of the model you evaluated, at the step you evaluated it?")
+    try:
+        value = float(got)
+    except (TypeError, ValueError):
         return text
-
-    return explain(row, got, lambda: loss_candidates(params, vocab, splits, split), atol=1e-4, rtol=1e-5,
-                   fallback=fallback), want
+    means = torch.cumsum(L := example_losses(as_params(params), splits[split], vocab), 0) / \
+        torch.arange(1, len(L) + 1)
+    # Tight (1e-6): over hundreds of prefixes a looser match would name a k by chance.
+    hits = ((means - value).abs() <= 1e-6 + 1e-6 * abs(value)).nonzero()
+    if len(hits) and 0 < int(hits[0]) < len(L) - 1:
+        k = int(hits[0]) + 1
+        return (f"your answer equals the mean loss over the first {k} of the {len(L)} {split} examples only "
+                f"(a minibatch or a part of the split), not over the whole split")
+    if want > value + 0.05:
+        text += (f" Your parameters do worse ({want:.4f}) than the loss you report ({value:.4f}): they look "
+                 f"like an earlier state than the model you measured (copied before training, or a copy that "
+                 f"did not follow the training?)")
+    return text
 
 
 def uniform_candidates(vocab_size: int) -> Iterator[tuple[str, float]]:
