@@ -17,7 +17,7 @@ from __future__ import annotations
 import html
 import math
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -669,3 +669,83 @@ def quietly(explain: Callable[..., Any], *args: Any, default: Any = "", **kwargs
         return explain(*args, **kwargs)
     except Exception:  # noqa: BLE001 - a diagnosis that fails says nothing; the row still says what was measured
         return default
+
+
+# ---- naming what a wrong answer computes -----------------------------------------------------------------------
+
+Candidates = Iterable[tuple[str, Any]] | Callable[[], Iterable[tuple[str, Any]]]
+
+
+def _matches(got: torch.Tensor, value: Any, atol: float, rtol: float) -> bool:
+    try:
+        v = as_tensor(value() if callable(value) else value)
+    except Exception:  # noqa: BLE001 - a candidate that cannot be computed matches nothing
+        return False
+    if v.shape != got.shape:
+        return False
+    same_nan = torch.isnan(got) & torch.isnan(v)
+    same_inf = torch.isinf(got) & (got == v)
+    close = torch.isfinite(v) & ((got - v).abs() <= atol + rtol * v.abs())
+    return bool((close | same_nan | same_inf).all())
+
+
+def explain(result: Result, got: Any, candidates: Candidates, *, atol: float, rtol: float = 0.0,
+            fallback: str | Callable[[], str] = "", every: bool = False) -> Result:
+    """`result` with the cause named when it is wrong: the first candidate `got` equals within the tolerance.
+
+    `candidates` are (description, value) pairs, each value what the answer would be had it been computed that
+    way (a number, a tensor, or a zero-argument callable computing it); the whole iterable may be a callable
+    too. They are computed only for a wrong answer and only until one matches, so a right answer costs nothing
+    and a check names what the answer computes - "it equals the NLL counted with one start token" - rather than
+    how far off it is. `fallback` (text, or a callable giving it) is added when no candidate matches;
+    `every`: name every candidate that matches (where several causes give the same value, say so).
+    A right, not-attempted or unreadable answer is returned unchanged.
+    """
+    if result.status != "wrong":
+        return result
+    try:
+        g = as_tensor(got)
+    except Exception:  # noqa: BLE001 - check() already said what the answer is
+        return result
+    found = []
+    try:
+        for description, value in (candidates() if callable(candidates) else candidates):
+            if description not in found and _matches(g, value, atol, rtol):
+                found.append(description)
+                if not every:
+                    break
+    except Exception:  # noqa: BLE001 - a search that cannot go on ends; the row stands without a cause
+        pass
+    if found:
+        return Result(result.name, "wrong", f"{result.detail}; your answer equals {' - or '.join(found)}",
+                      result.hint)
+    try:
+        extra = fallback() if callable(fallback) else fallback
+    except Exception:  # noqa: BLE001 - likewise for the description of last resort
+        extra = ""
+    if extra:
+        return Result(result.name, "wrong", f"{result.detail}; {extra}", result.hint)
+    return result
+
+
+def rows_of(got: torch.Tensor, table: torch.Tensor, atol: float = 1e-6, rtol: float = 1e-5) -> torch.Tensor:
+    """For each row of `got`, the index of the row of `table` it equals (the first, within atol + rtol * the
+    row's largest entry), or -1.
+
+    Recovers which rows an answer looked up: `W[ys]` where `W[xs]` belongs shows as the indices ys.
+    """
+    g, t = as_tensor(got), as_tensor(table)
+    if g.ndim != 2 or t.ndim != 2 or g.shape[1] != t.shape[1]:
+        return torch.full((g.shape[0] if g.ndim else 0,), -1, dtype=torch.long)
+    dist = torch.cdist(g, t, p=float("inf")) if g.numel() and t.numel() else torch.empty(len(g), len(t))
+    close = dist <= atol + rtol * t.abs().amax(1)[None, :]
+    return torch.where(close.any(1), close.float().argmax(1), torch.full((len(g),), -1, dtype=torch.long))
+
+
+def name_sizes(shape: Sequence[int], sizes: Mapping[str, int]) -> str:
+    """A shape with each dimension named by the sizes it equals, e.g. "(10, 27) = (n_embd, vocab_size)"."""
+    names = []
+    for d in shape:
+        hit = [k for k, v in sizes.items() if v == d]
+        names.append(" or ".join(hit) if hit else str(d))
+    return f"{tuple(shape)} = ({', '.join(names)})"

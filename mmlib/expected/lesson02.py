@@ -13,12 +13,14 @@ so that the notebook's check cell is one call and the tests can call it directly
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 
-from mmlib.checks import Report, Result, check, check_that, is_todo, show
+from mmlib.checks import Report, Result, check, check_that, explain, is_todo, name_sizes, show
 from mmlib.validate import positive_int
 from mmlib.vocab import Vocab
 
@@ -73,7 +75,8 @@ def _shapes(params: Mapping[str, torch.Tensor], vocab_size: int) -> int:
 
 
 @torch.no_grad()
-def mlp_loss(params: Mapping[str, torch.Tensor], words: Sequence[str], vocab: Vocab, chunk: int = 8192) -> float:
+def mlp_loss(params: Mapping[str, torch.Tensor], words: Sequence[str], vocab: Vocab, chunk: int = 8192,
+             limit: int | None = None) -> float:
     """Mean cross-entropy of the lesson's MLP with `params` on every next character of `words`.
 
     logits = tanh(emb @ W1 + b1) @ W2 + b2 (+ emb @ W_direct when the dict holds `W_direct`), where
@@ -87,6 +90,7 @@ def mlp_loss(params: Mapping[str, torch.Tensor], words: Sequence[str], vocab: Vo
     block_size = _shapes(params, V)
     P = {k: v.detach().to("cpu", torch.float64) for k, v in params.items()}
     X, Y = contexts(words, vocab, block_size)
+    X, Y = X[:limit], Y[:limit]   # limit: the first examples only (what a loss of one minibatch would be)
     total = 0.0
     for s in range(0, len(Y), chunk):
         x, y = X[s : s + chunk], Y[s : s + chunk]
@@ -104,7 +108,7 @@ def mlp_loss(params: Mapping[str, torch.Tensor], words: Sequence[str], vocab: Vo
 
 def check_direct_connections(direct_params, direct_dev_loss, words: Sequence[str], vocab: Vocab, block_size: int,
                              n_embd: int = 10, *, title: str = "Exercise 3: direct connections",
-                             display: bool = True) -> tuple[Report, dict[str, float]]:
+                             display: bool = True, train_words: Sequence[str] = ()) -> tuple[Report, dict[str, float]]:
     """Exercise 3: the shape of `W_direct`, the reported dev loss, and whether `W_direct` is used at all.
 
     `direct_params` is the dict of tensors handed in (a model's `state_dict()`; a `torch.nn.Module`
@@ -122,7 +126,21 @@ def check_direct_connections(direct_params, direct_dev_loss, words: Sequence[str
         shape = tuple(direct_params["W_direct"].shape) if "W_direct" in direct_params else None
     else:
         shape = type(direct_params).__name__
-    shape_row = check_that("W_direct shape", shape, shape == want_shape, f"got {shape}, expected {want_shape}",
+    detail = f"got {shape}, expected {want_shape}"
+    if isinstance(shape, tuple) and shape != want_shape and shape:
+        named = name_sizes(shape, {"block_size * n_embd": block_size * n_embd, "n_embd": n_embd,
+                                   "vocab_size": len(vocab), "block_size": block_size,
+                                   "n_hidden": direct_params["W1"].shape[-1] if "W1" in direct_params else -1})
+        detail += f": your W_direct is {named}" + (
+            " (the transpose: the inputs are the rows, x @ W_direct)" if shape == want_shape[::-1] else "")
+        if shape[0] == n_embd and shape != want_shape:
+            detail += (": one embedding's worth of inputs (one position, or the positions summed or averaged) "
+                       "where the concatenation of all block_size embeddings belongs")
+        elif "W1" in direct_params and shape[0] == direct_params["W1"].shape[-1] and shape != want_shape:
+            detail += ": it connects the hidden layer h (a second W2), where the embeddings belong"
+    elif shape is None and isinstance(direct_params, Mapping):
+        detail += f": direct_params has no 'W_direct' (its keys: {sorted(direct_params)})"
+    shape_row = check_that("W_direct shape", shape, shape == want_shape, detail,
                            hint="one weight per (concatenated embedding number, output character) pair")
     try:
         with_direct = mlp_loss(direct_params, words, vocab)
@@ -137,12 +155,26 @@ def check_direct_connections(direct_params, direct_dev_loss, words: Sequence[str
         rows = [Result(name, "error", problem, hint="fix the shapes in direct_params first")
                 for name in ("direct_dev_loss", "W_direct is used")]
     else:
-        rows = [check("direct_dev_loss", direct_dev_loss, with_direct, atol=1e-4,
-                      hint="report the dev loss of the model in direct_params, with its direct connections"),
-                check_that("W_direct is used", direct_dev_loss, abs(with_direct - without_direct) > 1e-3,
-                           f"dev loss {with_direct:.4f} with W_direct, {without_direct:.4f} with it removed",
-                           hint="was W_direct trained? it must be a parameter of the model and used in its "
-                                "forward pass")]
+        row_loss = check("direct_dev_loss", direct_dev_loss, with_direct, atol=1e-4,
+                         hint="report the dev loss of the model in direct_params, with its direct connections")
+        P = as_params(direct_params)
+        row_loss = explain(row_loss, direct_dev_loss, lambda: itertools.chain(
+            [("the dev loss of your parameters without W_direct (the direct connections left out of the loss)",
+              without_direct)], direct_variants(P, words, vocab, n_embd),
+            loss_candidates(P, vocab, {"dev": words, **({"training": train_words} if train_words else {})}, "dev")),
+            atol=1e-4, rtol=1e-5)
+        used = check_that("W_direct is used", direct_dev_loss, abs(with_direct - without_direct) > 1e-3,
+                          f"dev loss {with_direct:.4f} with W_direct, {without_direct:.4f} with it removed",
+                          hint="was W_direct trained? it must be a parameter of the model and used in its "
+                               "forward pass")
+        if not used.passed and used.status == "wrong" and "W_direct" in P:
+            Wd = P["W_direct"].detach()
+            why = ("W_direct is all zeros: it never changed from a zero start (not an nn.Parameter the optimiser "
+                   "updates, or not used in forward, so its gradient is zero)" if not bool(Wd.any()) else
+                   f"W_direct's entries are at most {Wd.abs().max().item():.3g} in size: too small to change the "
+                   f"logits (was it trained?)")
+            used = Result(used.name, "wrong", f"{used.detail}; {why}", used.hint)
+        rows = [row_loss, used]
     rep = Report([shape_row, *rows], title)
     if display:
         show(rep)
@@ -168,3 +200,246 @@ def loss_floor(X: torch.Tensor, Y: torch.Tensor) -> float:
         n = sum(nexts.values())
         total -= sum(k * math.log(k / n) for k in nexts.values())
     return total / X.shape[0]
+
+
+# ---- exercises 1 and 2: each row says what a wrong number is ----------------------------------------------------
+
+def as_params(params: Any) -> Any:
+    """A model's parameters as the dict the checks read: a `torch.nn.Module` through its `state_dict()`."""
+    return params.state_dict() if isinstance(params, torch.nn.Module) else params
+
+
+def try_loss(params: Any, words: Sequence[str], vocab: Vocab, name: str) -> tuple[float, Result | None]:
+    """`mlp_loss`, or NaN and an error row that says why `params` cannot be evaluated (never a traceback)."""
+    hint = f"a dict with the keys {list(REQUIRED)}, shaped as MLP makes them"
+    try:
+        return mlp_loss(as_params(params), words, vocab), None
+    except Exception as e:  # noqa: BLE001 - malformed parameters of any kind become a row
+        why = f"cannot evaluate your parameters: {e}"
+        P = as_params(params)
+        if isinstance(P, Mapping) and all(k in P for k in ("W1", "W2")):
+            try:   # nn.Linear keeps its weight as (out, in): the transposes may be what was meant
+                mlp_loss({**P, "W1": P["W1"].T, "W2": P["W2"].T}, words[:1], vocab)
+                why += ("; W1 and W2 are in nn.Linear's (out, in) layout, the transposes of the x @ W layout MLP "
+                        "uses: hand in linear.weight.T")
+            except Exception:  # noqa: BLE001 - not that either: the first message stands
+                pass
+        return float("nan"), Result(name, "error", why, hint=hint)
+
+
+def loss_candidates(params: Mapping[str, torch.Tensor], vocab: Vocab, splits: Mapping[str, Sequence[str]],
+                    split: str) -> Iterator[tuple[str, Any]]:
+    """A reported loss of `params` on `splits[split]` as a learner might get it wrong: another split, the sum, bits,
+    the sign, or a forward pass with a step left out or changed."""
+    P = {k: v.detach() for k, v in as_params(params).items()}
+    right = lambda: mlp_loss(P, splits[split], vocab)  # noqa: E731
+    for other, ws in splits.items():
+        if other != split:
+            yield f"the loss of your parameters on the {other} split, not the {split} split", \
+                (lambda ws=ws: mlp_loss(P, ws, vocab))
+    n = lambda: len(contexts(splits[split], vocab, _shapes(P, len(vocab)))[1])  # noqa: E731
+    yield "the sum over the examples, not their mean", lambda: right() * n()
+    yield "the loss in bits (log base 2) instead of nats", lambda: right() / math.log(2)
+    yield "minus the loss (the sign flipped)", lambda: -right()
+    losses = lambda: example_losses(P, splits[split], vocab)  # noqa: E731
+    yield f"the mean over the words of each {split} word's own mean loss, not the mean over all examples", \
+        lambda: _per_word_mean(P, splits[split], vocab)
+    yield from _prefix_candidates(losses, split)
+    for why, variant in FORWARD_VARIANTS:
+        yield f"the {split} loss of a forward pass {why}", (lambda variant=variant: mlp_loss(variant(P), splits[split],
+                                                                                             vocab))
+
+
+def _prefix_candidates(losses, split: str) -> Iterator[tuple[str, Any]]:
+    """The mean loss over the first k examples, for the k whose mean matches: the loss of one minibatch or of
+    a part of the split, found by comparing with every prefix's mean (yielded lazily, one candidate per k)."""
+    cache = {}
+
+    def means():
+        if "m" not in cache:
+            L = losses()
+            cache["m"] = torch.cumsum(L, 0) / torch.arange(1, len(L) + 1)
+        return cache["m"]
+
+    for k in (32, 64, 100, 128, 200, 256, 500, 512, 1000):
+        yield (f"the loss on the first {k} examples of the {split} split only (a minibatch or a part), not the whole "
+               f"split"), (lambda k=k: means()[k - 1].item() if len(means()) > k else float("nan"))
+
+
+def example_losses(params: Mapping[str, torch.Tensor], words: Sequence[str], vocab: Vocab) -> torch.Tensor:
+    """The cross-entropy of every example of `words`, in order (float64)."""
+    P = {k: v.detach().to("cpu", torch.float64) for k, v in params.items()}
+    X, Y = contexts(words, vocab, _shapes(P, len(vocab)))
+    emb = P["C"][X].reshape(len(X), -1)
+    logits = torch.tanh(emb @ P["W1"] + P["b1"]) @ P["W2"] + P["b2"]
+    if "W_direct" in P:
+        logits = logits + emb @ P["W_direct"]
+    return -torch.log_softmax(logits, 1).gather(1, Y[:, None])[:, 0]
+
+
+def _per_word_mean(P, words: Sequence[str], vocab: Vocab) -> float:
+    L = example_losses(P, words, vocab)
+    lengths = torch.tensor([len(w) + 1 for w in words])
+    word = torch.repeat_interleave(torch.arange(len(words)), lengths)
+    sums = torch.zeros(len(words), dtype=torch.float64).index_add_(0, word, L)
+    return (sums / lengths).mean().item()
+
+
+def _no(key):
+    return lambda P: {**P, key: torch.zeros_like(P[key])}
+
+
+FORWARD_VARIANTS = (("without b1", _no("b1")), ("without b2", _no("b2")))
+
+
+def direct_variants(P: Mapping[str, torch.Tensor], words: Sequence[str], vocab: Vocab,
+                    n_embd: int) -> Iterator[tuple[str, Any]]:
+    """The dev loss of `P` with the direct term computed another way than emb @ W_direct (emb concatenated
+    position by position): a squashed term, another flattening order, the embeddings summed."""
+    if "W_direct" not in P:
+        return
+    Q = {k: v.detach().to("cpu", torch.float64) for k, v in P.items()}
+    block_size = Q["W1"].shape[0] // n_embd
+
+    def loss(direct):
+        def f():
+            X, Y = contexts(words, vocab, block_size)
+            E = Q["C"][X]                                                   # (N, block_size, n_embd)
+            emb = E.reshape(len(X), -1)
+            logits = torch.tanh(emb @ Q["W1"] + Q["b1"]) @ Q["W2"] + Q["b2"] + direct(E, emb)
+            return -torch.log_softmax(logits, 1).gather(1, Y[:, None]).mean().item()
+        return f
+
+    Wd = Q["W_direct"]
+    yield "the dev loss with tanh applied to the direct term (tanh(emb @ W_direct)): the term is linear", \
+        loss(lambda E, emb: torch.tanh(emb @ Wd))
+    yield ("the dev loss with the embeddings flattened embedding by embedding (emb.transpose(1, 2)), where the "
+           "concatenation position by position (emb.view(B, -1)) belongs"), \
+        loss(lambda E, emb: E.transpose(1, 2).reshape(len(E), -1) @ Wd)
+
+"""Forward passes with one step left out, as parameter changes `mlp_loss` can evaluate."""
+
+
+def check_reported_loss(name: str, got: Any, params: Any, vocab: Vocab, splits: Mapping[str, Sequence[str]],
+                        split: str, hint: str) -> tuple[Result, float]:
+    """The row for a reported loss of `params` on `splits[split]` and the re-evaluated loss (NaN where it cannot
+    be computed): a wrong number is matched against other splits and other ways of averaging or logging."""
+    want, problem = try_loss(params, splits[split], vocab, name)
+    if problem is not None:
+        return (problem if not is_todo(got, params) else Result(name, "todo", "replace TODO with your answer")), want
+    row = check(name, got, want, atol=1e-4, hint=hint)
+    row = explain(row, got, lambda: loss_candidates(params, vocab, splits, split), atol=1e-4, rtol=1e-5,
+                  fallback=lambda: reported_fallback(got, params, vocab, splits, split, want))
+    P = as_params(params)
+    not32 = [k for k, v in P.items() if isinstance(v, torch.Tensor) and v.dtype != torch.float32] \
+        if isinstance(P, Mapping) else []
+    if not32 and row.status in ("exact", "close", "wrong"):
+        why = (f"{', '.join(not32)} {'is' if len(not32) == 1 else 'are'} {P[not32[0]].dtype}: the exercise asks for "
+               f"float32 tensors, as MLP makes them (a model trained after .double() hands in float64)")
+        row = Result(name, "wrong", why if row.passed else f"{row.detail}; {why}", hint)
+    return row, want
+
+
+def reported_fallback(got: Any, params: Any, vocab: Vocab, splits: Mapping[str, Sequence[str]], split: str,
+                      want: float) -> str:
+    """What a reported loss is when no candidate matches: the mean over the first k examples of the split, if
+    some k < all gives it, else the losses of the parameters on every split, and whether they look earlier."""
+    others = {k: mlp_loss(as_params(params), ws, vocab) for k, ws in splits.items() if k != split}
+    text = (f"it is no loss of your parameters that the check knows ({split} {want:.4f}, "
+            + ", ".join(f"{k} {v:.4f}" for k, v in others.items())
+            + "): are they the parameters of the model you evaluated, at the step you evaluated it?")
+    try:
+        value = float(got)
+    except (TypeError, ValueError):
+        return text
+    means = torch.cumsum(L := example_losses(as_params(params), splits[split], vocab), 0) / \
+        torch.arange(1, len(L) + 1)
+    # Tight (1e-6): over hundreds of prefixes a looser match would name a k by chance.
+    hits = ((means - value).abs() <= 1e-6 + 1e-6 * abs(value)).nonzero()
+    if len(hits) and 0 < int(hits[0]) < len(L) - 1:
+        k = int(hits[0]) + 1
+        return (f"your answer equals the mean loss over the first {k} of the {len(L)} {split} examples only "
+                f"(a minibatch or a part of the split), not over the whole split")
+    if want > value + 0.05:
+        text += (f" Your parameters do worse ({want:.4f}) than the loss you report ({value:.4f}): they look "
+                 f"like an earlier state than the model you measured (copied before training, or a copy that "
+                 f"did not follow the training?)")
+    return text
+
+
+def uniform_candidates(vocab_size: int) -> Iterator[tuple[str, float]]:
+    """The uniform loss written the usual wrong ways."""
+    V = vocab_size
+    if V != 27:   # the names' vocabulary, typed in where vocab_size belongs
+        yield f"ln(27): 27 typed in where vocab_size = {V} belongs (compute it from vocab_size)", math.log(27)
+        yield "1/27: 27 typed in, and the probability rather than the loss", 1 / 27
+    yield f"1 / vocab_size = 1/{V}: the probability, not the loss -log(1/{V})", 1 / V
+    yield f"ln({V - 1}): vocab_size - 1 characters (the '.' token left out?)", math.log(V - 1)
+    yield f"ln({V + 1}): vocab_size + 1 characters", math.log(V + 1)
+    yield f"log2({V}): the loss in bits (log base 2) instead of nats", math.log2(V)
+    yield f"log10({V}): log base 10 instead of the natural log", math.log10(V)
+    yield f"ln(1/{V}) = {-math.log(V):.4f}: the sign flipped", -math.log(V)
+    yield f"vocab_size = {V} itself", float(V)
+    yield f"-(1/{V}) * ln(1/{V}): one character's term of the entropy, not the sum over all {V}", math.log(V) / V
+    for k in range(1, 6):
+        yield (f"ln({V}) rounded to {k} decimals: compute it from vocab_size rather than typing it",
+               round(math.log(V), k))
+
+
+def describe_init(params: Any, words: Sequence[str], vocab: Vocab) -> str:
+    """Why an initialisation's loss is far from uniform: the spread of its logits and which term makes it."""
+    P = {k: v.detach().to("cpu", torch.float64) for k, v in as_params(params).items()}
+    block_size = _shapes(P, len(vocab))
+    X, _ = contexts(words, vocab, block_size)
+    X = X[:2000]
+    emb = P["C"][X].reshape(len(X), -1)
+    h = torch.tanh(emb @ P["W1"] + P["b1"])
+    hw = h @ P["W2"]
+    return (f"your initialisation's logits have standard deviation {(hw + P['b2']).std().item():.3g} on the training "
+            f"split: h @ W2 contributes {hw.std().item():.3g} (W2 max |value| {P['W2'].abs().max().item():.3g}), b2 "
+            f"spreads {P['b2'].std().item():.3g} (max |value| {P['b2'].abs().max().item():.3g}); near-uniform "
+            f"predictions need both near 0")
+
+
+def check_init_sizes(params: Any, reference: Any) -> str:
+    """Why `params` is not of the reference model's sizes ("" when it is): the first tensor shaped otherwise."""
+    ref = as_params(reference)
+    P = as_params(params)
+    if not isinstance(P, Mapping) or not isinstance(ref, Mapping):
+        return ""
+    for k in REQUIRED:
+        if k in P and k in ref and tuple(P[k].shape) != tuple(ref[k].shape):
+            return (f"init_params[{k!r}] has shape {tuple(P[k].shape)}, the final model's {k} "
+                    f"{tuple(ref[k].shape)}: make an initialisation of the final model's sizes")
+    extra = sorted(set(P) - set(ref))
+    return f"init_params holds {extra}, which the final model does not have" if extra else ""
+
+
+def check_uniform_init(uniform: Any, init_params: Any, init_loss: Any, vocab_size: int, words_train: Sequence[str],
+                       vocab: Vocab, model: Any, words_dev: Sequence[str] = ()) -> list[Result]:
+    """Exercise 2's rows: the uniform loss, the reported loss of `init_params` (of `model`'s sizes) on the training
+    split, and whether that initialisation starts within 0.1 of uniform."""
+    target = uniform_loss(vocab_size)
+    row_u = explain(check("uniform", uniform, target, atol=1e-6,
+                          hint="each of the vocab_size characters gets probability 1/vocab_size; the loss is minus "
+                               "its log"), uniform, lambda: uniform_candidates(vocab_size), atol=1e-6, rtol=1e-6)
+    splits = {"training": words_train, **({"dev": words_dev} if len(words_dev) else {})}
+    hint = "the loss of init_params on the whole training split, before any training step"
+    row_l, measured = check_reported_loss("init_loss", init_loss, init_params, vocab, splits, "training", hint)
+    if row_l.status == "wrong":
+        row_l = explain(row_l, init_loss, [(f"the uniform loss ln({vocab_size}), not the loss your init_params give "
+                                            f"({measured:.4f}): measure it", target)], atol=1e-6)
+    sizes = "" if is_todo(init_params) else check_init_sizes(init_params, model)
+    if sizes and row_l.passed:
+        row_l = Result("init_loss", "wrong", sizes, hint)
+    elif sizes and row_l.status == "wrong":
+        row_l = Result("init_loss", "wrong", f"{row_l.detail}; {sizes}", hint)
+    row_n = check("init_loss near uniform", init_loss, target, atol=0.1,
+                  hint="make the logits small at the start: scale W2 down and set b2 to zero")
+    if row_n.status == "wrong" and math.isfinite(measured) and abs(measured - target) > 0.1:
+        row_n = Result(row_n.name, "wrong", f"{row_n.detail}; {describe_init(init_params, words_train, vocab)}",
+                       row_n.hint)
+    elif row_n.status == "wrong" and math.isfinite(measured):
+        row_n = Result(row_n.name, "wrong", f"{row_n.detail}; your init_params themselves start at {measured:.4f}, "
+                       f"within 0.1 of uniform: the number reported is not their loss", row_n.hint)
+    return [row_u, row_l, row_n]
