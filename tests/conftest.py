@@ -195,6 +195,16 @@ CHROMIUM_FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
+# What Playwright's own launch passes a headless Chromium, so that pages lay out and behave as under it: no
+# scrollbars taking width, hover and a fine pointer, pop-ups allowed, timers of a page not in front not slowed.
+HEADLESS_AS_PLAYWRIGHT = [
+    "--headless", "--hide-scrollbars", "--mute-audio",
+    "--blink-settings=primaryHoverType=2,availableHoverTypes=2,primaryPointerType=4,availablePointerTypes=4",
+    "--disable-popup-blocking", "--disable-background-timer-throttling", "--disable-backgrounding-occluded-windows",
+    "--disable-renderer-backgrounding", "--disable-hang-monitor", "--disable-ipc-flooding-protection",
+    "--disable-extensions", "--disable-default-apps", "--force-color-profile=srgb", "--password-store=basic",
+    "--no-default-browser-check", "--enable-automation",
+]
 ARTIFACTS = Path(__file__).parent / "artifacts"     # screenshots: outputs, never committed
 LAB_OVERRIDES = Path(__file__).parent / "browser" / "overrides.json"
 SERVER_START = 60      # seconds for JupyterLab or Chromium to answer, generous against a loaded 2-core machine
@@ -273,8 +283,8 @@ def chromium(tmp_path_factory) -> Chromium:
     profile = tmp_path_factory.mktemp("chromium")
     log = profile / "chromium.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([str(CHROMIUM), "--headless", "--remote-debugging-port=0",
-                                 f"--user-data-dir={profile / 'profile'}", *CHROMIUM_FLAGS, "about:blank"],
+        proc = subprocess.Popen([str(CHROMIUM), "--remote-debugging-port=0", f"--user-data-dir={profile / 'profile'}",
+                                 *HEADLESS_AS_PLAYWRIGHT, *CHROMIUM_FLAGS, "about:blank"],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + SERVER_START
@@ -304,6 +314,13 @@ class Lab:
 
     def log_tail(self, n: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+    def close_sessions(self) -> None:
+        """Shut down every notebook session and kernel a test's page opened (the server goes on)."""
+        for s in self.api("GET", "/api/sessions") or []:
+            self.api("DELETE", f"/api/sessions/{s['id']}")
+        for k in self.api("GET", "/api/kernels") or []:
+            self.api("DELETE", f"/api/kernels/{k['id']}")
 
 
 @pytest.fixture(scope="session")
@@ -366,10 +383,7 @@ def _stop_lab(server: Lab, proc: subprocess.Popen) -> None:
     """Shut the kernels down through the REST API, then the server; kill whatever is left."""
     if proc.poll() is None:
         try:
-            for s in server.api("GET", "/api/sessions") or []:
-                server.api("DELETE", f"/api/sessions/{s['id']}")
-            for k in server.api("GET", "/api/kernels") or []:
-                server.api("DELETE", f"/api/kernels/{k['id']}")
+            server.close_sessions()
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             pass  # the server is going anyway; the kill below covers its kernels
     _stop_process_group(proc)

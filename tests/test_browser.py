@@ -194,6 +194,7 @@ def test_init_explorer_in_jupyterlab(chromium, lab):
             fail(f"browser step failed: {e}")
         finally:
             context.close()
+            lab.close_sessions()
     print(f"browser test timings (s): {timings}; screenshot: {screenshot}")
 
     assert srcs_after != srcs_before, "the explorer's plot did not change when gain moved"
@@ -260,6 +261,7 @@ def test_saved_notebook_shows_each_explorer_as_a_picture(chromium, lab, path):
             page.screenshot(path=str(shot))
         finally:
             context.close()
+            lab.close_sessions()
     reprs = sorted({m.group(0) for m in re.finditer(r"[VH]Box\(children=.{0,40}", text)})
     assert not reprs, f"{path.name} shows widget text instead of a picture: {reprs[:3]} (screenshot: {shot})"
     assert not missing, (f"{path.name}: the explorer cells {missing} (of {explorers}) show no image "
