@@ -55,8 +55,11 @@ def ci_parameters(path: Path) -> dict:
 os.environ["MMLIB_QUIET"] = "1"
 
 # The unit tests train toy models: one thread is faster than several there, and far faster on a busy
-# machine where extra threads wait for each other. (Notebooks set their own threads in their kernels.)
+# machine where extra threads wait for each other; so do the kernels and commands the tests start (through
+# OMP_NUM_THREADS, which PyTorch reads at start), since two test workers already keep two cores busy. Lessons
+# 02-06 ask for their threads themselves; lessons 00 and 01 take PyTorch's default, this one.
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.hookimpl(tryfirst=True)   # the groups must be there when xdist's own hook reads them
