@@ -12,7 +12,7 @@ the split, the initialisation, dropout and the minibatches, as `makemore train -
 - the baseline (`BASELINES`): for the WaveNet lecture 05's recipe (plain SGD, 200,000 steps of batch 32,
   the lecture's model), on one thread as the lessons run it (`--lecture-threads`); for the transformer
   lesson 06's recipe, the command line's default before issue 18, on `--threads` as the command line ran it;
-- the recipe: `mmlib.recipes.RECIPES[model]` as `makemore train` runs it, on `--threads` (default:
+- the recipe: `mmlib.cli.recipes.RECIPES[model]` as `makemore train` runs it, on `--threads` (default:
   PyTorch's own choice, every core).
 
 Printed per model and file: dev loss (the final one, of the weights at the last step) and training time
@@ -42,9 +42,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mmlib.cli.recipes import RECIPES  # noqa: E402
 from mmlib.data import NAMES, DataError, build_splits, load_words, sequence_length  # noqa: E402
 from mmlib.models import MODELS, create  # noqa: E402
-from mmlib.recipes import RECIPES  # noqa: E402
 from mmlib.train import Callbacks, TrainConfig, TrainState, train  # noqa: E402
 from mmlib.vocab import Vocab  # noqa: E402
 
@@ -75,7 +75,7 @@ BASELINES = {
                              "lr": 5e-3, "warmup": 200, "lr_min": 0.0, "weight_decay": 0.3, "grad_clip": None},
                             {"dropout": 0.1}),
 }
-"""The baselines, frozen here so that a change to mmlib.recipes is measured against them, not against itself."""
+"""The baselines, frozen here so that a change to mmlib.cli.recipes is measured against them, not against itself."""
 
 SPEEDUP = 8.0                  # the WaveNet's recipe reaches the lecture's mean dev loss at least this much sooner
 WORST_SEED = 0.005             # ... and its worst seed ends at most this far above the lecture's mean

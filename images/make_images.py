@@ -4,7 +4,7 @@
     python images/make_images.py --out DIR       # write them somewhere else (tests/test_images.py)
 
 A lesson links a figure from its solution notebook as `![...](../../images/NAME.png)`; the learner
-notebook built from it gets `../images/NAME.png` (see mmlib/exercises.py and images/README.md).
+notebook built from it gets `../images/NAME.png` (see mmlib/learner_notebooks.py and images/README.md).
 
 - `mlp_architecture.png` (lesson 02): the character-level MLP of Bengio et al. (2003) as the lesson
   builds it - three context characters, one shared embedding table `C`, concatenation, a tanh hidden

@@ -30,6 +30,8 @@ words are 15 (names) and 57 (cities) characters."""
 MAX_BLOCK_SIZE = 128
 """The most characters a model may read (`block_size`): the longest word and its end token fit, rounded up
 to a power of two for lesson 05's WaveNet; more positions would only ever hold padding or start tokens."""
+IGNORE = -1
+"""The target that marks padding in `build_sequences`' Y; `F.cross_entropy(..., ignore_index=IGNORE)` skips it."""
 BLOCK_SIZE_WHY = f"words have at most {MAX_WORD_LENGTH} characters, so more positions would hold only padding"
 
 LINE_BREAKS = {"\r": "CARRIAGE RETURN", "\x0b": "LINE TABULATION", "\x0c": "FORM FEED", "\x1c": "FILE SEPARATOR",
@@ -253,7 +255,7 @@ def build_sequences(words: list[str], vocab: Vocab, block_size: int | None = Non
 
     X[i] is the start token followed by the word, Y[i] the word followed by the end token, so
     Y[i, t] is the character after X[i, :t + 1]. Both are padded to `block_size` (None: the
-    longest word + 1); padding is 0 in X and -1 in Y, which the loss leaves out.
+    longest word + 1); padding is 0 in X and `IGNORE` in Y, which the loss leaves out.
     Returns X and Y of shape (N, block_size), int64.
     """
     if not words:
@@ -268,7 +270,7 @@ def build_sequences(words: list[str], vocab: Vocab, block_size: int | None = Non
         raise DataError(f"block_size {T} is too short for the word {quote(longest)} ({len(longest)} characters "
                         "plus the end token); use a block_size of at least " + str(len(longest) + 1))
     X = torch.zeros(len(words), T, dtype=torch.long)
-    Y = torch.full((len(words), T), -1, dtype=torch.long)
+    Y = torch.full((len(words), T), IGNORE, dtype=torch.long)
     for i, w in enumerate(words):
         ids = vocab.encode(w)
         X[i, 1 : len(ids) + 1] = torch.tensor(ids, dtype=torch.long)

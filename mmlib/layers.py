@@ -27,13 +27,12 @@ can read in one sitting, not a framework.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 
-from mmlib.runtime import n_parameters
+from mmlib.runtime import eval_mode, n_parameters  # noqa: F401  (eval_mode: lesson 03 imports it from here)
 from mmlib.validate import boolean, choice, number, positive_int, power_of_two
 
 NONLINEARITIES = ("tanh", "relu", "none")
@@ -204,40 +203,6 @@ def train_mode(layers: Iterable, training: bool = True) -> None:
     for layer in layers:
         if hasattr(layer, "training"):
             layer.training = training
-
-
-def _modes(obj) -> list:
-    """Every object under `obj` that has a `training` flag: a torch.nn.Module's submodules, or the
-    layers of a list (or of an object with a `.layers` list)."""
-    if isinstance(obj, torch.nn.Module):
-        return list(obj.modules())
-    if isinstance(obj, (list, tuple)):
-        return [x for item in obj for x in _modes(item)]
-    found = [obj] if hasattr(obj, "training") else []
-    return found + [x for x in getattr(obj, "layers", []) for x in _modes(x)]
-
-
-@contextmanager
-def eval_mode(*models) -> Iterator[None]:
-    """Evaluation mode inside the `with` block, and back to the mode each layer was in after it.
-
-    Works on `torch.nn.Module`s and on lists of this module's layers alike:
-
-        with eval_mode(model):
-            logits, _ = model(X)      # BatchNorm uses its running statistics
-
-    Restoring the mode found (rather than switching training back on) means a model that was
-    already in eval mode stays there, and a nested `eval_mode` does not undo the outer one.
-    """
-    layers = [x for m in models for x in _modes(m)]
-    before = [x.training for x in layers]
-    for x in layers:
-        x.training = False
-    try:
-        yield
-    finally:
-        for x, mode in zip(layers, before):
-            x.training = mode
 
 
 def check_stack_settings(gain: float, depth: int, width: int, nonlinearity: str) -> None:

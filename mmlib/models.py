@@ -38,14 +38,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmlib.data import BLOCK_SIZE_WHY, MAX_BLOCK_SIZE
-from mmlib.layers import eval_mode, n_levels
-from mmlib.runtime import device_of, n_parameters
+from mmlib.data import BLOCK_SIZE_WHY, IGNORE, MAX_BLOCK_SIZE
+from mmlib.layers import n_levels
+from mmlib.runtime import device_of, eval_mode, n_parameters
 from mmlib.validate import at_most, boolean, number, positive_int, power_of_two
-
-IGNORE = -1
-"""The target that marks padding in sequence data; `F.cross_entropy(..., ignore_index=IGNORE)` skips it."""
-
 
 # ---- the interface ---------------------------------------------------------------------------
 
@@ -147,7 +143,7 @@ def create(name: str, *, generator: torch.Generator | None = None, **config: Any
     return cls(cls.Config(**config), generator=generator)
 
 
-# ---- what fits in memory: a model's weights, and a training step's activations ---------------------
+# ---- what fits in memory: a model's weights (a training step's activations: mmlib.cli.memory) -----------
 
 
 def device_memory(device: torch.device | str = "cpu") -> int | None:
@@ -165,7 +161,8 @@ def device_memory(device: torch.device | str = "cpu") -> int | None:
         return psutil.virtual_memory().total
 
 
-def _size(n: float) -> str:
+def readable_size(n: float) -> str:
+    """`n` bytes as a person reads them: `1,234 bytes`, `12.3 MB`."""
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
@@ -185,80 +182,9 @@ def check_model_fits(config: ModelConfig, what: str = "model") -> None:
         return
     sizes = ", ".join(f"{f.name}={getattr(config, f.name):,}" for f in fields(config)
                       if f.name != "vocab_size" and f.type == "int")
-    raise ValueError(f"this {what} would have {n:,} parameters, {_size(4 * n)} of weights at 4 bytes each, more than "
-                     f"this machine's {_size(memory)} of memory (training needs about four times that): make it "
-                     f"smaller ({sizes})")
-
-
-TRAINING_BYTES_PER_PARAMETER = 16
-"""What training holds per parameter: the weight, its gradient and AdamW's two moving averages, 4 bytes each."""
-
-
-def _activation_bytes(model: Model, batch_size: int) -> int:
-    """The bytes of the tensors one forward pass on `batch_size` full-length examples keeps for backward."""
-    seen: set[int] = set()
-    total = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in seen:       # views of one tensor (and a weight saved twice) count once
-            seen.add(storage.data_ptr())
-            total += storage.nbytes()
-        return t
-
-    device = model.device
-    idx = torch.zeros(batch_size, model.block_size, dtype=torch.long, device=device)
-    targets = idx if model.per_position else idx[:, 0]
-    buffers = {k: v.clone() for k, v in model.named_buffers()}
-    was_training = model.training
-    try:
-        # Training mode, as a step runs; its side effects are undone: BatchNorm's statistics are put back
-        # and dropout's draws come from a forked generator, so measuring never changes a run.
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.enable_grad():
-            model.train()
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                model(idx, targets)
-    finally:
-        model.train(was_training)
-        with torch.no_grad():
-            for k, v in model.named_buffers():
-                v.copy_(buffers[k])
-    return total
-
-
-def training_memory(model: Model, batch_size: int) -> tuple[int, int]:
-    """An estimate of one training step's memory in bytes: (fixed, per example).
-
-    fixed: the weights, gradients and optimiser state (`TRAINING_BYTES_PER_PARAMETER` each); per example:
-    the activations backward needs for one example of full length (`block_size` positions), measured on
-    batches of 2 and 4 (BatchNorm needs two) and taking the difference, so weights saved for backward
-    cancel out. A step on `batch_size` examples needs about fixed + batch_size * per example.
-    """
-    positive_int("batch_size", batch_size)
-    per_example = max(0, _activation_bytes(model, 4) - _activation_bytes(model, 2)) // 2
-    return TRAINING_BYTES_PER_PARAMETER * model.n_parameters(), per_example
-
-
-def check_batch_fits(model: Model, batch_size: int) -> int:
-    """`batch_size` unchanged, or one line saying that a training step on it cannot fit in the device's memory.
-
-    The command line calls it once the model is built (`--batch-size 1e8` is refused before training starts,
-    not in the allocator); the line says the largest batch size that would fit.
-    """
-    fixed, per_example = training_memory(model, batch_size)
-    memory = device_memory(model.device)
-    need = fixed + batch_size * per_example
-    if memory is None or need <= memory:
-        return batch_size
-    where = f"{model.device.type} memory" if model.device.type != "cpu" else "memory"
-    if fixed >= memory:
-        raise ValueError(f"training this model needs about {_size(fixed)} for its weights, gradients and optimiser "
-                         f"alone, more than the {_size(memory)} of {where}: make the model smaller")
-    most = (memory - fixed) // max(1, per_example)
-    raise ValueError(f"batch_size {batch_size:,} needs about {_size(need)} per training step ({_size(per_example)} "
-                     f"of activations per example), more than the {_size(memory)} of {where}: use a batch_size of "
-                     f"at most {most:,}")
+    raise ValueError(f"this {what} would have {n:,} parameters, {readable_size(4 * n)} of weights at 4 bytes each, "
+                     f"more than this machine's {readable_size(memory)} of memory (training needs about four times "
+                     f"that): make it smaller ({sizes})")
 
 
 def _randn(*shape: int, generator: torch.Generator | None, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Running the course's notebooks: one runner behind the tests, `mmlib.results --run`, `mmlib.exercises execute`.
+"""Running the course's notebooks: one runner behind the tests, `mmlib.results --run` and the learner
+notebooks' `python -m mmlib.learner_notebooks execute`.
 
 Every run goes through papermill, with a time limit on each cell (`CELL_TIMEOUT` at the small CI
 parameters, `DEFAULT_CELL_TIMEOUT` at the defaults), so a lesson that hangs fails with the cell

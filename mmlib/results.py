@@ -12,9 +12,10 @@ default parameters, so their metrics are the course's results. This module reads
     python -m mmlib.results           print the table
     python -m mmlib.results --write   put it into README.md between the results markers
     python -m mmlib.results --check   exit 1 if README.md's table differs (a test runs this)
-    python -m mmlib.results --run     run every lesson at its defaults (papermill; ~40 min on 2 cores), put
-                                      the executed notebooks back as the committed outputs, write the
-                                      table into README.md and plot dev loss against training time
+    python -m mmlib.results --run     run every lesson at its defaults (papermill; the table gives each main
+                                      run's time), put the executed notebooks back as the committed
+                                      outputs, write the table into README.md and plot dev loss against
+                                      training time
     python -m mmlib.results --run 02 --ci --out DIR   one lesson at its CI parameters, into DIR only
 """
 
@@ -214,7 +215,7 @@ def run_lessons(lessons: list[str] | None = None, *, ci: bool = False, out: str 
     `lessons`: two-digit numbers (None: every lesson). At the defaults (`ci=False`) nothing is
     injected, so each executed notebook is the committed outputs of a real run; with `ci=True` each
     runs at the small parameters in its metadata (`mmlib.ci_parameters`), for a quick check. Progress
-    bars are off, as in `mmlib.exercises execute`, and every cell has a time limit. The notebooks in
+    bars are off, as in `mmlib.learner_notebooks execute`, and every cell has a time limit. The notebooks in
     `folder` are not touched here; a notebook that fails raises papermill's error, naming the cell.
     """
     out = Path(out)

@@ -1,8 +1,8 @@
 """The run-time set-up every lesson starts with: seed, device, threads, plot style (lesson 01).
 
-(Named `runtime`, not `setup`, so that nobody takes it for a setuptools script.) Also the two facts
-about a model that do not depend on which model it is: where it runs (`device_of`) and how many
-numbers it learns (`n_parameters`).
+(Named `runtime`, not `setup`, so that nobody takes it for a setuptools script.) Also the facts and
+switches of a model that do not depend on which model it is: where it runs (`device_of`), how many
+numbers it learns (`n_parameters`), and evaluation mode for a `with` block (`eval_mode`).
 
 Seeding matters in a course: with the same seed a learner's numbers match the ones in the text.
 """
@@ -10,6 +10,8 @@ Seeding matters in a course: with the same seed a learner's numbers match the on
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -80,3 +82,40 @@ def setup(seed: int = 42, device: str = "cpu", threads: int | None = None) -> tu
     use_course_style()
     torch.set_printoptions(precision=4, sci_mode=False, linewidth=110)
     return dev, g
+
+
+# ---- evaluation mode, for any model of the course -------------------------------------------------
+
+
+def _modes(obj) -> list:
+    """Every object under `obj` that has a `training` flag: a torch.nn.Module's submodules, or the
+    layers of a list (or of an object with a `.layers` list)."""
+    if isinstance(obj, torch.nn.Module):
+        return list(obj.modules())
+    if isinstance(obj, (list, tuple)):
+        return [x for item in obj for x in _modes(item)]
+    found = [obj] if hasattr(obj, "training") else []
+    return found + [x for x in getattr(obj, "layers", []) for x in _modes(x)]
+
+
+@contextmanager
+def eval_mode(*models) -> Iterator[None]:
+    """Evaluation mode inside the `with` block, and back to the mode each layer was in after it.
+
+    Works on `torch.nn.Module`s and on lists of this module's layers alike:
+
+        with eval_mode(model):
+            logits, _ = model(X)      # BatchNorm uses its running statistics
+
+    Restoring the mode found (rather than switching training back on) means a model that was
+    already in eval mode stays there, and a nested `eval_mode` does not undo the outer one.
+    """
+    layers = [x for m in models for x in _modes(m)]
+    before = [x.training for x in layers]
+    for x in layers:
+        x.training = False
+    try:
+        yield
+    finally:
+        for x, mode in zip(layers, before):
+            x.training = mode

@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mmlib.layers import eval_mode
-from mmlib.runtime import device_of
+from mmlib.runtime import device_of, eval_mode
 from mmlib.validate import number, optional, positive_int
 from mmlib.vocab import Vocab, no_boundary, quote
 

@@ -34,15 +34,14 @@ import sys
 import time
 import warnings
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
-from mmlib.layers import eval_mode
-from mmlib.models import IGNORE
-from mmlib.runtime import DEVICES, device_of, pick_device
+from mmlib.data import IGNORE
+from mmlib.runtime import DEVICES, device_of, eval_mode, pick_device
 from mmlib.validate import boolean, choice, learning_rate, non_negative_int, number, optional, positive_int
 from mmlib.validate import seed as check_seed
 
@@ -93,8 +92,8 @@ class DivergenceGuard:
       2.76). Medians and means, not single minibatches: from the lectures' confidently wrong start,
       lesson 02's runs at lr=0.1 jump between 3.7 and 8.4 from one batch of 32 to the next while they
       learn, and their first loss alone is often far below where they are.
-    `lr_name` is the parameter to lower, as the lesson's parameters cell calls it. The one place these
-    rules live: `train` uses it, and so do the loops lessons 01 and 02 write in the open.
+    `lr_name` is the parameter to lower, as the lesson's parameters cell calls it. The four rules are one
+    list, `_rules`; `train` uses the guard, and so do the loops lessons 01 and 02 write in the open.
     """
 
     SPIKE = 5              # steps `finish` averages over, so one unlucky minibatch is not a blow-up
@@ -126,39 +125,60 @@ class DivergenceGuard:
             spike = sum(self.recent) / len(self.recent)
             if spike > self.peak:
                 self.peak, self.peak_step = spike, step
-        if not math.isfinite(value):
-            raise TrainingDiverged(f"training stopped at step {step:,}: the loss became {value}; {self._fix(lr)}")
         n = self.window.maxlen
-        if len(self.window) < n or step < n:
-            return
-        mean = sum(self.window) / n
-        if self.first_window is None:
-            self.first_window = mean
-        ceiling = 2 * max(self.first, self.uniform)
-        if mean > ceiling:
-            raise TrainingDiverged(
-                f"training stopped at step {step:,}: the loss is diverging (its mean over the last "
-                f"{n} steps, {mean:.2f}, is above {ceiling:.2f}: twice the larger of its start, "
-                f"{self.first:.2f}, and a uniform guess, {self.uniform:.2f}); {self._fix(lr)}")
-        if (not self.warned and self.seen >= self.STALL_WINDOWS * n and mean > (1 + self.MARGIN) * self.uniform
-                and mean > (1 - self.STALL_DROP) * self.first_window):
-            self._warn(f"the loss is not falling: after {self.seen:,} steps its mean over the last {n}, {mean:.2f}, "
-                       f"is above a uniform guess, {self.uniform:.2f}, and not {self.STALL_DROP:.0%} below its first "
-                       f"{n} steps' mean, {self.first_window:.2f}; {self._fix(lr)} (or raise it if the loss hardly "
-                       "moves)")
+        if self.first_window is None and len(self.window) == n and step >= n and math.isfinite(value):
+            self.first_window = sum(self.window) / n
+        self._judge(self._rules(step, value, lr, end=None))
 
     def finish(self, loss: float) -> None:
         """Say so (`DivergenceWarning`) if the loss blew up during the run and it ended above a uniform guess.
 
         `loss` is the run's final training loss; `train` passes its evaluation on the whole training split.
         """
-        if self.warned or self.first is None:
-            return
-        start = sorted(self.early)[len(self.early) // 2]
-        if self.peak > 2 * max(start, self.uniform) and loss > (1 + self.MARGIN) * self.uniform:
-            self._warn(f"this run ended worse than guessing: its loss rose from {self.first:.2f} to a mean of "
-                       f"{self.peak:.2f} over {min(self.SPIKE, self.seen)} steps (up to step {self.peak_step:,}) "
-                       f"and ended at {loss:.2f}, above a uniform guess, {self.uniform:.2f}; {self._fix()}")
+        if self.first is not None:
+            self._judge(self._rules(self.peak_step, loss, None, end=loss))
+
+    def _rules(self, step: int, value: float, lr: float | None, *,
+               end: float | None) -> list[tuple[bool, bool, Callable[[], str]]]:
+        """Every rule of the guard, in order: (broken, stops the run, what to say). The first three are judged
+        after every step (`end` None), the last once the run is over (`end`: its final loss)."""
+        n = self.window.maxlen
+        full = end is None and len(self.window) == n and step >= n
+        mean = sum(self.window) / n if full else math.nan
+        ceiling = 2 * max(self.first, self.uniform)
+        start = sorted(self.early)[len(self.early) // 2]   # the median of the first SPIKE losses
+        above_uniform = (1 + self.MARGIN) * self.uniform
+        return [
+            # stop: the loss is NaN or inf
+            (end is None and not math.isfinite(value), True,
+             lambda: f"training stopped at step {step:,}: the loss became {value}; {self._fix(lr)}"),
+            # stop: the mean of the last `window` losses climbed above twice its start or a uniform guess
+            (full and mean > ceiling, True,
+             lambda: f"training stopped at step {step:,}: the loss is diverging (its mean over the last {n} steps, "
+                     f"{mean:.2f}, is above {ceiling:.2f}: twice the larger of its start, {self.first:.2f}, and a "
+                     f"uniform guess, {self.uniform:.2f}); {self._fix(lr)}"),
+            # warn: after STALL_WINDOWS windows, still above a uniform guess and hardly below the first window
+            (full and self.seen >= self.STALL_WINDOWS * n and mean > above_uniform
+             and mean > (1 - self.STALL_DROP) * self.first_window, False,
+             lambda: f"the loss is not falling: after {self.seen:,} steps its mean over the last {n}, {mean:.2f}, "
+                     f"is above a uniform guess, {self.uniform:.2f}, and not {self.STALL_DROP:.0%} below its first "
+                     f"{n} steps' mean, {self.first_window:.2f}; {self._fix(lr)} (or raise it if the loss hardly "
+                     "moves)"),
+            # warn, at the end: the loss blew up on the way and the run ended above a uniform guess
+            (end is not None and self.peak > 2 * max(start, self.uniform) and end > above_uniform, False,
+             lambda: f"this run ended worse than guessing: its loss rose from {self.first:.2f} to a mean of "
+                     f"{self.peak:.2f} over {min(self.SPIKE, self.seen)} steps (up to step {self.peak_step:,}) "
+                     f"and ended at {end:.2f}, above a uniform guess, {self.uniform:.2f}; {self._fix()}"),
+        ]
+
+    def _judge(self, rules: list[tuple[bool, bool, Callable[[], str]]]) -> None:
+        """Stop at the first broken rule that stops the run; else warn at the first broken one, once per guard."""
+        for broken, stops, message in rules:
+            if broken and stops:
+                raise TrainingDiverged(message())
+        for broken, _, message in rules:
+            if broken and not self.warned:
+                self._warn(message())
 
     def _warn(self, message: str) -> None:
         self.warned = True
@@ -199,7 +219,7 @@ class TrainConfig:
     seed: int = 42                 # the order of the minibatches (the model's initialisation is seeded where made)
     device: str = "cpu"            # "cpu", "cuda" or "mps"
     threads: int | None = None     # cap on PyTorch's CPU threads (None: leave as is)
-    progress: bool | None = None   # progress bar; None: on in a terminal or notebook, off under CI and in tests
+    progress: bool | None = None   # progress bar; None: on in a terminal or notebook, off where MMLIB_QUIET=1
     live_plot: bool = False        # redraw the loss curve at every evaluation, in JupyterLab (never under CI/tests)
 
     def __post_init__(self) -> None:
@@ -637,9 +657,14 @@ def _check_splits(splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> No
         raise ValueError("the training split is empty: the word file is too small")
 
 
+QUIET = "MMLIB_QUIET"
+"""The environment variable that turns progress bars and live plots off where nobody watches them: set to 1 by
+the tests (tests/conftest.py, so also in CI) and by `run_notebook(quiet=True)` for the committed notebooks."""
+
+
 def _quiet() -> bool:
-    """Under CI, in tests and when the notebooks are executed for the repository (MMLIB_QUIET): no live output."""
-    return bool(os.environ.get("CI") or os.environ.get("MMLIB_QUIET") or os.environ.get("PYTEST_CURRENT_TEST"))
+    """MMLIB_QUIET set to anything but "" or "0": no live output (a `TrainConfig.progress` given still wins)."""
+    return os.environ.get(QUIET, "") not in ("", "0")
 
 
 def _progress_wanted(cfg: TrainConfig) -> bool:

@@ -41,9 +41,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mmlib.diagnostics import Recorder, Stats, describe, plot_distributions, plot_update_ratios
-from mmlib.layers import NONLINEARITIES, build_stack, check_stack_settings, eval_mode, n_levels
+from mmlib.layers import NONLINEARITIES, build_stack, check_stack_settings, n_levels
 from mmlib.plots import compact_png, draw_graph
-from mmlib.runtime import device_of
+from mmlib.runtime import device_of, eval_mode
 from mmlib.validate import non_negative_int, positive_int
 from mmlib.vocab import BOUNDARY, Vocab, no_boundary
 

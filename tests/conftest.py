@@ -1,9 +1,14 @@
-"""Shared fixtures: running lessons with papermill at the small parameters CI uses.
+"""Shared fixtures: running lessons with papermill at the small parameters CI uses, and the one JupyterLab
+server and the one Chromium the browser tests share.
 
 Every lesson notebook stores its CI parameters in its own metadata (`metadata.mmlib.ci_parameters`),
 so a lesson and the budget it is tested at live in one file. `run_lesson` executes a notebook once
 per test session with those parameters plus `metrics_path`, and returns the metrics it wrote and the
 executed notebook; tests for the same notebook share that one run.
+
+Marks (registered in pyproject.toml): `slow` tests are left out of a plain `pytest` and of CI, each with a
+smaller twin that CI runs (`pytest -m "slow or not slow"` runs everything); `browser` tests drive
+JupyterLab or the website in Chromium (`pytest -m "not browser"` leaves them out).
 """
 
 from __future__ import annotations
@@ -11,8 +16,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -37,16 +50,27 @@ def ci_parameters(path: Path) -> dict:
     return dict(nb.metadata.get("mmlib", {}).get("ci_parameters", {}))
 
 
+# The tests, and the notebooks' kernels they start (which inherit this), run without progress bars or live
+# plots: mmlib.train reads MMLIB_QUIET, the library's one switch for that (README, "Tests").
+os.environ["MMLIB_QUIET"] = "1"
+
 # The unit tests train toy models: one thread is faster than several there, and far faster on a busy
-# machine where extra threads wait for each other. (Notebooks set their own threads in their kernels.)
+# machine where extra threads wait for each other; so do the kernels and commands the tests start (through
+# OMP_NUM_THREADS, which PyTorch reads at start), since two test workers already keep two cores busy. Lessons
+# 02-06 ask for their threads themselves; lessons 00 and 01 take PyTorch's default, this one.
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.hookimpl(tryfirst=True)   # the groups must be there when xdist's own hook reads them
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist, every test that runs a lesson joins that lesson's group, so the lesson's
-    CI-sized run (cached per worker by `run_lesson`) happens once rather than once per worker."""
+    CI-sized run (cached per worker by `run_lesson`) happens once rather than once per worker; and every
+    `browser` test joins one group, so one JupyterLab server and one Chromium serve them all."""
     for item in items:
+        if item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.xdist_group("browser"))
+            continue
         if "run_lesson" not in getattr(item, "fixturenames", ()):
             continue
         m = re.search(r"test_lesson(\d\d)|\[(\d\d)_", item.nodeid)
@@ -67,6 +91,16 @@ def _quiet_home(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+# How many exercise checks each lesson runs (its `tally(...)` in the results cell), for the lessons whose checks
+# are all counted alike: tests/test_notebooks.py's table runs each lesson's two versions against it.
+EXERCISE_CHECKS = {
+    "00": 14,          # 3 sigmoid rows, 3 numerical-gradient functions, 4 cross-entropy cases of 2 rows each
+    "03": 6,
+    "05": 9 + 8 + 5 + 1,
+    "06": 18,          # 5 attention cases, 6 head rows, 6 grouped-query cases, 1 dev loss
+}
 
 
 def assert_checks(metrics: dict, total: int, status: str) -> None:
@@ -118,8 +152,8 @@ _runs: dict[str, tuple[dict, nbformat.NotebookNode | None]] = {}
 def nbval(notebook: Path, cwd: Path) -> None:
     """Execute `notebook` under nbval (`--nbval-lax`): any cell error fails, and every cell marked
     `# NBVAL_CHECK_OUTPUT` must reproduce its committed output."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
+    proc = subprocess.run(   # -n 0: the course's addopts would start pytest-xdist workers for one notebook
+        [sys.executable, "-m", "pytest", "-n", "0", "--nbval-lax", "-q", "-p", "no:cacheprovider",
          "--nbval-cell-timeout", str(CELL_TIMEOUT), "--rootdir", str(notebook.parent), str(notebook)],
         cwd=cwd, capture_output=True, text=True)
     assert proc.returncode == 0, f"nbval failed on {notebook.name}:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
@@ -150,3 +184,209 @@ def run_lesson(tmp_path_factory):
         return _runs[key]
 
     return run
+
+
+# ---- the browser tests' JupyterLab and Chromium: one of each per test run --------------------------------
+# Chromium is Debian's package (`apt-get install -y chromium`), never Playwright's download. Without
+# /usr/bin/chromium the browser tests are skipped on a learner's machine and fail in CI (the environment
+# variable CI is set), so CI can never pass by silently skipping them.
+
+CHROMIUM = Path("/usr/bin/chromium")
+INSTALL_HINT = "install Debian's Chromium with `apt-get update && apt-get install -y chromium` (as root)"
+# Without the networking flags Chromium keeps trying (and failing) to reach Google's servers.
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+# What Playwright's own launch passes a headless Chromium, so that pages lay out and behave as under it: no
+# scrollbars taking width, hover and a fine pointer, pop-ups allowed, timers of a page not in front not slowed.
+HEADLESS_AS_PLAYWRIGHT = [
+    "--headless", "--hide-scrollbars", "--mute-audio",
+    "--blink-settings=primaryHoverType=2,availableHoverTypes=2,primaryPointerType=4,availablePointerTypes=4",
+    "--disable-popup-blocking", "--disable-background-timer-throttling", "--disable-backgrounding-occluded-windows",
+    "--disable-renderer-backgrounding", "--disable-hang-monitor", "--disable-ipc-flooding-protection",
+    "--disable-extensions", "--disable-default-apps", "--force-color-profile=srgb", "--password-store=basic",
+    "--no-default-browser-check", "--enable-automation",
+]
+ARTIFACTS = Path(__file__).parent / "artifacts"     # screenshots: outputs, never committed
+LAB_OVERRIDES = Path(__file__).parent / "browser" / "overrides.json"
+SERVER_START = 60      # seconds for JupyterLab or Chromium to answer, generous against a loaded 2-core machine
+SERVER_STOP = 15
+
+
+def in_ci() -> bool:
+    """CI services set CI (GitHub Actions, GitLab, ...); any non-empty value counts."""
+    return bool(os.environ.get("CI", "").strip())
+
+
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    if not (ARTIFACTS / ".gitignore").exists():
+        (ARTIFACTS / ".gitignore").write_text("*\n")
+    return ARTIFACTS
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Process ids below `pid` (Linux /proc): kernels run in their own session, so killing the
+    server's process group does not reach them; this finds them if the server dies uncleanly."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            found.append(c)
+            todo.append(c)
+    return found
+
+
+def _stop_process_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the process group of `proc`, SIGKILL if it lingers, then to whatever it started."""
+    leftovers = _descendants(proc.pid)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(SERVER_STOP)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(SERVER_STOP)
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class Chromium:
+    """The run's one headless Chromium, reached over its DevTools endpoint: each test connects with its own
+    Playwright (`connect`) and opens its own browser context (cookies, viewport, routes), closed after."""
+    endpoint: str
+
+    def connect(self, pw):
+        return pw.chromium.connect_over_cdp(self.endpoint)
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory) -> Chromium:
+    if not CHROMIUM.exists():
+        if in_ci():
+            pytest.fail(f"{CHROMIUM} not found, and CI is set so this test must run: {INSTALL_HINT}")
+        pytest.skip(f"{CHROMIUM} not found; to run the browser tests, {INSTALL_HINT}")
+    profile = tmp_path_factory.mktemp("chromium")
+    log = profile / "chromium.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(CHROMIUM), "--remote-debugging-port=0", f"--user-data-dir={profile / 'profile'}",
+                                 *HEADLESS_AS_PLAYWRIGHT, *CHROMIUM_FLAGS, "about:blank"],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + SERVER_START
+        while not (m := re.search(r"DevTools listening on (ws://\S+)", log.read_text(errors="replace"))):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"Chromium gave no DevTools endpoint (exit code {proc.poll()}):\n"
+                            f"{log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.1)
+        yield Chromium(m.group(1))
+    finally:
+        _stop_process_group(proc)
+
+
+@dataclass
+class Lab:
+    url: str
+    token: str
+    root_dir: Path
+    log: Path
+
+    def api(self, method: str, path: str) -> object:
+        req = urllib.request.Request(f"{self.url}{path}", method=method,
+                                     headers={"Authorization": f"token {self.token}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            body = r.read()
+        return json.loads(body) if body else None
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+    def close_sessions(self) -> None:
+        """Shut down every notebook session and kernel a test's page opened (the server goes on)."""
+        for s in self.api("GET", "/api/sessions") or []:
+            self.api("DELETE", f"/api/sessions/{s['id']}")
+        for k in self.api("GET", "/api/kernels") or []:
+            self.api("DELETE", f"/api/kernels/{k['id']}")
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory) -> Lab:
+    """The run's one JupyterLab server on a free localhost port, isolated in a temporary folder (home,
+    Jupyter config/data/runtime, lab settings, matplotlib cache), stopped with its kernels afterwards.
+    Each test puts its notebooks into `root_dir` under names of its own."""
+    base = tmp_path_factory.mktemp("lab")
+    root, home = base / "root", base / "home"
+    config = home / "jupyter-config"
+    for d in (root, home, config / "labconfig"):
+        d.mkdir(parents=True)
+    # Lab settings defaults for this server only (no write into the environment's share/):
+    # no "get Jupyter news?" toast over the page, and every cell attached to the page.
+    shutil.copy(LAB_OVERRIDES, config / "labconfig" / "default_setting_overrides.json")
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "MPLCONFIGDIR": str(home / "mpl"),
+        "IPYTHONDIR": str(home / "ipython"),
+        "JUPYTER_CONFIG_DIR": str(config),
+        "JUPYTER_DATA_DIR": str(home / "jupyter-data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "jupyter-runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(home / "lab-user-settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "lab-workspaces"),
+        "JUPYTER_PLATFORM_DIRS": "1",
+    }
+    port, token = _free_port(), secrets.token_hex(16)
+    cmd = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+        "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    log = base / "jupyterlab.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root,
+                                start_new_session=True)
+    server = Lab(f"http://127.0.0.1:{port}", token, root, log)
+    try:
+        deadline = time.monotonic() + SERVER_START
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"JupyterLab exited with code {proc.returncode}:\n{server.log_tail()}")
+            try:
+                server.api("GET", "/api/status")
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"JupyterLab did not answer within {SERVER_START} s:\n{server.log_tail()}")
+                time.sleep(0.25)
+        yield server
+    finally:
+        _stop_lab(server, proc)
+
+
+def _stop_lab(server: Lab, proc: subprocess.Popen) -> None:
+    """Shut the kernels down through the REST API, then the server; kill whatever is left."""
+    if proc.poll() is None:
+        try:
+            server.close_sessions()
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass  # the server is going anyway; the kill below covers its kernels
+    _stop_process_group(proc)

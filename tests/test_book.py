@@ -34,17 +34,16 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest import NOTEBOOKS, ROOT, SOLUTIONS
-from test_browser import ARTIFACTS, CHROMIUM_FLAGS, chromium  # noqa: F401  (the fixture)
+from conftest import NOTEBOOKS, ROOT, SOLUTIONS, artifacts
 
 BOOK_TOOLS = ("sphinx", "myst_nb", "sphinx_book_theme", "sphinx_copybutton", "sphinx-mathjax-offline")
 pytestmark = [
     pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in BOOK_TOOLS),
                        reason="the website's tools are not installed: run `make book` once (the `book` extra), "
                               "then this test"),
-    pytest.mark.xdist_group("book"),   # one worker builds the site once for all of them
+    pytest.mark.browser,   # with the other browser tests in one worker: the site is built once, Chromium started once
 ]
-BUILD_LIMIT = 600      # seconds; about one on a quiet machine
+BUILD_LIMIT = 600      # seconds: a bound for a hung build, far above what a build needs
 PAGE = 30              # seconds for a page or the search results to appear
 WIDTHS = (1400, 400)   # a laptop's window, a phone's
 READABLE = 600         # px: a figure is never drawn narrower than this (or than its own width)
@@ -114,10 +113,11 @@ def test_pages_link_their_notebooks_and_hide_plumbing(site):
             f"{name}: the parameter checks are not folded away"
 
 
-def offline_browser(pw, chromium):  # noqa: F811
-    """Chromium whose every request that leaves this machine is refused (and noted in `.outside`)."""
-    browser = pw.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_FLAGS)
+def offline_browser(pw, chromium):
+    """The run's Chromium, whose every request that leaves this machine is refused (and noted in `.outside`)."""
+    browser = chromium.connect(pw)
     browser.outside = []
+    opened = []
 
     def local_only(route):
         if urlparse(route.request.url).hostname in ("127.0.0.1", "localhost"):
@@ -128,12 +128,14 @@ def offline_browser(pw, chromium):  # noqa: F811
 
     def new_page(width: int):
         context = browser.new_context(viewport={"width": width, "height": 900})
+        opened.append(context)
         context.route("**/*", local_only)   # the context's: its pop-ups too
         page = context.new_page()
         page.set_default_timeout(PAGE * 1000)
         return page
 
     browser.open = new_page
+    browser.done = lambda: [c.close() for c in opened]   # its pages, not the run's one Chromium
     return browser
 
 
@@ -166,10 +168,9 @@ QUOTES = """async (results) => {
 }"""
 
 
-def test_site_in_chromium(chromium, served):  # noqa: F811
+def test_site_in_chromium(chromium, served):
     from playwright.sync_api import sync_playwright
 
-    ARTIFACTS.mkdir(exist_ok=True)
     lessons = [p.stem for p in LESSONS]
     with sync_playwright() as pw:
         browser = offline_browser(pw, chromium)
@@ -183,7 +184,7 @@ def test_site_in_chromium(chromium, served):  # noqa: F811
                 assert page.locator(f'main a[href^="{stem}.html"]').count() >= 1, f"the index does not link {stem}"
                 assert nav.locator(f'a[href^="{stem}.html"]').count() == 1, f"the navigation lacks {stem}"
             assert nav.locator('a[href^="solutions/index.html"]').count() == 1
-            page.screenshot(path=str(ARTIFACTS / "book_index.png"))
+            page.screenshot(path=str(artifacts() / "book_index.png"))
 
             # lesson 03: its explorers are pictures, its exercises say "not attempted"
             page.goto(f"{served}/03_activations_batchnorm.html")
@@ -195,7 +196,7 @@ def test_site_in_chromium(chromium, served):  # noqa: F811
             assert "not attempted" in page.locator("main").inner_text()
             assert "VBox(" not in page.locator("main").inner_text()
             cell.evaluate("e => e.scrollIntoView({block: 'start'})")
-            page.screenshot(path=str(ARTIFACTS / "book_lesson03.png"))
+            page.screenshot(path=str(artifacts() / "book_lesson03.png"))
 
             # search: each lesson once (the solutions repeat it, and stay out), each quoted where it matches
             page.goto(f"{served}/search.html?q=BatchNorm")
@@ -208,9 +209,9 @@ def test_site_in_chromium(chromium, served):  # noqa: F811
             hrefs = results.locator("a").evaluate_all("els => els.map(e => e.getAttribute('href'))")
             previews = results.locator("p.context").all_inner_texts()
             quoted = page.evaluate(QUOTES, [[h, p] for h, p in zip(hrefs, previews)])
-            page.screenshot(path=str(ARTIFACTS / "book_search.png"))
+            page.screenshot(path=str(artifacts() / "book_search.png"))
         finally:
-            browser.close()
+            browser.done()
     pages_found = [h.split("#")[0].split("?")[0] for h in hrefs]
     for stem in ("03_activations_batchnorm", "04_backprop_ninja", "05_wavenet"):
         assert pages_found.count(f"{stem}.html") == 1, f"searching BatchNorm lists {stem} not once: {pages_found}"
@@ -255,10 +256,9 @@ PAGE_FACTS = """() => {
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_pages_at_width(chromium, served, site, width):  # noqa: F811
+def test_pages_at_width(chromium, served, site, width):
     from playwright.sync_api import expect, sync_playwright
 
-    ARTIFACTS.mkdir(exist_ok=True)
     problems = []
     with sync_playwright() as pw:
         browser = offline_browser(pw, chromium)
@@ -299,7 +299,7 @@ def test_pages_at_width(chromium, served, site, width):  # noqa: F811
                     at = "div.math" if name.startswith("04") else "div.cell_input"
                     target = page.locator(at).nth(2 if name.startswith("04") else 12)
                     target.evaluate("e => e.scrollIntoView({block: 'start'})")
-                    page.screenshot(path=str(ARTIFACTS / f"book_{name[:2]}_{width}.png"))
+                    page.screenshot(path=str(artifacts() / f"book_{name[:2]}_{width}.png"))
             assert not problems, "\n".join(problems)
 
             # a figure drawn smaller than its own size opens full size on a click
@@ -328,9 +328,9 @@ def test_pages_at_width(chromium, served, site, width):  # noqa: F811
                 expect(lesson02).to_have_count(0)
                 toggle.click()
             expect(lesson02).to_have_count(1)
-            page.screenshot(path=str(ARTIFACTS / f"book_menu_{width}.png"))
+            page.screenshot(path=str(artifacts() / f"book_menu_{width}.png"))
             lesson02.click()
             page.wait_for_url(re.compile(r"/02_mlp\.html"))
         finally:
-            browser.close()
+            browser.done()
     assert not browser.outside, f"the pages asked the web for {browser.outside[:5]}"

@@ -6,13 +6,12 @@ small CI parameters) in headless Debian Chromium driven by Playwright, runs ever
 "gain" slider with the keyboard and checks that the explorer prints the new value, redraws its
 plot and reports different statistics. A screenshot goes to `tests/artifacts/browser_lesson03.png`.
 
-Chromium is Debian's package (`apt-get install -y chromium`), launched through `executable_path`:
-`playwright install` downloads a browser, which the course never does. Without /usr/bin/chromium
-the test is skipped on a learner's machine and fails in CI (the environment variable CI is set),
-so CI can never pass by silently skipping it.
+Chromium is Debian's package (`apt-get install -y chromium`), never Playwright's download. The run's one
+JupyterLab server (`lab`) and one Chromium (`chromium`) are tests/conftest.py's, shared by every browser
+test; without /usr/bin/chromium the tests are skipped on a learner's machine and fail in CI.
 
 Everything the server and kernel write (home, Jupyter config/data/runtime, lab settings,
-matplotlib cache) goes to a temporary folder; the server and its kernels are stopped in teardown.
+matplotlib cache) goes to a temporary folder; the server and its kernels are stopped at the end.
 A second test (issue 16) opens the committed learner notebooks that hold explorers as a reader first
 meets them, untrusted and not run, and checks that each explorer shows a picture, not widget text.
 
@@ -22,46 +21,25 @@ ipywidgets 8.1 (see ../shared/notes/jupyterlab-in-a-browser.md).
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import NOTEBOOKS, ci_parameters
+from conftest import NOTEBOOKS, artifacts, ci_parameters
+
+pytestmark = pytest.mark.browser
 
 LESSON = NOTEBOOKS / "03_activations_batchnorm.ipynb"
-CHROMIUM = Path("/usr/bin/chromium")
-INSTALL_HINT = "install Debian's Chromium with `apt-get update && apt-get install -y chromium` (as root)"
-OVERRIDES = Path(__file__).parent / "browser" / "overrides.json"
-ARTIFACTS = Path(__file__).parent / "artifacts"
-SCREENSHOT = ARTIFACTS / "browser_lesson03.png"
-FAILURE_SHOT = ARTIFACTS / "browser_lesson03_failure.png"
-
-# Without the networking flags Chromium keeps trying (and failing) to reach Google's servers.
-CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
 
 # Bounded waits, in seconds. Generous against a loaded 2-core CI machine; a normal run needs a
-# fraction of each (lab start ~2 s, notebook open ~4 s, a redraw well under a second).
-SERVER_START = 60
+# fraction of each.
 PAGE_READY = 60
 RUN_ALL = 180          # every cell of lesson 03 at its CI parameters
 REDRAW = 30            # one slider move to a redrawn plot
-SERVER_STOP = 15
 # The kernel item of JupyterLab's status bar reads "Python 3 (ipykernel) | Idle" once a kernel is
 # connected and not running anything.
 KERNEL_IDLE = """() => {
@@ -74,148 +52,14 @@ KERNEL_IDLE = """() => {
 GAIN_KEYS = ("End", "ArrowLeft", "ArrowRight")
 
 
-def _in_ci() -> bool:
-    """CI services set CI (GitHub Actions, GitLab, ...); any non-empty value counts."""
-    return bool(os.environ.get("CI", "").strip())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _descendants(pid: int) -> list[int]:
-    """Process ids below `pid` (Linux /proc): kernels run in their own session, so killing the
-    server's process group does not reach them; this finds them if the server dies uncleanly."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            found.append(c)
-            todo.append(c)
-    return found
-
-
-@dataclass
-class Lab:
-    url: str
-    token: str
-    root_dir: Path
-    log: Path
-
-    def api(self, method: str, path: str) -> object:
-        req = urllib.request.Request(f"{self.url}{path}", method=method,
-                                     headers={"Authorization": f"token {self.token}"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            body = r.read()
-        return json.loads(body) if body else None
-
-    def log_tail(self, n: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-
-
-@pytest.fixture
-def chromium() -> Path:
-    if not CHROMIUM.exists():
-        if _in_ci():
-            pytest.fail(f"{CHROMIUM} not found, and CI is set so this test must run: {INSTALL_HINT}")
-        pytest.skip(f"{CHROMIUM} not found; to run the browser test, {INSTALL_HINT}")
-    return CHROMIUM
-
-
-@pytest.fixture
-def lab(tmp_path) -> Lab:
-    """A JupyterLab server on a free localhost port, isolated in `tmp_path`, stopped afterwards."""
-    root = tmp_path / "root"
-    home = tmp_path / "home"
-    config = home / "jupyter-config"
-    for d in (root, home, config / "labconfig"):
-        d.mkdir(parents=True)
-    # Lab settings defaults for this server only (no write into the environment's share/):
-    # no "get Jupyter news?" toast over the page, and every cell attached to the page.
-    shutil.copy(OVERRIDES, config / "labconfig" / "default_setting_overrides.json")
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "MPLCONFIGDIR": str(home / "mpl"),
-        "IPYTHONDIR": str(home / "ipython"),
-        "JUPYTER_CONFIG_DIR": str(config),
-        "JUPYTER_DATA_DIR": str(home / "jupyter-data"),
-        "JUPYTER_RUNTIME_DIR": str(home / "jupyter-runtime"),
-        "JUPYTERLAB_SETTINGS_DIR": str(home / "lab-user-settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(home / "lab-workspaces"),
-        "JUPYTER_PLATFORM_DIRS": "1",
-    }
-    port, token = _free_port(), secrets.token_hex(16)
-    cmd = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-        "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-    ]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-root")
-    log = tmp_path / "jupyterlab.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root,
-                                start_new_session=True)
-    server = Lab(f"http://127.0.0.1:{port}", token, root, log)
-    try:
-        deadline = time.monotonic() + SERVER_START
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"JupyterLab exited with code {proc.returncode}:\n{server.log_tail()}")
-            try:
-                server.api("GET", "/api/status")
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"JupyterLab did not answer within {SERVER_START} s:\n{server.log_tail()}")
-                time.sleep(0.25)
-        yield server
-    finally:
-        _stop(server, proc)
-
-
-def _stop(server: Lab, proc: subprocess.Popen) -> None:
-    """Shut the kernels down through the REST API, then the server; kill whatever is left."""
-    if proc.poll() is None:
-        try:
-            for s in server.api("GET", "/api/sessions") or []:
-                server.api("DELETE", f"/api/sessions/{s['id']}")
-            for k in server.api("GET", "/api/kernels") or []:
-                server.api("DELETE", f"/api/kernels/{k['id']}")
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            pass  # the server is going anyway; the kill below covers its kernels
-    leftovers = _descendants(proc.pid)
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(SERVER_STOP)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(SERVER_STOP)
-    for pid in leftovers:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def _prepare_lesson(path: Path, root: Path) -> str:
-    """Copy `path` into the server's root with its CI parameters injected and no outputs, so the
-    page shows only what this run computes. Returns the copy's name."""
+    """Copy `path` into the server's folder `explorer/` with its CI parameters injected and no outputs, so
+    the page shows only what this run computes. Returns the copy's path below the server's root."""
     from mmlib.notebooks import run_notebook
 
     assert path.exists(), f"{path} is missing"
-    dest = root / path.name
+    dest = root / "explorer" / path.name
+    dest.parent.mkdir(exist_ok=True)
     run_notebook(path, dest, parameters=ci_parameters(path), prepare_only=True)
     nb = nbformat.read(dest, as_version=4)
     assert any(c.cell_type == "code" and "init_explorer(" in c.source for c in nb.cells), \
@@ -225,7 +69,7 @@ def _prepare_lesson(path: Path, root: Path) -> str:
             c.outputs, c.execution_count = [], None
     nb.metadata.pop("widgets", None)  # saved widget state from the committed run
     nbformat.write(nb, dest)
-    return dest.name
+    return f"explorer/{dest.name}"
 
 
 def _gain_in(text: str) -> float | None:
@@ -248,10 +92,8 @@ def test_init_explorer_in_jupyterlab(chromium, lab):
     from playwright.sync_api import expect, sync_playwright
 
     name = _prepare_lesson(LESSON, lab.root_dir)
-    ARTIFACTS.mkdir(exist_ok=True)
-    if not (ARTIFACTS / ".gitignore").exists():  # screenshots are outputs, never committed
-        (ARTIFACTS / ".gitignore").write_text("*\n")
-    for old in (SCREENSHOT, FAILURE_SHOT):
+    screenshot, failure_shot = artifacts() / "browser_lesson03.png", artifacts() / "browser_lesson03_failure.png"
+    for old in (screenshot, failure_shot):
         old.unlink(missing_ok=True)
     page_errors: list[str] = []
     t0 = time.monotonic()
@@ -261,21 +103,22 @@ def test_init_explorer_in_jupyterlab(chromium, lab):
         timings[step] = round(time.monotonic() - t0, 1)
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        context = chromium.connect(pw).new_context(viewport={"width": 1280, "height": 1000})
+        page = context.new_page()
         page.set_default_timeout(PAGE_READY * 1000)
         page.on("pageerror", lambda e: page_errors.append(str(e)))
 
         def fail(why: str) -> None:
             try:
-                page.screenshot(path=str(FAILURE_SHOT))
-                why += f"\nscreenshot: {FAILURE_SHOT}"
+                page.screenshot(path=str(failure_shot))
+                why += f"\nscreenshot: {failure_shot}"
             except PlaywrightError:
                 pass
             pytest.fail(f"{why}\ntimings: {timings}\npage errors: {page_errors[-5:]}\nserver log:\n{lab.log_tail()}")
 
         try:
-            page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}")
+            # A workspace of its own: the server is shared, and a workspace remembers the notebooks opened in it.
+            page.goto(f"{lab.url}/lab/workspaces/explorer/tree/{name}?token={lab.token}")
             # The execution indicator says "idle" before a kernel exists ("No Kernel |
             # Initializing"), so readiness is read from the status bar's kernel item instead.
             page.wait_for_function(KERNEL_IDLE, timeout=PAGE_READY * 1000, polling=100)
@@ -346,12 +189,13 @@ def test_init_explorer_in_jupyterlab(chromium, lab):
             srcs_after = [images.nth(i).get_attribute("src") for i in range(images.count())]
             mark("redrawn")
             cell.evaluate("e => e.scrollIntoView({block: 'start'})")  # the explorer at the top
-            page.screenshot(path=str(SCREENSHOT))
+            page.screenshot(path=str(screenshot))
         except (PlaywrightError, AssertionError) as e:  # a timeout, or an expect()/assert above
             fail(f"browser step failed: {e}")
         finally:
-            browser.close()
-    print(f"browser test timings (s): {timings}; screenshot: {SCREENSHOT}")
+            context.close()
+            lab.close_sessions()
+    print(f"browser test timings (s): {timings}; screenshot: {screenshot}")
 
     assert srcs_after != srcs_before, "the explorer's plot did not change when gain moved"
     assert _without_gain(text_after) != _without_gain(text_before), \
@@ -388,15 +232,16 @@ def test_saved_notebook_shows_each_explorer_as_a_picture(chromium, lab, path):
 
     nb = nbformat.read(path, as_version=4)
     explorers = _explorer_cells(nb)
-    shutil.copy(path, lab.root_dir / path.name)
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / f"reader_{path.stem}.png"
+    (lab.root_dir / "reader").mkdir(exist_ok=True)
+    shutil.copy(path, lab.root_dir / "reader" / path.name)
+    shot = artifacts() / f"reader_{path.stem}.png"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        context = chromium.connect(pw).new_context(viewport={"width": 1280, "height": 1000})
+        page = context.new_page()
         page.set_default_timeout(RENDER * 1000)
         try:
-            page.goto(f"{lab.url}/lab/tree/{path.name}?token={lab.token}")
+            # A workspace of its own: the server is shared, and a workspace remembers the notebooks opened in it.
+            page.goto(f"{lab.url}/lab/workspaces/reader-{path.stem}/tree/reader/{path.name}?token={lab.token}")
             cells = page.locator(".jp-Notebook .jp-Cell")
             page.wait_for_function(f"() => document.querySelectorAll('.jp-Notebook .jp-Cell').length === "
                                    f"{len(nb.cells)}", timeout=RENDER * 1000, polling=250)
@@ -415,7 +260,8 @@ def test_saved_notebook_shows_each_explorer_as_a_picture(chromium, lab, path):
             cells.nth(explorers[0]).evaluate("e => e.scrollIntoView({block: 'start'})")
             page.screenshot(path=str(shot))
         finally:
-            browser.close()
+            context.close()
+            lab.close_sessions()
     reprs = sorted({m.group(0) for m in re.finditer(r"[VH]Box\(children=.{0,40}", text)})
     assert not reprs, f"{path.name} shows widget text instead of a picture: {reprs[:3]} (screenshot: {shot})"
     assert not missing, (f"{path.name}: the explorer cells {missing} (of {explorers}) show no image "

@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmlib import cli, flags, runs
+from mmlib import cli
+from mmlib.cli import flags, runs
 from mmlib.data import NAMES
 from mmlib.models import MODELS
 from mmlib.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = {  # small enough that each model trains in a second or two
+TINY = {  # each model at its smallest, so that the tests train it in a few steps of little work
     "bigram": [],
     "mlp": ["--n-embd", "4", "--n-hidden", "16"],
     "wavenet": ["--n-embd", "4", "--n-hidden", "16"],

@@ -20,7 +20,8 @@ import pytest
 import torch
 from test_cli import ROOT, one_line_error, run, snapshot, train_args, words_file  # noqa: F401 (a fixture)
 
-from mmlib import cli, metrics, runs
+from mmlib import cli, metrics
+from mmlib.cli import runs
 
 
 def _stop_before(monkeypatch, step: int) -> None:

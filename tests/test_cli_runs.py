@@ -16,7 +16,8 @@ import pytest
 import torch
 from test_cli import ROOT, one_line_error, run, signal_a_real_run, snapshot, train_args, words_file  # noqa: F401 (a fixture)
 
-from mmlib import cli, runs
+from mmlib import cli
+from mmlib.cli import runs
 from mmlib.models import MODELS
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.distributed
 
-from mmlib import runs
+from mmlib.cli import runs
 from mmlib.data import NAMES
 from mmlib.vocab import Vocab
 

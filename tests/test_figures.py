@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 
 import matplotlib
 import nbformat
@@ -168,8 +167,9 @@ def test_init_explorer_figure_is_readable_at_every_setting(nonlinearity):
 # ---- every figure a lesson draws, as it draws it (slow: runs the lessons) ----------------------------
 # An IPython start-up file in the kernel's profile wraps matplotlib's print_figure (through which inline
 # figures, show_compact and the explorers all pass) and logs `layout_problems` of each figure it prints.
-# Running every lesson again takes minutes, so this part runs only when MMLIB_SLOW is set:
-#   MMLIB_SLOW=1 .venv/bin/pytest -n 0 tests/test_figures.py -k lesson_figures
+# Running every lesson again takes minutes, so this part is marked slow (not in CI; the committed figures are
+# checked above, test_no_committed_figure_is_cut_at_its_edge):
+#   .venv/bin/pytest -n 0 -m slow tests/test_figures.py -k lesson_figures
 FIGURE_HOOK = '''
 import json, os
 import matplotlib
@@ -193,7 +193,7 @@ FigureCanvasBase.print_figure = _print_checked_figure
 '''
 
 
-@pytest.mark.skipif(not os.environ.get("MMLIB_SLOW"), reason="runs every lesson again: set MMLIB_SLOW=1")
+@pytest.mark.slow
 @pytest.mark.parametrize("path", LEARNER, ids=nb_id)
 def test_lesson_figures_are_readable(path, tmp_path, monkeypatch):
     import json

@@ -194,7 +194,7 @@ def test_sequential_matches_torch_nn_sequential_on_the_same_weights():
     torch.testing.assert_close(ours(x), ref(x), atol=ATOL, rtol=1e-5)
     assert len(ours) == 4 and [tuple(p.shape) for p in ours.parameters()] == [(6, 5), (5,), (5,), (5, 3), (3,)]
     assert ours.out is ours[-1].out
-    from mmlib.layers import eval_mode
+    from mmlib.runtime import eval_mode
 
     with eval_mode(ours):                         # reaches the BatchNorm inside
         assert ours[1].training is False

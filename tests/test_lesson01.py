@@ -6,7 +6,7 @@ import math
 import re
 
 import pytest
-from conftest import NOTEBOOKS, parameter_error, run_parameter_checks
+from conftest import NOTEBOOKS, ROOT, parameter_error, run_parameter_checks
 
 from mmlib.data import load_words
 from mmlib.expected import lesson01 as expected
@@ -45,15 +45,21 @@ def test_a_lessons_tests_share_one_worker_so_its_ci_run_happens_once(request, ru
     assert request.node.nodeid.endswith("@lesson01"), request.node.nodeid
 
 
-def test_default_run_net_matches_counts_within_0_01(run_lesson):
-    """At the lesson's default max_steps the net lands within 0.01 of the counting model."""
+def _default_max_steps() -> int:
     import nbformat
 
     nb = nbformat.read(SOLUTION, as_version=4)
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     defaults = {}
     exec(params.source, {}, defaults)
-    m, _ = run_lesson(SOLUTION, max_steps=defaults["max_steps"])
+    return defaults["max_steps"]
+
+
+@pytest.mark.slow
+def test_default_run_net_matches_counts_within_0_01(run_lesson):
+    """At the lesson's default max_steps the net lands within 0.01 of the counting model, on the course's
+    names (the twin below proves the same on a smaller word list in CI)."""
+    m, _ = run_lesson(SOLUTION, max_steps=_default_max_steps())
     assert abs(m["net_nll"] - m["count_nll"]) < 0.01
 
 
@@ -64,12 +70,18 @@ def test_solution_passes_every_check_and_learner_attempts_none(run_lesson):
     assert learner["checks"] == {"correct": 0, "exact": 0, "wrong": 0, "todo": 14, "total": 14}
 
 
-def test_lesson_runs_unchanged_on_another_word_list(tmp_path, run_lesson):
-    other = tmp_path / "pets.txt"
-    other.write_text("\n".join(["rex", "fido", "bella", "max", "luna", "coco", "milo", "bo", "kiki", "zed"] * 3) + "\n")
-    m, _ = run_lesson(SOLUTION, data_path=str(other), max_steps=50)
-    assert m["n_words"] == 30 and m["vocab_size"] == len(set("".join(open(other).read().split()))) + 1
+def test_lesson_runs_unchanged_on_another_word_list_and_its_defaults_reach_the_counts(tmp_path, run_lesson):
+    """Every 15th of the course's cities (another alphabet: 29 characters, space and hyphen among them), at
+    the lesson's default max_steps and lr: every check passes and the net lands within 0.01 of the counts,
+    as it does on the names (test_default_run_net_matches_counts_within_0_01, slow) in a fraction of the
+    time, since each full-batch step costs in proportion to the words."""
+    other = tmp_path / "cities.txt"
+    cities = load_words(ROOT / "data" / "cities.txt")[::15]
+    other.write_text("\n".join(cities) + "\n", encoding="utf-8")
+    m, _ = run_lesson(SOLUTION, data_path=str(other), max_steps=_default_max_steps())
+    assert m["n_words"] == len(cities) and m["vocab_size"] == len(set("".join(cities))) + 1 != 27
     assert m["checks"]["correct"] == m["checks"]["total"]
+    assert abs(m["net_nll"] - m["count_nll"]) < 0.01, m
 
 
 # --- parameters and data that fail fast (issue: lessons 01-04 hardened) ---------------------------

@@ -11,25 +11,16 @@ import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import NOTEBOOKS, assert_checks, parameter_error, run_parameter_checks, stdout
+from conftest import NOTEBOOKS, parameter_error, run_parameter_checks, stdout
 
 from mmlib.expected import lesson03 as ex
 from mmlib.layers import BatchNorm1d
 
 SOLUTION = NOTEBOOKS / "solutions" / "03_activations_batchnorm_solutions.ipynb"
 LEARNER = NOTEBOOKS / "03_activations_batchnorm.ipynb"
-N_CHECKS = 6
 
 
 # ---- the lesson at CI parameters -------------------------------------------------------------
-
-
-def test_solution_passes_every_check(run_lesson):
-    assert_checks(run_lesson(SOLUTION)[0], N_CHECKS, "correct")
-
-
-def test_learner_checks_are_all_not_attempted(run_lesson):
-    assert_checks(run_lesson(LEARNER)[0], N_CHECKS, "todo")
 
 
 @pytest.mark.parametrize("path", [SOLUTION, LEARNER], ids=["solution", "learner"])

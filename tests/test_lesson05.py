@@ -9,7 +9,7 @@ import re
 import nbformat
 import pytest
 import torch
-from conftest import NOTEBOOKS, assert_checks, parameter_error, run_parameter_checks, stdout
+from conftest import EXERCISE_CHECKS, NOTEBOOKS, parameter_error, run_parameter_checks, stdout
 from torch import nn
 
 from mmlib.checks import TODO
@@ -22,20 +22,12 @@ from mmlib.widgets import receptive_field, receptive_field_explorer, receptive_f
 
 SOLUTION = NOTEBOOKS / "solutions" / "05_wavenet_solutions.ipynb"
 LEARNER = NOTEBOOKS / "05_wavenet.ipynb"
-N_CHECKS = 9 + 8 + 5 + 1
+N_CHECKS = EXERCISE_CHECKS["05"]   # all correct in the solutions, none attempted by the learner (test_notebooks)
 VOCAB = Vocab("abcdefghijklmnopqrstuvwxyz")
 WORDS = ["olivia", "emma", "ava", "isabella", "mia", "charlotte", "amelia", "evelyn", "x"]
 
 
 # ---- the lesson at CI parameters -------------------------------------------------------------
-
-
-def test_solution_passes_every_check(run_lesson):
-    assert_checks(run_lesson(SOLUTION)[0], N_CHECKS, "correct")
-
-
-def test_learner_checks_are_all_not_attempted(run_lesson):
-    assert_checks(run_lesson(LEARNER)[0], N_CHECKS, "todo")
 
 
 @pytest.mark.parametrize("path", [SOLUTION, LEARNER], ids=["solution", "learner"])

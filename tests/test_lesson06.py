@@ -10,7 +10,7 @@ import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import NOTEBOOKS, assert_checks, ci_parameters, parameter_error, run_parameter_checks
+from conftest import EXERCISE_CHECKS, NOTEBOOKS, ci_parameters, parameter_error, run_parameter_checks
 from torch import nn
 
 from mmlib import results
@@ -23,18 +23,10 @@ from mmlib.widgets import attention_explorer, attention_map, draw_attention, sam
 
 SOLUTION = NOTEBOOKS / "solutions" / "06_transformer_solutions.ipynb"
 LEARNER = NOTEBOOKS / "06_transformer.ipynb"
-N_CHECKS = 18   # 5 attention cases, 6 head rows, 6 grouped-query cases, 1 dev loss
+N_CHECKS = EXERCISE_CHECKS["06"]   # all correct in the solutions, none attempted by the learner (test_notebooks)
 
 
 # ---- the lesson at CI parameters -------------------------------------------------------------
-
-
-def test_solution_passes_every_check(run_lesson):
-    assert_checks(run_lesson(SOLUTION)[0], N_CHECKS, "correct")
-
-
-def test_learner_checks_are_all_not_attempted(run_lesson):
-    assert_checks(run_lesson(LEARNER)[0], N_CHECKS, "todo")
 
 
 @pytest.mark.parametrize("path", [SOLUTION, LEARNER], ids=["solution", "learner"])
@@ -99,8 +91,8 @@ def test_the_default_parameters_pass_their_checks():
 
 
 def test_committed_default_run_is_the_best_model_of_the_course():
-    # Its training time is the machine's as much as the code's (191 s on 2026-12-01, 400 s on 2026-12-03 with
-    # the same speed per step as the code of 12-01 beside it): speed is measured in benchmarks/, not here.
+    # Its training time is the machine's as much as the code's, so none is asserted: speed is measured in
+    # benchmarks/, and the run's own time is in its metrics.
     m = results.notebook_metrics(SOLUTION)
     assert m is not None, "the committed solution notebook shows no metrics: execute it"
     nb = nbformat.read(SOLUTION, as_version=4)

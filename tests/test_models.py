@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmlib.layers import BatchNorm1d, Linear, Tanh, eval_mode
+from mmlib.layers import BatchNorm1d, Linear, Tanh
 from mmlib.models import MLP, MODELS, Bigram, BigramConfig, MLPConfig, Model, create
+from mmlib.runtime import eval_mode
 
 
 def test_registry_builds_every_model_by_name_and_refuses_unknown_names():
@@ -269,7 +270,8 @@ def test_the_memory_limit_is_the_machines(monkeypatch):
 
 
 def test_a_batch_whose_activations_cannot_fit_is_refused_with_the_largest_that_would():
-    from mmlib.models import check_batch_fits, device_memory, training_memory
+    from mmlib.cli.memory import check_batch_fits, training_memory
+    from mmlib.models import device_memory
 
     model = create("transformer", vocab_size=27, block_size=16, n_layer=2, n_head=2, n_embd=16)
     fixed, per_example = training_memory(model, 32)
@@ -285,7 +287,7 @@ def test_a_batch_whose_activations_cannot_fit_is_refused_with_the_largest_that_w
 
 
 def test_measuring_a_training_step_changes_nothing():
-    from mmlib.models import training_memory
+    from mmlib.cli.memory import training_memory
 
     model = create("mlp", generator=torch.Generator().manual_seed(0), block_size=3, batchnorm=True)
     transformer = create("transformer", vocab_size=27, block_size=8, n_layer=1, n_head=2, n_embd=8, dropout=0.5)

@@ -7,9 +7,9 @@ import json
 
 import nbformat
 import pytest
-from conftest import ALL, LEARNER, SOLUTIONS, ci_parameters, nb_id
+from conftest import ALL, EXERCISE_CHECKS, LEARNER, SOLUTIONS, assert_checks, ci_parameters, nb_id
 
-from mmlib import exercises
+from mmlib import learner_notebooks
 from mmlib.metrics import validate_metrics
 
 MAX_OUTPUT_BYTES = 100_000
@@ -18,12 +18,13 @@ REQUIRED_PARAMETERS = {"data_path", "seed", "device", "metrics_path"}
 
 def test_every_lesson_has_both_versions():
     assert SOLUTIONS, "no solution notebooks found"
-    assert [exercises.learner_name(s) for s in SOLUTIONS] == LEARNER
+    assert [learner_notebooks.learner_name(s) for s in SOLUTIONS] == LEARNER
 
 
 def test_learner_notebooks_are_up_to_date():
-    stale = exercises.build(check=True)
-    assert not stale, f"{stale} differ from their solutions: run `python -m mmlib.exercises build` and re-execute"
+    stale = learner_notebooks.build(check=True)
+    assert not stale, (f"{stale} differ from their solutions: run `python -m mmlib.learner_notebooks build` "
+                       "and re-execute")
 
 
 @pytest.mark.parametrize("path", ALL, ids=nb_id)
@@ -96,3 +97,11 @@ def test_lesson_metrics_follow_the_one_schema(path, run_lesson):
     metrics, _ = run_lesson(path)
     validate_metrics(metrics)
     assert metrics["lesson"] == path.name[:2], f"{path.name} reports itself as lesson {metrics['lesson']}"
+
+
+@pytest.mark.parametrize("path", [p for p in ALL if p.name[:2] in EXERCISE_CHECKS], ids=nb_id)
+def test_every_check_is_correct_in_the_solutions_and_not_attempted_in_the_learners(path, run_lesson):
+    """The table of conftest.EXERCISE_CHECKS: at CI parameters the solutions pass all of the lesson's checks,
+    and the learner's version, its answers left as TODO, attempts none (each says "not attempted")."""
+    status = "correct" if path.parent.name == "solutions" else "todo"
+    assert_checks(run_lesson(path)[0], EXERCISE_CHECKS[path.name[:2]], status)

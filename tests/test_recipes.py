@@ -1,4 +1,4 @@
-"""The recipes: `makemore train --help` prints exactly mmlib.recipes' defaults, the command line trains with them,
+"""The recipes: `makemore train --help` prints exactly mmlib.cli.recipes' defaults, the command line trains with them,
 and benchmarks/recipes.py measures them on several word files and seeds with a verdict that follows its numbers."""
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from mmlib import cli, flags
+from mmlib import cli
+from mmlib.cli import flags
+from mmlib.cli.recipes import RECIPES
 from mmlib.data import NAMES
 from mmlib.models import MODELS
-from mmlib.recipes import RECIPES
 from mmlib.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -232,7 +233,7 @@ def test_the_readme_quotes_the_committed_runs_of_todays_recipes_and_their_verdic
         assert run["scale"] == 1 and len(run["seeds"]) >= 3, f"{where}: not a full run of 3 seeds or more"
         recipe = RECIPES[r["model"]]
         assert r["recipe"]["label"] == f"makemore: {bench.describe(recipe.train, recipe.model)}", \
-            f"{where}: measured another recipe than mmlib.recipes' (rerun the benchmark for it)"
+            f"{where}: measured another recipe than mmlib.cli.recipes' (rerun the benchmark for it)"
         assert (r["recipe"]["steps"], r["recipe"]["batch_size"]) == (recipe.train["max_steps"],
                                                                      recipe.train["batch_size"]), where
         if r["baseline"] is not None:

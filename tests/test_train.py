@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mmlib.data import build_sequences
-from mmlib.layers import BatchNorm1d, eval_mode
-from mmlib.models import IGNORE, Model, ModelConfig, create
+from mmlib.data import IGNORE, build_sequences
+from mmlib.layers import BatchNorm1d
+from mmlib.models import Model, ModelConfig, create
+from mmlib.runtime import eval_mode
 from mmlib.train import (
     Callbacks,
     LectureSGD,
@@ -327,15 +329,21 @@ def test_divergence_guard_is_the_one_rule_and_says_where_and_what_to_lower():
         DivergenceGuard(0)
 
 
-def test_the_live_plot_shows_only_in_a_notebook_and_never_in_tests_or_ci(monkeypatch):
+def test_the_live_plot_shows_only_in_a_notebook_and_never_where_mmlib_quiet_is_set(monkeypatch):
     import mmlib.train as t
 
     monkeypatch.setattr(t, "_in_notebook", lambda: True)
-    assert not t._live_plot_wanted(cfg(live_plot=True))          # under pytest (PYTEST_CURRENT_TEST)
-    monkeypatch.delenv("PYTEST_CURRENT_TEST")
-    monkeypatch.delenv("CI", raising=False)
-    monkeypatch.delenv("MMLIB_QUIET", raising=False)
+    assert os.environ["MMLIB_QUIET"] == "1"                      # tests/conftest.py sets it for every test
+    assert not t._live_plot_wanted(cfg(live_plot=True)) and not t._progress_wanted(cfg(progress=None))
+    assert t._progress_wanted(cfg(progress=True)), "a progress bar asked for is shown"
+    monkeypatch.delenv("MMLIB_QUIET")
     assert t._live_plot_wanted(cfg(live_plot=True)) and not t._live_plot_wanted(cfg())
+    assert t._progress_wanted(cfg(progress=None))
+    monkeypatch.setenv("MMLIB_QUIET", "0")
+    assert t._live_plot_wanted(cfg(live_plot=True))
+    for name in ("CI", "PYTEST_CURRENT_TEST"):                   # the library reads no other variable for it
+        monkeypatch.setenv(name, "1")
+    assert t._live_plot_wanted(cfg(live_plot=True)) and t._progress_wanted(cfg(progress=None))
     monkeypatch.setenv("MMLIB_QUIET", "1")                       # the notebooks executed for the repository
     assert not t._live_plot_wanted(cfg(live_plot=True))
     monkeypatch.delenv("MMLIB_QUIET")

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from mmlib.cli.errors import CLIError
 from mmlib.data import build_splits, load_words, split_words
 from mmlib.models import MODELS, Model, create
 from mmlib.train import TrainConfig
@@ -56,10 +57,6 @@ RUN_KEYS = ("format", "model", "model_config", "train_config", "vocab", "data", 
 
 RUNTIME_KEYS = ("threads",)
 """train_config keys of run.json that say where a run computes, not what: --resume may change them."""
-
-
-class CLIError(Exception):
-    """A problem with what was asked for, said in one line."""
 
 
 class SaveError(CLIError):

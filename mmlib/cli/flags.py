@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable
 from types import NoneType, UnionType
 from typing import Any
 
+from mmlib.cli.recipes import RECIPES
+from mmlib.cli.runs import CLIError
 from mmlib.models import MODELS
-from mmlib.recipes import RECIPES
-from mmlib.runs import CLIError
 from mmlib.train import TrainConfig
 
 TRAIN_HIDDEN = ("progress", "live_plot")
@@ -216,7 +216,7 @@ def _train_parser(sub: Any) -> None:
         "draws of the tensor named, as in lessons 02-03. true/false for yes-or-no settings."))
     add_train_flags(t.add_argument_group(
         "training settings", "Made from mmlib.train.TrainConfig; the defaults are the command line's fast recipe "
-        "for the chosen model (mmlib.recipes)."))
+        "for the chosen model (mmlib.cli.recipes)."))
 
 
 def _sample_parser(sub: Any) -> None:

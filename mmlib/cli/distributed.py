@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
+from mmlib.cli.runs import CLIError
 from mmlib.models import Model
-from mmlib.runs import CLIError
 
 
 @dataclass

@@ -6,10 +6,10 @@
     torchrun --nproc_per_node 4 -m mmlib train ...               # the same training on 4 processes (DDP)
 
 Every model of `mmlib.models` trains with the one trainer, `mmlib.train`; every model and training
-setting is a flag made from its config dataclass (`mmlib.flags`), with the defaults of
-`mmlib.recipes`, and every value is checked by `mmlib.validate`, as in the lessons. What a run
-folder holds, and where each file is written, is in `mmlib.runs`; training on several processes
-in `mmlib.distributed`. This module holds the commands.
+setting is a flag made from its config dataclass (`mmlib.cli.flags`), with the defaults of
+`mmlib.cli.recipes`, and every value is checked by `mmlib.validate`, as in the lessons. What a run
+folder holds, and where each file is written, is in `mmlib.cli.runs`; training on several processes
+in `mmlib.cli.distributed`. This module holds the commands.
 
 Bad input (a missing, empty, binary or non-UTF-8 word file, characters the saved vocabulary lacks, a
 checkpoint of another model, a folder that holds another run or is in use, nonsense numbers, a
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import sys
 
-try:   # PyTorch takes a second or more to load: Ctrl-C meanwhile ends with one line, as it does later
+try:   # PyTorch is slow to load: Ctrl-C meanwhile ends with one line, as it does later
     import argparse
     import errno
     import math
@@ -41,12 +41,11 @@ try:   # PyTorch takes a second or more to load: Ctrl-C meanwhile ends with one 
 
     import torch
 
-    from mmlib.data import DataError, build_dataset, build_sequences, load_words, sequence_length
-    from mmlib.distributed import Distributed, is_rank0, parameters_digest, printer
-    from mmlib.flags import MAX_SAMPLES, flag_of, given, make_parser, model_fields, renamed, train_fields
-    from mmlib.models import MODELS, Model, check_batch_fits
-    from mmlib.recipes import RECIPES
-    from mmlib.runs import (
+    from mmlib.cli.distributed import Distributed, is_rank0, parameters_digest, printer
+    from mmlib.cli.flags import MAX_SAMPLES, flag_of, given, make_parser, model_fields, renamed, train_fields
+    from mmlib.cli.memory import check_batch_fits
+    from mmlib.cli.recipes import RECIPES
+    from mmlib.cli.runs import (
         RUN_FILES,
         RUN_FORMAT,
         CLIError,
@@ -70,6 +69,8 @@ try:   # PyTorch takes a second or more to load: Ctrl-C meanwhile ends with one 
         vocab_of,
         write_run,
     )
+    from mmlib.data import DataError, build_dataset, build_sequences, load_words, sequence_length
+    from mmlib.models import MODELS, Model
     from mmlib.train import Callbacks, TrainConfig, TrainingDiverged, TrainState, evaluate, train
     from mmlib.validate import choice, non_negative_int, number, positive_int
     from mmlib.validate import seed as check_seed

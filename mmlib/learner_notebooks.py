@@ -1,4 +1,4 @@
-"""Build the learners' notebooks from the solution notebooks (course tooling).
+"""Builds the learners' notebooks from the solution notebooks (course tooling).
 
 The solution notebooks in `notebooks/solutions/` are the one source of truth. Inside them, each
 answer sits between marker lines, in code cells
@@ -14,10 +14,10 @@ dropped and a banner pointing at the solutions put in their place. Figures from 
 linked as `../../images/NAME.png` in a solution notebook; the learner's copy, one folder higher,
 gets `../images/NAME.png`.
 
-    python -m mmlib.exercises build [NN ...]  # regenerate notebooks/NN_*.ipynb (outputs cleared,
-                                              # kept where only prose or comments changed)
-    python -m mmlib.exercises build --check   # exit 1 if any learner notebook is out of date
-    python -m mmlib.exercises execute FILE... # run notebooks in place at their default parameters
+    python -m mmlib.learner_notebooks build [NN ...]   # regenerate notebooks/NN_*.ipynb (outputs cleared,
+                                                       # kept where only prose or comments changed)
+    python -m mmlib.learner_notebooks build --check    # exit 1 if any learner notebook is out of date
+    python -m mmlib.learner_notebooks execute FILE...  # run notebooks in place at their default parameters
 
 A test runs `build --check`, so a solution edited without rebuilding fails CI. A rebuild that changes
 only markdown and comments keeps the learner notebook's committed outputs: no code that ran changed, so
@@ -186,7 +186,7 @@ def execute(paths: list[Path], timeout: int = DEFAULT_CELL_TIMEOUT) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m mmlib.exercises",
+    ap = argparse.ArgumentParser(prog="python -m mmlib.learner_notebooks",
                                  description="Build learner notebooks from solutions.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="regenerate notebooks/NN_*.ipynb from notebooks/solutions/")
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         verb = "out of date" if args.check else "rebuilt"
         print(f"{verb}: {', '.join(stale)}" if stale else "learner notebooks are up to date")
         if args.check and stale:
-            print("run `python -m mmlib.exercises build`, then execute the rebuilt notebooks", file=sys.stderr)
+            print("run `python -m mmlib.learner_notebooks build`, then execute the rebuilt notebooks", file=sys.stderr)
             sys.exit(1)
     else:
         execute(args.paths)

@@ -1,12 +1,12 @@
-"""mmlib.exercises: solution regions become placeholders, and a broken marker is caught."""
+"""mmlib.learner_notebooks: solution regions become placeholders, and a broken marker is caught."""
 
 from __future__ import annotations
 
 import nbformat
 import pytest
 
-from mmlib import exercises
-from mmlib.exercises import CODE_BEGIN, CODE_END, MD_BEGIN, MD_END, MarkerError, make_learner, strip_solutions
+from mmlib import learner_notebooks
+from mmlib.learner_notebooks import CODE_BEGIN, CODE_END, MD_BEGIN, MD_END, MarkerError, make_learner, strip_solutions
 
 
 def test_strip_keeps_the_indent_and_the_lines_around():
@@ -34,7 +34,7 @@ def test_make_learner_blanks_code_and_markdown_and_swaps_the_banner(tmp_path):
     code.execution_count = 3
     md = nbformat.v4.new_markdown_cell(f"Why?\n{MD_BEGIN}\nBecause.\n{MD_END}")
     nb.cells = [banner, code, md]
-    sol = exercises.SOLUTIONS / "99_demo_solutions.ipynb"
+    sol = learner_notebooks.SOLUTIONS / "99_demo_solutions.ipynb"
     out = make_learner(nb, sol)
     assert "learner-banner" in out.cells[0].metadata["tags"]
     assert "solutions/99_demo_solutions.ipynb" in out.cells[0].source
@@ -42,12 +42,12 @@ def test_make_learner_blanks_code_and_markdown_and_swaps_the_banner(tmp_path):
     assert out.cells[1].outputs == [] and out.cells[1].execution_count is None
     assert out.cells[2].source == "Why?\n*Your answer here.*"
     assert "42" in nb.cells[1].source, "the solution notebook itself is left alone"
-    assert exercises.learner_name(sol).name == "99_demo.ipynb"
+    assert learner_notebooks.learner_name(sol).name == "99_demo.ipynb"
 
 
 def test_no_solution_text_reaches_a_learner_notebook():
-    for sol in sorted(exercises.SOLUTIONS.glob("*_solutions.ipynb")):
-        learner = nbformat.read(exercises.learner_name(sol), as_version=4)
+    for sol in sorted(learner_notebooks.SOLUTIONS.glob("*_solutions.ipynb")):
+        learner = nbformat.read(learner_notebooks.learner_name(sol), as_version=4)
         for cell in learner.cells:
             assert "BEGIN SOLUTION" not in cell.source and "END SOLUTION" not in cell.source
             assert "solutions-banner" not in cell.metadata.get("tags", [])
@@ -56,7 +56,7 @@ def test_no_solution_text_reaches_a_learner_notebook():
 def test_image_links_are_rewritten_for_the_learner_depth():
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("![C](../../images/mlp_architecture.png)")]
-    out = make_learner(nb, exercises.SOLUTIONS / "99_demo_solutions.ipynb")
+    out = make_learner(nb, learner_notebooks.SOLUTIONS / "99_demo_solutions.ipynb")
     assert out.cells[0].source == "![C](../images/mlp_architecture.png)"
 
 
@@ -70,7 +70,7 @@ def _toy(path, *sources):
 
 def test_execute_runs_in_place_quietly_and_commits_no_runner_metadata(tmp_path):
     path = _toy(tmp_path / "toy.ipynb", "import os\nprint(os.environ.get('MMLIB_QUIET'))", "x = 2\nx * 21")
-    exercises.execute([path])
+    learner_notebooks.execute([path])
     nb = nbformat.read(path, as_version=4)
     assert [c.execution_count for c in nb.cells] == [1, 2]
     assert nb.cells[0].outputs[0]["text"] == "1\n", "progress bars are off in a committed run"
@@ -86,7 +86,7 @@ def test_every_run_has_a_cell_timeout_and_a_failed_run_leaves_the_notebook_as_it
     path = _toy(tmp_path / "slow.ipynb", "import time\ntime.sleep(30)")
     before = path.read_bytes()
     with pytest.raises((pm.PapermillExecutionError, TimeoutError, RuntimeError)):
-        exercises.execute([path], timeout=2)
+        learner_notebooks.execute([path], timeout=2)
     assert path.read_bytes() == before
     with pytest.raises(ValueError, match="timeout must be a whole number of seconds >= 1"):
         run_notebook(path, tmp_path / "out.ipynb", timeout=0)
@@ -95,8 +95,8 @@ def test_every_run_has_a_cell_timeout_and_a_failed_run_leaves_the_notebook_as_it
 def test_build_keeps_the_outputs_when_only_prose_or_comments_changed(tmp_path, monkeypatch):
     """A rebuild after a markdown or comment edit keeps the committed run (its code is the same); a rebuild
     after any change to code that runs clears the outputs, which must then be made again."""
-    monkeypatch.setattr(exercises, "NOTEBOOKS", tmp_path)
-    monkeypatch.setattr(exercises, "SOLUTIONS", tmp_path / "solutions")
+    monkeypatch.setattr(learner_notebooks, "NOTEBOOKS", tmp_path)
+    monkeypatch.setattr(learner_notebooks, "SOLUTIONS", tmp_path / "solutions")
     (tmp_path / "solutions").mkdir()
     sol = tmp_path / "solutions" / "99_demo_solutions.ipynb"
 
@@ -106,7 +106,7 @@ def test_build_keeps_the_outputs_when_only_prose_or_comments_changed(tmp_path, m
         nbformat.write(nb, sol)
 
     write_solution("The loss is 2.1.", "x = 1\nprint(x)")
-    assert exercises.build() == ["99_demo.ipynb"]
+    assert learner_notebooks.build() == ["99_demo.ipynb"]
     learner = tmp_path / "99_demo.ipynb"
     nb = nbformat.read(learner, as_version=4)
     nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
@@ -114,13 +114,13 @@ def test_build_keeps_the_outputs_when_only_prose_or_comments_changed(tmp_path, m
     nbformat.write(nb, learner)                      # as `execute` leaves it
 
     write_solution("The loss is 2.2.", "# quick try: x = 0\nx = 1  # one\nprint(x)")
-    assert exercises.build() == ["99_demo.ipynb"]
+    assert learner_notebooks.build() == ["99_demo.ipynb"]
     nb = nbformat.read(learner, as_version=4)
     assert nb.cells[0].source == "The loss is 2.2." and nb.cells[1].source.startswith("# quick try")
     assert nb.cells[1].outputs[0]["text"] == "1\n" and nb.cells[1].execution_count == 1
-    assert exercises.build(check=True) == []
+    assert learner_notebooks.build(check=True) == []
 
     write_solution("The loss is 2.2.", "x = 2\nprint(x)")
-    assert exercises.build() == ["99_demo.ipynb"]
+    assert learner_notebooks.build() == ["99_demo.ipynb"]
     nb = nbformat.read(learner, as_version=4)
     assert nb.cells[1].outputs == [] and nb.cells[1].execution_count is None, "new code: the old run is gone"
