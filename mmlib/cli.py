@@ -70,7 +70,7 @@ try:   # PyTorch takes a second or more to load: Ctrl-C meanwhile ends with one 
         vocab_of,
         write_run,
     )
-    from mmlib.train import Callbacks, TrainConfig, TrainingDiverged, TrainState, evaluate, train
+    from mmlib.train import Callbacks, TrainConfig, TrainingDiverged, TrainState, evaluate, muon_matrices, train
     from mmlib.validate import choice, non_negative_int, number, positive_int
     from mmlib.validate import seed as check_seed
     from mmlib.vocab import Vocab, VocabError
@@ -265,6 +265,11 @@ def _train(job: Job) -> int:
         check_batch_fits(model, job.cfg.batch_size)   # before any file is written: --batch-size 1e8 is one line
     except ValueError as e:
         raise CLIError(str(e).replace("batch_size", "--batch-size")) from None
+    if job.cfg.optimizer == "muon":
+        try:
+            muon_matrices(model)                       # a model without hidden matrices: one line, nothing written
+        except ValueError as e:
+            raise CLIError(f"--{e}") from None
     hooks = _restore(job, model) if job.resume else _start(job, model)
     if hooks.state.step >= job.cfg.max_steps:
         job.say(f"{job.run} finished at step {hooks.state.step:,} already ({_best_line(hooks)}); nothing to resume")

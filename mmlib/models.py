@@ -110,6 +110,11 @@ class Model(nn.Module):
         """How many numbers training adjusts."""
         return n_parameters(self)
 
+    def hidden_matrices(self) -> list[nn.Parameter]:
+        """The weight matrices that map one hidden representation to another, which Muon trains
+        (`mmlib.train.MuonAdamW`); none here, so `optimizer="muon"` is refused for a model that names none."""
+        return []
+
     @property
     def device(self) -> torch.device:
         return device_of(self)
@@ -791,6 +796,10 @@ class Transformer(Model):
                     bound = 1 / math.sqrt(m.in_features)
                     nn.init.uniform_(m.weight, -bound, bound, generator=generator)
                     nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+
+    def hidden_matrices(self) -> list[nn.Parameter]:
+        """The blocks' weight matrices: attention's `qkv` and `proj`, the MLP's two layers (Muon trains these)."""
+        return [m.weight for block in self.blocks for m in block.modules() if isinstance(m, nn.Linear)]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         self.check_input(idx)
