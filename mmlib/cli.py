@@ -265,11 +265,6 @@ def _train(job: Job) -> int:
         check_batch_fits(model, job.cfg.batch_size)   # before any file is written: --batch-size 1e8 is one line
     except ValueError as e:
         raise CLIError(str(e).replace("batch_size", "--batch-size")) from None
-    if job.cfg.optimizer == "muon":
-        try:
-            muon_matrices(model)                       # a model without hidden matrices: one line, nothing written
-        except ValueError as e:
-            raise CLIError(f"--{e}") from None
     hooks = _restore(job, model) if job.resume else _start(job, model)
     if hooks.state.step >= job.cfg.max_steps:
         job.say(f"{job.run} finished at step {hooks.state.step:,} already ({_best_line(hooks)}); nothing to resume")
@@ -442,6 +437,13 @@ def _job(args: argparse.Namespace, dist: Distributed | None) -> Job:
     if meta is None:
         vocab = Vocab.from_words(words)
         meta = _new_meta(model_name, mcfg, cfg, words, vocab, input_path, world, n_samples)
+        if cfg.optimizer == "muon":
+            with torch.device("meta"):             # the model's shapes, without its memory
+                model = build_model(meta)
+            try:
+                muon_matrices(model)               # a model without hidden matrices: one line, nothing written
+            except ValueError as e:
+                raise CLIError(f"--{e}") from None
     else:
         if sha256_of(words) != meta["data"]["sha256"]:
             raise CLIError(f"{input_path} is not the word file {run} was trained on ({meta['data']['words']:,} words, "
