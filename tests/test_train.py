@@ -457,10 +457,10 @@ def test_the_schedule_sets_muons_and_adamws_learning_rate_alike():
     assert [r == {lr_at(s, recipe)} for s, r in enumerate(seen)] == [True] * 40
 
 
-@pytest.mark.parametrize("hook, stopped_at", [("on_step", 25), ("on_eval", 30)])
+@pytest.mark.parametrize("hook, stopped_at", [("on_step", 15), ("on_eval", 20)])
 def test_a_muon_run_resumes_exactly_where_it_stopped(hook, stopped_at):
     """As the AdamW test above: Muon's momentum buffers and AdamW's moments are in the state a resumed run loads."""
-    splits, recipe = name_splits(), cfg(**{**MUON, "max_steps": 60, "sampling": "epochs"})
+    splits, recipe = name_splits(), cfg(**{**MUON, "max_steps": 40, "eval_every": 20, "sampling": "epochs"})
     full_model = tiny_transformer()
     full = train(full_model, splits, recipe)
 

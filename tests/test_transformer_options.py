@@ -123,7 +123,7 @@ def words_file(tmp_path):
 
 
 def test_a_speedrun_run_saves_its_options_loads_them_back_and_resumes_exactly(words, tmp_path, capsys, monkeypatch):
-    args = ["train", "-i", words, "--model", "transformer", "--max-steps", "30", "--eval-every", "10", "--samples",
+    args = ["train", "-i", words, "--model", "transformer", "--max-steps", "20", "--eval-every", "10", "--samples",
             "0", "--threads", "1", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--optimizer", "muon",
             "--rotary", "true", "--norm", "rms", "--qk-norm", "true", "--activation", "relu2", "--zero-init", "true"]
     full, part = tmp_path / "full", tmp_path / "part"
@@ -137,16 +137,16 @@ def test_a_speedrun_run_saves_its_options_loads_them_back_and_resumes_exactly(wo
 
     real = cli.Stopper.check
 
-    def ctrl_c_at_step_17(self, step, dist):
-        if step == 17 and not self.requested:
+    def ctrl_c_at_step_13(self, step, dist):
+        if step == 13 and not self.requested:
             os.kill(os.getpid(), signal.SIGINT)
         return real(self, step, dist)
 
-    monkeypatch.setattr(cli.Stopper, "check", ctrl_c_at_step_17)
+    monkeypatch.setattr(cli.Stopper, "check", ctrl_c_at_step_13)
     assert cli.main([str(a) for a in [*args, "-o", part]]) == 130
     monkeypatch.setattr(cli.Stopper, "check", real)
     assert cli.main(["train", "-o", str(part), "--resume"]) == 0
     capsys.readouterr()
     a, b = (torch.load(r / "last.pt", weights_only=True) for r in (full, part))
-    assert a["state"]["losses"] == b["state"]["losses"] and len(a["state"]["losses"]) == 30
+    assert a["state"]["losses"] == b["state"]["losses"] and len(a["state"]["losses"]) == 20
     assert all(torch.equal(v, b["weights"][k]) for k, v in a["weights"].items())
