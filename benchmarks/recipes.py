@@ -90,7 +90,8 @@ def describe(train: dict[str, Any], model: dict[str, Any]) -> str:
         if train.get("schedule") == "step":
             text += f" then {train['lr_late']:g} from step {train.get('decay_step') or train['max_steps'] // 2:,}"
     else:
-        text = f"AdamW lr {train['lr']:g}"
+        text = f"{'Muon for hidden matrices, AdamW for the rest,' if train['optimizer'] == 'muon' else 'AdamW'} lr "
+        text += f"{train['lr']:g}"
         if train.get("schedule") == "cosine":
             text += f", warm-up {train.get('warmup', 0):,}, cosine to {train.get('lr_min', 0.0):g}"
         text += f", weight decay {train.get('weight_decay', 0.0):g}"

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from mmlib.data import BLOCK_SIZE_WHY, IGNORE, MAX_BLOCK_SIZE
 from mmlib.layers import n_levels
 from mmlib.runtime import device_of, eval_mode, n_parameters
-from mmlib.validate import at_most, boolean, number, positive_int, power_of_two
+from mmlib.validate import at_most, boolean, choice, number, positive_int, power_of_two
 
 # ---- the interface ---------------------------------------------------------------------------
 
@@ -105,6 +105,11 @@ class Model(nn.Module):
     def n_parameters(self) -> int:
         """How many numbers training adjusts."""
         return n_parameters(self)
+
+    def hidden_matrices(self) -> list[nn.Parameter]:
+        """The weight matrices that map one hidden representation to another, which Muon trains
+        (`mmlib.train.MuonAdamW`); none here, so `optimizer="muon"` is refused for a model that names none."""
+        return []
 
     @property
     def device(self) -> torch.device:
@@ -603,7 +608,14 @@ class TransformerConfig(ModelConfig):
     n_head: int = 4           # attention heads per block
     n_embd: int = 64          # width of the residual stream (a multiple of n_head)
     dropout: float = 0.0      # dropout on attention weights and residual branches, in training only
-    pos_emb: bool = True      # learned position embeddings (without them, attention cannot tell order)
+    pos_emb: bool = True      # learned position embeddings (without them, attention cannot tell order); ignored
+                              # with rotary
+    rotary: bool = False      # rotary position embeddings (RoPE) in attention, in place of learned ones
+    norm: str = "layer"       # "layer": LayerNorm; "rms": RMSNorm (no mean subtracted, no bias)
+    qk_norm: bool = False     # RMSNorm (with a gain) on every head's queries and keys before attention
+    activation: str = "gelu"  # the MLP's nonlinearity: "gelu", or "relu2" (ReLU squared)
+    zero_init: bool = False   # the residual branches' output layers (attention's proj, the MLP's second
+                              # layer) start at zero, so every block starts as the identity
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -612,14 +624,48 @@ class TransformerConfig(ModelConfig):
         positive_int("n_embd", self.n_embd)
         number("dropout", self.dropout, 0, 1, high_open=True)
         boolean("pos_emb", self.pos_emb)
+        boolean("rotary", self.rotary)
+        choice("norm", self.norm, NORMS)
+        boolean("qk_norm", self.qk_norm)
+        choice("activation", self.activation, ACTIVATIONS)
+        boolean("zero_init", self.zero_init)
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd must be a multiple of n_head (each head gets n_embd / n_head dimensions), "
                              f"got n_embd={self.n_embd}, n_head={self.n_head}")
+        if self.rotary and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"rotary needs an even head size (it turns pairs of dimensions), got n_embd / n_head = "
+                             f"{self.n_embd // self.n_head}")
+
+    @property
+    def learned_positions(self) -> bool:
+        """Whether the model has a table of position embeddings (`wpe`)."""
+        return self.pos_emb and not self.rotary
 
     def n_parameters(self) -> int:
         E, V = self.n_embd, self.vocab_size
-        block = 12 * E * E + 13 * E     # 2 LayerNorms, qkv, proj and the MLP's two layers, with their biases
-        return V * E + self.block_size * E * self.pos_emb + self.n_layer * block + 2 * E + E * V + V
+        norm = 2 * E if self.norm == "layer" else E           # LayerNorm: a gain and a bias; RMSNorm: a gain
+        qk = 2 * (E // self.n_head) if self.qk_norm else 0     # a gain for the queries and one for the keys
+        block = 12 * E * E + 9 * E + 2 * norm + qk          # qkv, proj and the MLP's two layers with biases, 2 norms
+        return V * E + self.block_size * E * self.learned_positions + self.n_layer * block + norm + E * V + V
+
+
+NORMS = {"layer": nn.LayerNorm, "rms": nn.RMSNorm}
+"""The transformer's normalisation layers by `TransformerConfig.norm`."""
+ACTIVATIONS = ("gelu", "relu2")
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding (Su et al. 2021) of x (..., T, head_size): each pair of dimensions (i, i + d/2)
+    turned by the angle position * frequency_i, so a query-key product depends on their positions' difference."""
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
+
+
+def rotary_angles(block_size: int, head_size: int, base: float = 10_000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (block_size, head_size / 2) of every position's angles, frequencies base^(-2i / head_size)."""
+    freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)
+    angle = torch.outer(torch.arange(block_size, dtype=torch.float32), freq)
+    return angle.cos(), angle.sin()
 
 
 class CausalSelfAttention(nn.Module):
@@ -632,12 +678,24 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(c.n_embd, c.n_embd)
         self.attn_drop = nn.Dropout(c.dropout)    # its rate, on or off, for the attention weights' dropout
         self.drop = nn.Dropout(c.dropout)
+        head_size = c.n_embd // c.n_head
+        self.q_norm = nn.RMSNorm(head_size) if c.qk_norm else None
+        self.k_norm = nn.RMSNorm(head_size) if c.qk_norm else None
+        self.rotary = c.rotary
+        if c.rotary:   # not in the state dict: made from the config
+            cos, sin = rotary_angles(c.block_size, head_size)
+            self.register_buffer("cos", cos, persistent=False)
+            self.register_buffer("sin", sin, persistent=False)
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries, keys and values of every head, each (B, n_head, T, head_size)."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        return tuple(t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.qkv(x).split(C, dim=2))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rotary:
+            q, k = rotate(q, self.cos[:T], self.sin[:T]), rotate(k, self.cos[:T], self.sin[:T])
+        return q, k, v
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
         """The attention weights (B, n_head, T, T): row t is how much position t takes from each position.
@@ -667,15 +725,22 @@ def stack_heads(heads: list[nn.Module]) -> torch.Tensor:
     return torch.cat([torch.cat([getattr(h, part).weight for h in heads]) for part in ("query", "key", "value")])
 
 
+class ReLU2(nn.Module):
+    """relu(x)^2, the MLP's nonlinearity in the speedruns of nanoGPT (So et al. 2021, "Primer")."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x).square()
+
+
 class Block(nn.Module):
     """Communication (attention), then computation (an MLP), each on a pre-normalised residual branch."""
 
     def __init__(self, c: TransformerConfig):
         super().__init__()
-        self.ln1 = nn.LayerNorm(c.n_embd)
+        self.ln1 = NORMS[c.norm](c.n_embd)
         self.attn = CausalSelfAttention(c)
-        self.ln2 = nn.LayerNorm(c.n_embd)
-        self.mlp = nn.Sequential(nn.Linear(c.n_embd, 4 * c.n_embd), nn.GELU(),
+        self.ln2 = NORMS[c.norm](c.n_embd)
+        self.mlp = nn.Sequential(nn.Linear(c.n_embd, 4 * c.n_embd), nn.GELU() if c.activation == "gelu" else ReLU2(),
                                  nn.Linear(4 * c.n_embd, c.n_embd), nn.Dropout(c.dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -695,6 +760,10 @@ class Transformer(Model):
     from U(-1/sqrt(fan_in), 1/sqrt(fan_in)); LayerNorm's gain 1 and bias 0. GPT-2's N(0, 0.02) suits
     its 768-wide layers (about 1/sqrt(768)); for the course's 64-wide ones it is about six times
     smaller than 1/sqrt(64) = 0.125, and in lesson 06's recipe search that model learned markedly slower.
+
+    The config's `rotary`, `norm`, `qk_norm`, `activation` and `zero_init` are the architecture changes of the
+    public nanoGPT speedruns (rotary positions, RMSNorm, QK-norm, ReLU^2, zero-initialised output layers), for the
+    command line's recipe to try; each is off by default, where the model is lesson 06's.
     """
 
     Config = TransformerConfig
@@ -704,10 +773,10 @@ class Transformer(Model):
         super().__init__(config)
         c = config
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
-        self.wpe = nn.Embedding(c.block_size, c.n_embd) if c.pos_emb else None
+        self.wpe = nn.Embedding(c.block_size, c.n_embd) if c.learned_positions else None
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
-        self.ln_f = nn.LayerNorm(c.n_embd)
+        self.ln_f = NORMS[c.norm](c.n_embd)
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size)
         with torch.no_grad():
             for m in self.modules():
@@ -717,6 +786,15 @@ class Transformer(Model):
                     bound = 1 / math.sqrt(m.in_features)
                     nn.init.uniform_(m.weight, -bound, bound, generator=generator)
                     nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+            if c.zero_init:   # after the draws, so every other weight is the one the default model gets
+                for block in self.blocks:
+                    for layer in (block.attn.proj, block.mlp[2]):
+                        layer.weight.zero_()
+                        layer.bias.zero_()
+
+    def hidden_matrices(self) -> list[nn.Parameter]:
+        """The blocks' weight matrices: attention's `qkv` and `proj`, the MLP's two layers (Muon trains these)."""
+        return [m.weight for block in self.blocks for m in block.modules() if isinstance(m, nn.Linear)]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         self.check_input(idx)

@@ -12,6 +12,8 @@ Each step draws a minibatch of rows of the training split (`minibatch_rows`), as
   as lesson 02 writes it, so the lessons' numbers do not move when they switch to this function.
 - `optimizer="adamw", schedule="cosine"`: AdamW with a linear warm-up over `warmup` steps and a cosine
   decay to `lr_min` - the faster recipe lessons 05-06 and the command line use.
+- `optimizer="muon"`: Muon (`torch.optim.Muon`'s update, `Muon`) for the model's hidden weight matrices (the
+  transformer's blocks), AdamW for the rest, both on the one schedule (`MuonAdamW`).
 
 `train` reads as makemore's loop does: set up (`_start`), then one step at a time (`_step`), an
 evaluation every `eval_every` steps (`_evaluate_during`), and a final evaluation of every split
@@ -45,7 +47,7 @@ from mmlib.runtime import DEVICES, device_of, eval_mode, pick_device
 from mmlib.validate import boolean, choice, learning_rate, non_negative_int, number, optional, positive_int
 from mmlib.validate import seed as check_seed
 
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adamw", "muon")
 SCHEDULES = ("step", "cosine", "constant")
 SAMPLINGS = ("random", "epochs")
 EVAL_TOKENS = 2**20
@@ -199,7 +201,8 @@ class TrainConfig:
 
     max_steps: int = 200_000       # optimisation steps, one minibatch each (makemore's --max-steps)
     batch_size: int = 32           # rows of the training split per step (examples, or words for sequence models)
-    optimizer: str = "sgd"         # "sgd": the lectures' plain SGD; "adamw": AdamW
+    optimizer: str = "sgd"         # "sgd": the lectures' plain SGD; "adamw": AdamW; "muon": Muon for the
+                                   # transformer's hidden matrices, AdamW for the rest, on one schedule
     lr: float = 0.1                # learning rate (the peak, after warm-up, for "cosine")
     schedule: str = "step"         # "step": lr, then lr_late from decay_step; "cosine": warm-up, then cosine
                                    # to lr_min; "constant": lr throughout
@@ -207,8 +210,10 @@ class TrainConfig:
     decay_step: int | None = None  # "step": where the rate drops; None: halfway through `max_steps`
     warmup: int = 0                # "cosine": steps of linear warm-up from 0 to lr
     lr_min: float = 0.0            # "cosine": the rate at the last step
-    weight_decay: float = 0.0      # "adamw": decoupled weight decay, applied to matrices only (not biases, gains)
-    betas: tuple[float, float] = (0.9, 0.99)  # "adamw": the moving averages of the gradient and its square
+    weight_decay: float = 0.0      # "adamw", "muon": decoupled weight decay, applied to matrices only (not biases,
+                                   # gains)
+    betas: tuple[float, float] = (0.9, 0.99)  # "adamw" (and muon's AdamW part): the moving averages of the
+                                              # gradient and its square
     grad_clip: float | None = None  # clip the gradient's norm to this (None: no clipping)
     eval_every: int = 0            # evaluate the held-out splits every this many steps (0: only at the end)
     eval_rows: int | None = 10_000  # rows per split in those evaluations (None: all); the final one uses all
@@ -248,7 +253,8 @@ class TrainConfig:
         optional(boolean, "progress", self.progress)
         boolean("live_plot", self.live_plot)
         if self.optimizer == "sgd" and self.weight_decay:
-            raise ValueError("weight_decay is applied by AdamW only; use optimizer='adamw' (or weight_decay=0)")
+            raise ValueError("weight_decay is applied by AdamW only (and Muon), not by plain SGD; use "
+                             "optimizer='adamw' (or weight_decay=0)")
 
     @property
     def decay_at(self) -> int:
@@ -318,14 +324,131 @@ def trainable(model) -> list[torch.Tensor]:
 
 
 def make_optimizer(model, cfg: TrainConfig):
-    """`LectureSGD` or `torch.optim.AdamW` over the model's parameters (weight decay on matrices only)."""
+    """`LectureSGD`, `torch.optim.AdamW` or `MuonAdamW` over the model's parameters (weight decay on matrices only)."""
     params = trainable(model)
     if cfg.optimizer == "sgd":
         return LectureSGD(params, lr_at(0, cfg))
+    if cfg.optimizer == "muon":
+        hidden = muon_matrices(model)
+        ids = {id(p) for p in hidden}
+        return MuonAdamW(hidden, _adamw(cfg, [p for p in params if id(p) not in ids]), lr_at(0, cfg), cfg.weight_decay)
+    return _adamw(cfg, params)
+
+
+def _adamw(cfg: TrainConfig, params: list[torch.Tensor]) -> torch.optim.AdamW:
     decay = [p for p in params if p.ndim >= 2]
     rest = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr_at(0, cfg), betas=cfg.betas)
+
+
+def muon_matrices(model) -> list[torch.Tensor]:
+    """The weight matrices Muon trains: the model's `hidden_matrices()`; a one-line ValueError for a model without.
+
+    Muon orthogonalises the update of a matrix that maps one hidden representation to another; an embedding
+    table (a lookup, not a map), the output layer, biases and norms' gains are no such matrices. Only the
+    transformer names its hidden matrices (`Transformer.hidden_matrices`)."""
+    inner = getattr(model, "module", model)          # DistributedDataParallel holds the model as .module
+    find = getattr(inner, "hidden_matrices", None)
+    hidden = list(find()) if callable(find) else []
+    if not hidden:
+        name = getattr(inner, "name", "") or type(inner).__name__
+        raise ValueError(f"optimizer muon trains a model's hidden weight matrices and the {name} model has none "
+                         "(the transformer has them): use adamw")
+    return hidden
+
+
+class Muon(torch.optim.Muon):
+    """`torch.optim.Muon` with its Newton-Schulz iteration in float32, the matrices of one shape at once.
+
+    The update is torch's (Jordan et al. 2024, "Muon: an optimizer for hidden layers"): Nesterov momentum, the
+    update matrix orthogonalised by `ns_steps` iterations of the quintic x -> a x + b (x x^T) x + c (x x^T)^2 x
+    (`orthogonalise`), decoupled weight decay, then a step of lr scaled for the matrix's shape (`adjust_lr_fn`).
+    torch computes the iteration in bfloat16, one matrix at a time: on a CPU without bfloat16 arithmetic that
+    costs many times a training step of the course's transformer (`benchmarks/muon_step.py` measures it). The
+    same arithmetic in float32 on a stack of same-shaped matrices is one batched product per term instead of
+    sixteen small ones; its state (a momentum buffer per matrix) is torch's, so is its state dict.
+    """
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:
+        for group in self.param_groups:
+            lr, momentum = group["lr"], group["momentum"]
+            by_shape: dict[torch.Size, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+                buf.lerp_(p.grad, 1 - momentum)
+                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                by_shape.setdefault(p.shape, []).append((p, update))
+            for shape, pairs in by_shape.items():
+                ortho = orthogonalise(torch.stack([u for _, u in pairs]), group["ns_coefficients"], group["ns_steps"],
+                                      group["eps"])
+                step = lr * _muon_lr_ratio(group["adjust_lr_fn"], shape)
+                for (p, _), o in zip(pairs, ortho):
+                    p.mul_(1 - lr * group["weight_decay"])
+                    p.add_(o, alpha=-step)
+
+
+def orthogonalise(G: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float) -> torch.Tensor:
+    """Newton-Schulz's approximation of U V^T for each matrix U S V^T of the stack G (n, rows, cols), in float32.
+
+    Scaled to a Frobenius norm of 1, every singular value is at most 1; each iteration pushes them towards 1
+    (to between about 0.7 and 1.2 after 5, which serves as well as exactly 1: Jordan et al.). Computed on the
+    wide side (rows <= cols), so x x^T is the smaller Gram matrix."""
+    a, b, c = coefficients
+    tall = G.shape[-2] > G.shape[-1]
+    X = G.float().mT if tall else G.float()
+    X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
+    for _ in range(steps):
+        gram = X @ X.mT
+        X = torch.baddbmm(X, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), X, beta=a)
+    return (X.mT if tall else X).to(G.dtype)
+
+
+def _muon_lr_ratio(adjust_lr_fn: str | None, shape: torch.Size) -> float:
+    """What `torch.optim.Muon` multiplies the learning rate by for a matrix of `shape` (rows, cols)."""
+    rows, cols = shape[:2]
+    if adjust_lr_fn == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(rows, cols))
+    return math.sqrt(max(1, rows / cols))         # "original" (torch's default)
+
+
+class MuonAdamW:
+    """Muon (`Muon`) for the hidden matrices, AdamW for every other parameter: one optimiser to the trainer.
+
+    `param_groups` holds both optimisers' groups, so the schedule sets one learning rate for all of them; with
+    `adjust_lr_fn="match_rms_adamw"` Muon scales it by 0.2 sqrt(max(rows, columns)) for each matrix, so that its
+    update has the root-mean-square of an AdamW update and AdamW's learning rate and weight decay carry over
+    (Liu et al. 2025, "Muon is scalable for LLM training"). Momentum 0.95 with Nesterov's step and 5
+    Newton-Schulz iterations, `torch.optim.Muon`'s defaults. Its state is both optimisers' states.
+    """
+
+    def __init__(self, hidden: list[torch.Tensor], adamw: torch.optim.AdamW, lr: float, weight_decay: float):
+        self.muon = Muon(hidden, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
+        self.adamw = adamw
+
+    @property
+    def param_groups(self) -> list[dict]:
+        """Both optimisers' groups (read afresh: `load_state_dict` replaces each optimiser's list)."""
+        return self.muon.param_groups + self.adamw.param_groups
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.muon.step()
+        self.adamw.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.muon.zero_grad(set_to_none)
+        self.adamw.zero_grad(set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.muon.load_state_dict(state["muon"])
+        self.adamw.load_state_dict(state["adamw"])
 
 
 def trim_padding(X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

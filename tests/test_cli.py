@@ -343,7 +343,9 @@ def test_a_folder_holding_another_run_is_refused_unless_resume_or_force(words, t
     (["--block-size", "6", "--model", "wavenet"], "--block-size must be a power of two", 1),
     (["--n-layer", "2"], "--n-layer is not a setting of the mlp model", 1),
     (["--betas", "0.9"], "--betas must be two numbers", 1),
-    (["--optimizer", "adam"], "--optimizer must be one of sgd, adamw; got 'adam'", 1),
+    (["--optimizer", "adam"], "--optimizer must be one of sgd, adamw, muon; got 'adam'", 1),
+    (["--optimizer", "muon", "--model", "bigram"], "--optimizer muon trains a model's hidden weight matrices and "
+                                                   "the bigram model has none", 1),
     (["--samples", "-1"], "--samples must be a whole number >= 0, got -1", 1),
     (["--batchnorm", "maybe"], "--batchnorm must be true or false, got 'maybe'", 1),
     (["--device", "tpu"], "--device must be one of cpu, cuda, mps; got 'tpu'", 1),

@@ -62,7 +62,7 @@ def test_schedules():
     ({"max_steps": 0}, "max_steps must be a positive whole number, got 0"),
     ({"batch_size": "32"}, "batch_size must be a positive whole number, got '32'"),
     ({"lr": 11}, "lr must be a learning rate in \\(0, 10\\], got 11"),
-    ({"optimizer": "adam"}, "optimizer must be one of sgd, adamw; got 'adam'"),
+    ({"optimizer": "adam"}, "optimizer must be one of sgd, adamw, muon; got 'adam'"),
     ({"decay_step": -1}, "decay_step must be a whole number >= 0, got -1"),
     ({"seed": None}, "seed must be a whole number"),
     ({"device": "tpu"}, "device must be one of cpu, cuda, mps"),
@@ -406,3 +406,119 @@ def test_the_progress_bar_shows_the_moving_average_of_the_loss_at_the_end(capsys
     assert shown[-1][0] == f"{ema:.4f}", shown[-1]
     last_eval = result.evals[-2]   # the last evaluation during the run, at step 200 (the final one is after the bar)
     assert shown[-1][1] == f" | train {last_eval['train']:.4f} | dev {last_eval['dev']:.4f}", (shown[-1], result.evals)
+
+
+# ---- Muon for the transformer's hidden matrices, AdamW for the rest (issue 33) ---------------------------------
+
+
+def tiny_transformer(seed=0, **kw):
+    return create("transformer", generator=torch.Generator().manual_seed(seed), vocab_size=27, block_size=16,
+                  n_layer=2, n_head=2, n_embd=16, **kw)
+
+
+def name_splits():
+    from mmlib.data import NAMES
+    words = NAMES.read_text(encoding="utf-8").split()[:400]
+    X, Y = build_sequences(words, Vocab.from_words(NAMES.read_text(encoding="utf-8").split()), block_size=16)
+    return {"train": (X[:300], Y[:300]), "dev": (X[300:], Y[300:])}
+
+
+MUON = {"optimizer": "muon", "schedule": "cosine", "lr": 5e-3, "warmup": 10, "weight_decay": 0.3, "eval_every": 30}
+
+
+def test_muon_trains_the_hidden_matrices_and_adamw_every_other_parameter_on_one_schedule():
+    from mmlib.train import MuonAdamW, make_optimizer
+    model = tiny_transformer()
+    opt = make_optimizer(model, cfg(**MUON))
+    assert isinstance(opt, MuonAdamW)
+    muon = [p for g in opt.muon.param_groups for p in g["params"]]
+    adamw = [p for g in opt.adamw.param_groups for p in g["params"]]
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert sorted(names[id(p)] for p in muon) == sorted(
+        f"blocks.{i}.{layer}.weight" for i in range(2) for layer in ("attn.qkv", "attn.proj", "mlp.0", "mlp.2"))
+    assert sorted(map(id, muon + adamw)) == sorted(names), "every parameter in exactly one optimiser"
+    assert {names[id(p)] for p in adamw} >= {"wte.weight", "wpe.weight", "lm_head.weight", "lm_head.bias"}
+    splits = name_splits()
+    before = evaluate(model, *splits["dev"])
+    out = train(model, splits, cfg(**{**MUON, "max_steps": 40, "lr": 2e-2}))
+    assert out.final["dev"] < before - 0.3, (before, out.final)
+
+
+def test_the_schedule_sets_muons_and_adamws_learning_rate_alike():
+    from mmlib.train import make_optimizer
+    recipe = cfg(**{**MUON, "max_steps": 40})
+    seen = []
+
+    class Rates(Callbacks):
+        def on_step(self, info):
+            seen.append({g["lr"] for g in opt.param_groups} | {info.lr})
+
+    model = tiny_transformer()
+    opt = make_optimizer(model, recipe)
+    import mmlib.train as t
+    made = t.make_optimizer
+    try:
+        t.make_optimizer = lambda *a: opt
+        train(model, name_splits(), recipe, callbacks=Rates())
+    finally:
+        t.make_optimizer = made
+    assert [r == {lr_at(s, recipe)} for s, r in enumerate(seen)] == [True] * 40
+
+
+@pytest.mark.parametrize("hook, stopped_at", [("on_step", 15), ("on_eval", 20)])
+def test_a_muon_run_resumes_exactly_where_it_stopped(hook, stopped_at):
+    """As the AdamW test above: Muon's momentum buffers and AdamW's moments are in the state a resumed run loads."""
+    splits, recipe = name_splits(), cfg(**{**MUON, "max_steps": 40, "eval_every": 20, "sampling": "epochs"})
+    full_model = tiny_transformer()
+    full = train(full_model, splits, recipe)
+
+    model, state = tiny_transformer(), TrainState(torch.Generator().manual_seed(recipe.seed))
+    with pytest.raises(_Stop):
+        train(model, splits, recipe, state=state, callbacks=_StopAt(hook, stopped_at))
+    saved, weights = state.state_dict(), {k: v.clone() for k, v in model.state_dict().items()}
+    assert set(saved["optimizer"]) == {"muon", "adamw"}
+    assert all("momentum_buffer" in s for s in saved["optimizer"]["muon"]["state"].values())
+
+    resumed = tiny_transformer(seed=99)
+    resumed.load_state_dict(weights)
+    out = train(resumed, splits, recipe, state=TrainState.from_state_dict(saved))
+    assert out.losses == full.losses and out.final == full.final
+    for (k, a), b in zip(full_model.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+
+    fresh = tiny_transformer()        # without the saved optimiser state the run is another one
+    stateless = TrainState.from_state_dict({**saved, "optimizer": None})
+    fresh.load_state_dict(weights)
+    assert train(fresh, splits, recipe, state=stateless).losses != full.losses
+
+
+@pytest.mark.parametrize("name", ["bigram", "mlp", "wavenet", "gru"])
+def test_muon_is_refused_in_one_line_for_a_model_without_hidden_matrices(name):
+    from mmlib.train import make_optimizer
+    model = create(name, vocab_size=5, **({"block_size": 1} if name == "bigram" else {}))
+    with pytest.raises(ValueError) as e:
+        make_optimizer(model, cfg(**MUON))
+    assert str(e.value) == (f"optimizer muon trains a model's hidden weight matrices and the {name} model has none "
+                            "(the transformer has them): use adamw")
+
+
+def test_muons_update_is_torchs_computed_in_float32_and_batched_by_shape():
+    """Against torch.optim.Muon, which computes the same iteration in bfloat16, one matrix at a time."""
+    from mmlib.train import Muon
+    g = torch.Generator().manual_seed(0)
+    shapes = [(48, 16), (48, 16), (16, 64), (16, 16), (64, 16)]
+    ours = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    a = Muon(ours, lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    b = torch.optim.Muon(theirs, lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    start = [p.detach().clone() for p in ours]
+    for _ in range(3):
+        for p, q in zip(ours, theirs):
+            p.grad = torch.randn(p.shape, generator=g)
+            q.grad = p.grad.clone()
+        a.step()
+        b.step()
+    for p, q, p0 in zip(ours, theirs, start):
+        moved = (q - p0).norm()
+        assert moved > 0.01 and (p - q).norm() < 0.01 * moved      # bfloat16 keeps about 3 significant digits
+    b.load_state_dict(a.state_dict())                                # the same state, the same format

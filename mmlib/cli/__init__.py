@@ -71,7 +71,7 @@ try:   # PyTorch is slow to load: Ctrl-C meanwhile ends with one line, as it doe
     )
     from mmlib.data import DataError, build_dataset, build_sequences, load_words, sequence_length
     from mmlib.models import MODELS, Model
-    from mmlib.train import Callbacks, TrainConfig, TrainingDiverged, TrainState, evaluate, train
+    from mmlib.train import Callbacks, TrainConfig, TrainingDiverged, TrainState, evaluate, muon_matrices, train
     from mmlib.validate import choice, non_negative_int, number, positive_int
     from mmlib.validate import seed as check_seed
     from mmlib.vocab import Vocab, VocabError
@@ -438,6 +438,13 @@ def _job(args: argparse.Namespace, dist: Distributed | None) -> Job:
     if meta is None:
         vocab = Vocab.from_words(words)
         meta = _new_meta(model_name, mcfg, cfg, words, vocab, input_path, world, n_samples)
+        if cfg.optimizer == "muon":
+            with torch.device("meta"):             # the model's shapes, without its memory
+                model = build_model(meta)
+            try:
+                muon_matrices(model)               # a model without hidden matrices: one line, nothing written
+            except ValueError as e:
+                raise CLIError(f"--{e}") from None
     else:
         if sha256_of(words) != meta["data"]["sha256"]:
             raise CLIError(f"{input_path} is not the word file {run} was trained on ({meta['data']['words']:,} words, "
