@@ -3,7 +3,7 @@
     python benchmarks/screen.py --seed 42 --threads 1 --json benchmarks/results/screen33/base-42.json
     python benchmarks/screen.py --train optimizer=muon --model rotary=true --json ...
 
-Trains `mmlib.recipes.RECIPES["transformer"]` on `--words` as `benchmarks/recipes.py` does (`run`: the same split,
+Trains `mmlib.cli.recipes.RECIPES["transformer"]` on `--words` as `benchmarks/recipes.py` does (`run`: the same split,
 initialisation and minibatches for a seed), with `--train` and `--model` settings laid over the recipe's, and writes
 the final dev loss, the dev curve, the training time and the machine's load average before and after. With a fixed
 seed and thread count the dev loss does not depend on the machine's load; the time does.
