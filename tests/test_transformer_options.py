@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmlib import cli, runs
+from mmlib import cli
+from mmlib.cli import runs
 from mmlib.data import NAMES
 from mmlib.models import TransformerConfig, create, rotary_angles, rotate
 
