@@ -144,7 +144,7 @@ def test_exercise_1_asks_before_it_shows_and_its_check_does_not_name_the_answer(
     nb = nbformat.read(LEARNER, as_version=4)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
     asks = next(i for i, s in enumerate(code) if s.startswith("learns = TODO"))
-    checks = next(i for i, s in enumerate(code) if "want_learns = expected.zero_init_learners" in s)
+    checks = next(i for i, s in enumerate(code) if "expected.check_zero_init(" in s)
     shows = next(i for i, s in enumerate(code) if "max |grad|" in s and "gradients_on(zero_model" in s)
     assert asks < checks < shows, "predict, check, then print the gradients"
     assert "b2" not in code[checks] and "b2" not in code[asks]
