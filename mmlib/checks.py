@@ -617,6 +617,53 @@ def buffers_changed_by(module: Any, call: Callable[[], Any]) -> list[str]:
     return changed(before, **now)
 
 
+_PLAIN = (int, float, bool, str, type(None))
+
+
+def plain_attributes(obj: Any) -> dict[str, Any]:
+    """The settings an object (and, for an nn.Module, each submodule) keeps as plain values - numbers, strings,
+    None, tuples of them - by name; PyTorch's own (`training`, private names) left out."""
+    from torch import nn
+    parts = obj.named_modules(remove_duplicate=False) if isinstance(obj, nn.Module) else [("", obj)]
+    out = {}
+    for prefix, part in parts:
+        for k, v in vars(part).items():
+            if k.startswith("_") or k == "training":
+                continue
+            if isinstance(v, _PLAIN) or (isinstance(v, tuple) and all(isinstance(e, _PLAIN) for e in v)):
+                out[f"{prefix}.{k}" if prefix else k] = v
+    return out
+
+
+def settings_changed(before: Mapping[str, Any], obj: Any) -> list[str]:
+    """How `obj`'s plain settings differ from `before` (`plain_attributes` of it earlier), as "`name` None -> 8"."""
+    now = plain_attributes(obj)
+    return [f"`{k}` {before[k]!r} -> {now.get(k, 'deleted')!r}" for k in before if now.get(k, "deleted") != before[k]]
+
+
+def history_problem(module: Any, first: torch.Tensor, x: torch.Tensor, *, what: str, atol: float = 1e-5) -> str:
+    """Whether `module`'s output on `x` depends on an earlier call on `first`: a copy of it as it is now answers
+    `x` first, then `module` answers `first` and `x`. The sentence names the settings and buffers that the
+    call changed; "" when the two answers agree (or either call fails: other rows judge that)."""
+    import copy
+    before, fresh = plain_attributes(module), copy.deepcopy(module)
+    try:
+        with torch.no_grad():
+            want = fresh(x)
+            moved = buffers_changed_by(module, lambda: module(first))
+            got = module(x)
+    except Exception:  # noqa: BLE001 - a call that fails is reported by the rows that make it
+        return ""
+    if not (isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor)) or got.shape != want.shape or (
+            torch.allclose(got.double(), want.double(), atol=atol, equal_nan=True)):
+        return ""
+    causes = settings_changed(before, module) + [f"`{n}`" for n in moved]
+    return (f"{what}'s output on {tuple(x.shape)} changes after one call on {tuple(first.shape)}"
+            + (f": that call changed {', '.join(causes)}" if causes else "")
+            + " - each call must be computed from its input and the module's parameters alone, not from what an "
+            "earlier call left behind")
+
+
 def graph_in_state(obj: Any, names: Sequence[str]) -> list[str]:
     """Which of `obj`'s attributes `names` are tensors that carry an autograd graph or require grad: running
     statistics computed without torch.no_grad() keep every batch's graph alive."""

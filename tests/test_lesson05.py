@@ -234,6 +234,21 @@ def test_flatten_probe_passes_the_library_layer_and_names_each_mistake():
     assert [r.status for r in rows[:6]] == ["exact", "exact", "shape", "shape", "exact", "shape"]
     assert rows[6].status == "wrong" and "raised RuntimeError" in rows[6].detail
 
+    class Float32Buffer:                             # copies the groups into torch.zeros: float32, on the CPU
+        def __init__(self, n):
+            self.n = n
+
+        def __call__(self, x):
+            B, T, C = x.shape
+            out = torch.zeros(B, T // self.n, C * self.n)
+            for g in range(T // self.n):
+                out[:, g] = x[:, g * self.n:(g + 1) * self.n].reshape(B, -1)
+            return out[:, 0] if out.shape[1] == 1 else out
+
+    rows = ex.probe_flatten(Float32Buffer)
+    assert all(r.passed for r in rows[1:6])
+    assert rows[0].status == "wrong" and "torch.float64 input comes back as torch.float32" in rows[0].detail
+
     class Todo:
         def __init__(self, n):
             pass

@@ -818,6 +818,43 @@ class _Replay:
                 + (", ".join(missing) or "none of them"))
 
 
+def replay_failure(rep: _Replay, label: str) -> tuple[set[str], str]:
+    """Why a cell that ran in the notebook raises when replayed on the world `rep` was built on (`label`): the names
+    the failing statement assigns and a sentence with the error. A dtype error is named as such: every replay
+    world is float64, as the parameters cell's dtype = "float64" makes the notebook's."""
+    import ast
+    try:
+        tree = ast.parse(rep.code)
+    except SyntaxError:
+        return set(), ""
+    ns = _namespace(rep.v, rep.grads)
+    for stmt in tree.body:
+        try:
+            _run_statement(stmt, ns)
+        except Exception as err:  # noqa: BLE001 - the learner's error is what is reported
+            assigned = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+            line = ast.get_source_segment(rep.code, stmt) or ""
+            line = line.splitlines()[0] if line else ""
+            error = checks.describe_error(err)
+            dtype = any(w in error for w in ("Double", "Float", "dtype", "scalar type"))
+            why = (f"your cell ran on the notebook's float32 batch but raises on a float64 one (dtype = \"float64\" in "
+                   f"the parameters cell; the check replays your cell that way): `{line}` gives {error} - a tensor "
+                   "made with .float() or dtype=torch.float32 meets float64 ones; make it in their dtype "
+                   "(.to(x.dtype), .type_as(x))" if dtype else
+                   f"your cell ran on the notebook's batch but raises on {label}: `{line}` gives {error} - a size or "
+                   "number written for the notebook's batch?")
+            return assigned, why
+    return set(), ""
+
+
+def _run_statement(stmt: Any, ns: dict) -> None:
+    import ast
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        exec(compile(ast.Module([stmt], []), "<your cell>", "exec"), ns)   # noqa: S102 - the learner's own cell
+
+
 def _top(code: str, keys: Sequence[str]) -> str:
     """The gradient arriving at the cell from above: the highest gradient the cell reads but does not answer."""
     read = _reads(code)
@@ -945,6 +982,11 @@ def diagnose(ref: References, got: Mapping[str, Any], results: Sequence[checks.R
     for i, (label, w) in enumerate(worlds(ref)):
         rep = _Replay(cell, w, top, names, seed=21 + i, notebook_n=ref.n)
         if not rep.ran:
+            assigned, why = replay_failure(rep, label)
+            if why:
+                hit = ([k for k in keys if names[k] in assigned] or [k for k in keys if rows[idx[k]].passed]
+                       or keys[-1:])
+                mark(hit[0], why, hint="")
             break
         first = first or rep
         if rep.changed:
@@ -1175,7 +1217,15 @@ def _diagnose_fused(ref: References, got: Mapping[str, Any], rows: list[checks.R
             top = "hpreact" if k == "hprebn" else "loss"
             for j, (label, w) in enumerate(worlds(ref)):
                 rep = _Replay(cell, w, top, names, seed=31 + j)
-                if not rep.ran or not rep.wrong(k):
+                if not rep.ran:
+                    why = replay_failure(rep, label)[1]
+                    break
+                if rep.changed:
+                    why = (f"the value is right, but your cell changes {', '.join(rep.changed)} in place (an in-place "
+                           "-=, /= or indexing assignment on a forward tensor, or on a name bound to one without "
+                           ".clone()): every later use of it reads the changed values")
+                    break
+                if not rep.wrong(k):
                     continue
                 val = _tensor(rep.value(k))
                 if val is None or not torch.isfinite(val).all():

@@ -85,6 +85,8 @@ def probe_flatten(cls: type, seed: int = 0) -> list[Result]:
             if not row.passed and row.status == "wrong":
                 row.hint = checks.quietly(explain_flatten, cls, shape, n) or FLATTEN_HINT
             rows.append(row)
+    if all(r.passed for r in rows) and (problem := _dtype_or_device_problem(cls, g)):
+        rows[0] = Result(rows[0].name, "wrong", f"right for float32 on the CPU, but {problem}", FLATTEN_HINT)
     for shape, n, why in FLATTEN_REFUSED:
         name = f"FlattenConsecutive({n}) on {shape} must be refused"
         got = _layer_call(cls, n, torch.randn(shape, generator=g), name)
@@ -99,6 +101,26 @@ def probe_flatten(cls: type, seed: int = 0) -> list[Result]:
             rows.append(Result(name, "wrong", f"{got.row.detail}; expected a ValueError that says why: {why}",
                                "check the shape first and raise ValueError with a message"))
     return rows
+
+
+def _dtype_or_device_problem(cls: type, g: torch.Generator) -> str:
+    """The layer only moves numbers, so it must hand back the input's dtype and device: a float64 input (its values
+    kept to the last bit), an integer one, and one on the 'meta' device standing in for a GPU ("" when it does)."""
+    shape, n = (2, 8, 3), 2
+    for x in (torch.randn(shape, generator=g, dtype=torch.float64), torch.randint(0, 1000, shape, generator=g)):
+        got = _layer_call(cls, n, x, "")
+        if not got.ok:
+            return f"on a {x.dtype} input {got.row.detail}"
+        out = got.value
+        if not isinstance(out, torch.Tensor) or out.dtype != x.dtype:
+            return (f"a {x.dtype} input comes back as {getattr(out, 'dtype', type(out).__name__)}: a tensor made "
+                    "inside the layer (torch.zeros, torch.empty) takes the default dtype unless given dtype=x.dtype - "
+                    "or move the numbers with view/reshape/cat, which keep it")
+        if out.shape != flatten_consecutive(x, n).shape or not torch.equal(out, flatten_consecutive(x, n)):
+            return f"on a {x.dtype} input the numbers are not where they are for float32"
+    layer = attempt("", cls, n, what=f"MyFlattenConsecutive({n})")
+    return checks.device_problem(layer.value, torch.randn(shape, generator=g),
+                                 what=f"MyFlattenConsecutive({n})") if layer.ok else ""
 
 
 def explain_flatten(cls: type, shape: tuple[int, ...], n: int) -> str:
@@ -344,7 +366,13 @@ def _eval_with_small_variance(bn: object, x: torch.Tensor, g: torch.Generator) -
         bn.running_mean, bn.running_var = mean.clone(), var.clone()
     except Exception:  # noqa: BLE001 - a layer that keeps its statistics elsewhere is judged by the main rows
         return []
+    before = checks.snapshot(running_mean=bn.running_mean, running_var=bn.running_var)
     out = attempt("", bn, x, what="layer(x) in eval mode")
+    moved = checks.changed(before, running_mean=getattr(bn, "running_mean", None),
+                           running_var=getattr(bn, "running_var", None))
+    if out.ok and moved:
+        return [f"in eval mode the layer changed its {' and '.join(moved)}: evaluating must only read the running "
+                "statistics (update them only when self.training is True), or every evaluation moves them"]
     gamma, beta = (getattr(bn, a).detach().double() for a in ("gamma", "beta"))
     want = gamma * (x.double() - mean.double()) / (var.double() + 1e-5).sqrt() + beta
     if not out.ok or not isinstance(out.value, torch.Tensor) or out.value.shape != x.shape:

@@ -21,6 +21,7 @@ becomes a row that says what happened, and every probe returns the same number o
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections.abc import Callable
@@ -825,6 +826,7 @@ def _no_window_row(name: str, make_head: Callable[..., nn.Module], n_embd: int, 
     if failed:
         return Result(name, "error", failed[0].detail, "give window a default of None: no window, every position "
                       "reads all of 0..t (exercise 3 makes its heads without one)")
+    made = copy.deepcopy(head)       # as made, for `history_problem`: before any call could change it
     with torch.no_grad():
         out = attempt(name, head, x, what=f"MyHead({n_embd}, {head_size})(x)")
         if not out.ok:
@@ -836,6 +838,8 @@ def _no_window_row(name: str, make_head: Callable[..., nn.Module], n_embd: int, 
     if not row.passed:
         row.hint = "without a window the head is section 3's causal attention: " + (
             checks.quietly(explain_head, make_head, None) or checks.quietly(diagnose_attention, out.value, q, k, v))
+    elif history := checks.history_problem(made, x[:, : max(1, x.shape[1] // 2 - 1)], x, what="the head"):
+        return Result(name, "wrong", f"right on a first call, but {history}")
     return row
 
 
