@@ -133,6 +133,27 @@ class References(dict):
         self.eps = eps
         self.values = {k: t.detach() for k, t in (values or {}).items()}   # forward values and parameters
         self.params = {k: self.values[k] for k in PARAMS if k in self.values}
+        self._copies = {k: t.detach().clone() for k, t in grads.items()}
+
+    def tampered(self) -> str:
+        """Which references an answer cell changed in place (e.g. `g = dhpreact_given; g *= bngain`, where
+        `dhpreact_given` is `ref["hpreact"]`), restored to autograd's values before anything is compared with them;
+        "" when none changed. Without this, every later check and every re-run of the cell would read the changed
+        values."""
+        hit = checks.changed(self._copies, **self)
+        with torch.no_grad():
+            for k in hit:
+                if self[k].shape == self._copies[k].shape:
+                    self[k].copy_(self._copies[k])
+                else:
+                    self[k] = self._copies[k].clone()
+        if not hit:
+            return ""
+        names = ", ".join(f'ref["{k}"]' for k in hit)
+        return (f"your cell changed {names} in place: a name given to you (dhpreact_given is ref[\"hpreact\"]) is "
+                "the reference tensor itself, so an in-place *=, += or indexing assignment on it changes autograd's "
+                "gradient for every later check and every re-run (restored now); compute new tensors "
+                "(g = bngain * dhpreact_given, not g *= bngain)")
 
     def diagnose(self, got: Mapping[str, Any], results: Sequence[checks.Result], *, atol: float, rtol: float,
                  cell: str = "", upstream: Mapping[str, Any] | None = None,
@@ -279,6 +300,7 @@ class Probe:
     attempted_nothing: bool = False   # backward was not run (earlier answers TODO) or still returns TODO
     values: Mapping[str, Any] | None = None   # the probe batch's forward values, for `diagnose_backward`
     changed: tuple[str, ...] = ()   # the params and cache entries backward changed in place
+    float64: tuple[str, ...] = ()   # what backward does wrong on float64 parameters, and which gradients it concerns
 
     @property
     def ready(self) -> bool:
@@ -352,6 +374,11 @@ class Probe:
                 if results[i].status == "wrong" and why.get(k):
                     r = results[i]
                     results[i] = checks.Result(r.name, "wrong", f"{r.detail}; on the probe batch: {why[k]}", r.hint)
+        if self.float64 and isinstance(self.got, Mapping):
+            why, *which = self.float64
+            i = next((i for i, k in enumerate(self.names) if k in which), 0)
+            r = results[i]
+            results[i] = checks.Result(r.name, "wrong", why if r.passed else f"{r.detail}; {why}", "")
         rep = GradReport(results, rep.title, max_abs_diff=rep.max_abs_diff)
         if show:
             checks.show(rep)
@@ -429,6 +456,7 @@ def probe_backward(backward: Callable, forward: Callable, params: Mapping[str, t
              f"parameter names: {', '.join(names)}, without a 'd')"] if unexpected and missing else [])
         problem = (f"Exercise 4: backward's gradients do not fit the parameters on a batch of {len(X)}: "
                    + "; ".join(parts)) if parts else ""
+    float64 = _float64_problem(backward, forward, params, X, Y, names) if not problem else ()
     values = None
     if not problem:
         try:
@@ -436,7 +464,29 @@ def probe_backward(backward: Callable, forward: Callable, params: Mapping[str, t
                       **{k: params[k].detach() for k in PARAMS}, "n": len(X), "Xb": X, "Yb": Y, "eps": EPS}
         except Exception:  # noqa: BLE001 - parameters of another network: no diagnosis, the rows still compare
             values = None
-    return Probe(got, want, names, len(X), problem, values=values, changed=changed)
+    return Probe(got, want, names, len(X), problem, values=values, changed=changed, float64=float64)
+
+
+def _float64_problem(backward: Callable, forward: Callable, params: Mapping[str, torch.Tensor], X: torch.Tensor,
+                     Y: torch.Tensor, names: Sequence[str]) -> tuple[str, ...]:
+    """`backward` once more on float64 copies of the parameters (dtype = "float64" in the parameters cell): it must
+    run and hand back float64 gradients. (sentence, the gradients concerned...), or () when it does, or when the
+    parameters are float64 already."""
+    if all(not torch.is_tensor(t) or t.dtype == torch.float64 for t in params.values()):
+        return ()
+    p64 = {k: (t.detach().double() if torch.is_tensor(t) and t.is_floating_point() else t) for k, t in params.items()}
+    made = ("a tensor made with torch.zeros(shape), torch.ones(shape) or .float() has the default dtype whatever the "
+            "parameters'; use torch.zeros_like(x), or dtype=x.dtype")
+    try:
+        with torch.no_grad():
+            got = backward(p64, forward(p64, X)[1], Y)
+    except Exception as err:  # noqa: BLE001 - the learner's error is the finding
+        return (f"backward runs in float32 but raises when the parameters are float64 (dtype = \"float64\" in the "
+                f"parameters cell): {checks.describe_error(err)}; {made}",)
+    off = [k for k in names if isinstance(got, Mapping) and torch.is_tensor(got.get(k))
+           and got[k].dtype != torch.float64]
+    return ((f"with float64 parameters backward returns {', '.join(f'd{k} in {got[k].dtype}' for k in off)}: {made}",
+             *off) if off else ())
 
 
 # ---- exercises 1-3: diagnosing an answer from what it computes ----------------------------------------------
@@ -728,6 +778,16 @@ class _Replay:
     def value(self, x: str) -> Any:
         return self.ns.get(self.names.get(x, f"d{x}"))
 
+    def dtype_problem(self, x: str) -> str:
+        """The sentence for an answer that is not float64 on this float64 batch ("" when it is, or is no tensor)."""
+        val = self.value(x)
+        if not (self.ran and torch.is_tensor(val) and val.is_floating_point()) or val.dtype == torch.float64:
+            return ""
+        return (f"on a float64 batch (dtype = \"float64\" in the parameters cell; the check replays your cell that "
+                f"way) your {self.names.get(x, f'd{x}')} is {val.dtype}: a tensor made with torch.zeros(shape), "
+                "torch.ones(shape) or .float() has the default dtype whatever the lesson's, and loses float64's "
+                "precision; use torch.zeros_like(x), or dtype=x.dtype")
+
     def wrong(self, x: str) -> bool:
         scale = max([float(self.grads[s.out].abs().max()) for s in USERS.get(x, []) if s.out in self.grads] + [0.0])
         return self.ran and x in self.grads and not _allclose(self.value(x), self.grads[x], scale=scale)
@@ -989,6 +1049,9 @@ def diagnose(ref: References, got: Mapping[str, Any], results: Sequence[checks.R
                 mark(hit[0], why, hint="")
             break
         first = first or rep
+        for k in keys:
+            if i == 0 and (why := rep.dtype_problem(k)):
+                mark(k, why)
         if rep.changed:
             for k in keys:
                 if not rows[idx[k]].passed or k == keys[-1]:
@@ -1219,6 +1282,8 @@ def _diagnose_fused(ref: References, got: Mapping[str, Any], rows: list[checks.R
                 rep = _Replay(cell, w, top, names, seed=31 + j)
                 if not rep.ran:
                     why = replay_failure(rep, label)[1]
+                    break
+                if j == 0 and (why := rep.dtype_problem(k)):
                     break
                 if rep.changed:
                     why = (f"the value is right, but your cell changes {', '.join(rep.changed)} in place (an in-place "
