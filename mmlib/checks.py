@@ -489,6 +489,9 @@ def beat_target(name: str, got: Any, target: float, *, what: str = "dev loss", h
     margin = target - value
     if margin > 0:
         return Result(name, "close", f"{what} {value:.4f} beats the lesson's {target:.4f} by {margin:.4f}")
+    if -margin < 5e-5:    # equal at four decimals: say so, or "misses by -0.0000" reads as a contradiction
+        return Result(name, "wrong", f"{what} {value:.6g} is not below the lesson's {target:.6g} (it equals it to four "
+                      "decimals: beating means lower; a rounded figure, or the lesson's own run?)", hint)
     return Result(name, "wrong", f"{what} {value:.4f} misses the lesson's {target:.4f} by {-margin:.4f}", hint)
 
 

@@ -206,6 +206,8 @@ def test_beat_target_rows():
     from mmlib.checks import beat_target
     assert beat_target("dev", 1.9, 2.0).passed
     assert "misses the lesson's 2.0000 by 0.1000" in beat_target("dev", 2.1, 2.0).detail
+    equal = beat_target("dev", 2.0, 2.0)      # a rounded figure: not "misses by -0.0000"
+    assert equal.status == "wrong" and "not below the lesson's 2 (it equals it" in equal.detail
     assert beat_target("dev", TODO, 2.0).status == "todo"
     assert "diverged" in beat_target("dev", float("nan"), 2.0).detail
     assert "got dict" in beat_target("dev", {"dev": 1.0}, 2.0).detail
