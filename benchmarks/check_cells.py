@@ -4,8 +4,9 @@
 
 Runs each solution notebook with papermill at its CI parameters (`metadata.mmlib.ci_parameters`), as CI does,
 and reads every cell's duration from the output notebook (papermill records one per cell). A check cell is
-one that reports on an exercise: it calls `report(`, `check_grads(`, `probe.check(` or a function of `mmlib.expected`. The cells
-that build what a check needs (training a model in exercise 4) are the exercise's own and are not counted.
+one that reports on an exercise: it calls `report(`, `check_grads(`, `probe.check(` or a function of
+`mmlib.expected`. A cell that also trains (exercise 4 of lessons 05-06 trains the learner's model in its check
+cell) is counted whole, so its figure is an upper bound of the check's own.
 Prints each check cell's seconds and the load average before and after: on a busy machine the figures are
 upper bounds.
 """
