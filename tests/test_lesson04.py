@@ -174,6 +174,23 @@ def test_n_for_n_minus_1_in_dbndiff2_is_named_as_bessels_correction():
     assert "1 / n where 1 / (n - 1) belongs (n = 12)" in row.detail, row.text()
 
 
+def test_a_reference_an_answer_changed_in_place_is_named_and_restored_before_any_comparison():
+    p, (X, Y) = _params(), _batch(n=12)
+    ref = E.autograd_grads(p, X, Y)
+    true = ref["hpreact"].clone()
+    given = ref["hpreact"]                 # the notebook's dhpreact_given is the reference tensor itself
+    g = given
+    g *= p["bngain"]                       # a learner's in-place step on it
+    right = E.batchnorm_grad(true, E.forward_steps(p, X, Y)["hprebn"], p["bngain"], 1e-5)
+    rep = check_grads({"hprebn": right}, ref, atol=1e-12, rtol=1e-9, hints=E.FUSED_HINTS, show=False)
+    assert rep.results[0].name == "ref" and rep.results[0].status == "wrong"
+    assert 'changed ref["hpreact"] in place' in rep.results[0].detail
+    assert torch.equal(ref["hpreact"], true) and torch.equal(given, true)    # restored, in the learner's name too
+    assert rep.results[1].passed                                             # compared with autograd's values
+    again = check_grads({"hprebn": right}, ref, atol=1e-12, rtol=1e-9, hints=E.FUSED_HINTS, show=False)
+    assert again.all_passed and again.counts["total"] == 1
+
+
 def test_fused_hints_are_used_by_exercises_2_and_3():
     nb = nbformat.read(SOLUTION, as_version=4)
     for name in ("dlogits_fused", "dhprebn_fused"):
