@@ -110,6 +110,10 @@ def inventory(model: Any, reference: nn.Module, name: str = "zero_model") -> lis
     for k in ref:
         if k in mine and tuple(mine[k].shape) != tuple(ref[k].shape):
             out.append(f"{name}.{k} is {tuple(mine[k].shape)}, cfg02's MLP has {tuple(ref[k].shape)}")
+    other = sorted({str(p.dtype) for k, p in mine.items() if k in ref and p.dtype != ref[k].dtype})
+    if other:
+        out.append(f"{name}'s parameters are {', '.join(other)}, cfg02's MLP's {ref[next(iter(ref))].dtype}: the rest "
+                   "of the lesson hands it float32 tensors (make it as the lesson's MLP is made, without a dtype)")
     frozen = [k for k, p in mine.items() if not p.requires_grad]
     if frozen:
         out.append(f"{frozen} {'has' if len(frozen) == 1 else 'have'} requires_grad=False: train cannot update "
