@@ -3,6 +3,7 @@ parameters it refuses, and the exercise probes of mmlib.expected.lesson00 on ans
 
 from __future__ import annotations
 
+import nbformat
 import pytest
 from conftest import EXERCISE_CHECKS, NOTEBOOKS, run_parameter_checks, run_parameters
 
@@ -32,7 +33,18 @@ def test_committed_default_run_separates_the_moons_and_matches_pytorch():
     assert m["parameters"]["max_steps"] == 40 and m["n_parameters"] == 337
     assert m["moons"]["accuracy"] == 1.0 and m["moons"]["loss"] < 0.05
     assert m["checks"]["correct"] == m["checks"]["total"] == N_CHECKS
-    assert m["wall_seconds"] < 300, "lesson 00 runs at its defaults in well under 5 minutes"
+    # The run is the lesson's whole default budget, every parameter as its cell sets it; how long that takes is
+    # the machine's, measured and reported (README's results table), never asserted: no timed tests.
+    assert m["parameters"] == {k: v for k, v in default_parameters().items() if k != "metrics_path"}, m["parameters"]
+    assert "40 steps on 100 two-moons points" in m["model"] and m["wall_seconds"] >= m["train_seconds"] > 0
+
+
+def default_parameters() -> dict:
+    """The values the solution's parameters cell sets."""
+    nb = nbformat.read(SOLUTION, as_version=4)
+    values: dict = {}
+    exec(next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", [])), {}, values)  # noqa: S102
+    return values
 
 
 @pytest.mark.parametrize(

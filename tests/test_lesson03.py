@@ -4,6 +4,7 @@ run, and mmlib.expected.lesson03. The layers, diagnostics and widgets have their
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 
@@ -82,9 +83,15 @@ def test_committed_default_run():
                                                                                            total=6), metrics["checks"]
     assert metrics["losses"]["train"] == pytest.approx(train, abs=1e-4)
     assert metrics["losses"]["dev"] == pytest.approx(dev, abs=1e-4)
+    # The redraw cell moved the gain slider once per value of its loop, and each move redrew and timed the
+    # explorer; how fast is the machine's (benchmarks/widget_redraw.py measures it), never asserted here.
     redraw = next(c for c in code if "mean redraw time" in c.source)
-    ms = int(re.search(r"mean redraw time over \d+ slider moves: (\d+) ms", stdout(redraw)).group(1))
-    assert ms < 1000, "a redraw should take well under a second"
+    [loop] = [n for n in ast.walk(ast.parse(redraw.source)) if isinstance(n, ast.For) and n.target.id == "gain"]
+    gains = loop.iter.elts
+    moves = re.search(r"mean redraw time over (\d+) slider moves: (\d+) ms \(slowest (\d+) ms\)", stdout(redraw))
+    assert moves, stdout(redraw)
+    n, mean, slowest = map(int, moves.groups())
+    assert n == len(gains) == 5 and 0 < mean <= slowest, moves.group(0)
     explorer = next(c for c in code if "init_explorer(" in c.source)
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in explorer.outputs)
 
