@@ -195,11 +195,17 @@ def refusal(path: Path, tmp_path: Path, **parameters) -> tuple[Exception, str]:
 _runs: dict[str, tuple[dict, nbformat.NotebookNode | None]] = {}
 
 
+# nbval's pytest, started without rfc3987_syntax: jsonschema (which nbformat validates notebooks with) imports it
+# where it is installed, only to check the `iri` formats of a schema, and that import builds a grammar, over a
+# second of CPU in every process. The notebook schema uses no `format` at all, so nbval checks the same without it.
+NBVAL_PYTEST = "import sys; sys.modules['rfc3987_syntax'] = None; import pytest; sys.exit(pytest.main(sys.argv[1:]))"
+
+
 def nbval(notebook: Path, cwd: Path) -> None:
     """Execute `notebook` under nbval (`--nbval-lax`): any cell error fails, and every cell marked
     `# NBVAL_CHECK_OUTPUT` must reproduce its committed output."""
     proc = subprocess.run(   # -n 0: the course's addopts would start pytest-xdist workers for one notebook
-        [sys.executable, "-m", "pytest", "-n", "0", "--nbval-lax", "-q", "-p", "no:cacheprovider",
+        [sys.executable, "-c", NBVAL_PYTEST, "-n", "0", "--nbval-lax", "-q", "-p", "no:cacheprovider",
          "--nbval-cell-timeout", str(CELL_TIMEOUT), "--rootdir", str(notebook.parent), str(notebook)],
         cwd=cwd, capture_output=True, text=True)
     assert proc.returncode == 0, f"nbval failed on {notebook.name}:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -133,3 +134,20 @@ def test_every_check_is_correct_in_the_solutions_and_not_attempted_in_the_learne
     smoke budget."""
     status = "correct" if path.parent.name == "solutions" else "todo"
     assert_checks(run_lesson(path)[0], EXERCISE_CHECKS[path.name[:2]], status)
+
+
+def test_nbval_fails_a_marked_cell_whose_output_changed_and_passes_one_that_reproduces(tmp_path):
+    """conftest.nbval, as every lesson run uses it: a `# NBVAL_CHECK_OUTPUT` cell must print what was committed."""
+    from conftest import nbval
+
+    def notebook(name: str, committed: str) -> Path:
+        cell = nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(6 * 7)", execution_count=1,
+                                         outputs=[nbformat.v4.new_output("stream", name="stdout", text=committed)])
+        nb = nbformat.v4.new_notebook(cells=[cell, nbformat.v4.new_code_cell("print('free to differ')")])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, tmp_path / name)
+        return tmp_path / name
+
+    nbval(notebook("same.ipynb", "42\n"), cwd=tmp_path)
+    with pytest.raises(AssertionError, match="nbval failed on changed.ipynb"):
+        nbval(notebook("changed.ipynb", "41\n"), cwd=tmp_path)
