@@ -2,9 +2,10 @@
 server and the one Chromium the browser tests share.
 
 Every lesson notebook stores its CI parameters in its own metadata (`metadata.mmlib.ci_parameters`),
-so a lesson and the budget it is tested at live in one file. `run_lesson` executes a notebook once
-per test session with those parameters plus `metrics_path`, and returns the metrics it wrote and the
-executed notebook; tests for the same notebook share that one run.
+so a lesson and the budget it is tested at live in one file; the learner versions run at a smaller smoke
+budget derived from them (`smoke_parameters`). `run_lesson` executes a notebook once per test session with
+those parameters plus `metrics_path`, and returns the metrics it wrote and the executed notebook; tests for
+the same notebook share that one run.
 
 Marks (registered in pyproject.toml): `slow` tests are left out of a plain `pytest` and of CI, each with a
 smaller twin that CI runs (`pytest -m "slow or not slow"` runs everything); `browser` tests drive
@@ -48,6 +49,26 @@ def nb_id(path: Path) -> str:
 def ci_parameters(path: Path) -> dict:
     nb = nbformat.read(path, as_version=4)
     return dict(nb.metadata.get("mmlib", {}).get("ci_parameters", {}))
+
+
+# The learner versions run at a smoke budget: their code is the solutions' but for the answer cells (checked
+# when they are generated, mmlib.learner_notebooks), so their run needs to show only that every cell executes,
+# that the budget-independent outputs reproduce (nbval) and that the checks wait for answers; the budget-heavy
+# sanity assertions are the solutions' run's, at the CI parameters.
+SMOKE_SHARE = 20
+
+
+def smoke_parameters(path: Path) -> dict:
+    """The CI parameters with every training budget among them (a name ending in `steps`) cut to a
+    SMOKE_SHARE-th, and at least 1 step: the same cells, the same models, a few steps each.
+    tests/test_notebooks.py checks that the lesson's own parameter checks accept it."""
+    return {k: max(1, v // SMOKE_SHARE) if k.endswith("steps") else v for k, v in ci_parameters(path).items()}
+
+
+def run_parameters(path: Path) -> dict:
+    """What `run_lesson(path)` runs a lesson at: the solutions at their CI parameters, the learner versions
+    at the smoke budget."""
+    return ci_parameters(path) if path.parent.name == "solutions" else smoke_parameters(path)
 
 
 # The tests, and the notebooks' kernels they start (which inherit this), run without progress bars or live
@@ -117,8 +138,9 @@ def stdout(cell) -> str:
 
 
 def parameter_error(path: Path, tmp_path: Path, **parameters):
-    """Run a lesson with `parameters` that must be refused; return papermill's error (its `ename`
-    and `evalue` are the exception the lesson raised), failing the test if the lesson ran."""
+    """Run a lesson in a real kernel with `parameters` that must be refused; return papermill's error (its
+    `ename` and `evalue` are the exception the lesson raised), failing the test if the lesson ran. For what
+    only a kernel shows (IPython's one-line traceback of a diverging run); a refusal itself: `refusal`."""
     import papermill as pm
 
     with pytest.raises(pm.PapermillExecutionError) as err:
@@ -135,8 +157,8 @@ def run_parameter_checks(path: Path, **overrides) -> None:
     """A lesson's imports, its parameters cell with `overrides` applied, and the cell that checks them,
     executed in this process (no kernel to start): a bad value must raise before anything trains.
 
-    `setup` is replaced by a stand-in (give `setup=` to replace it otherwise); a kernel is the point only in
-    each lesson's one test that papermill's injected parameters reach that cell (`parameter_error`)."""
+    `setup` is replaced by a stand-in (give `setup=` to replace it otherwise). That papermill's injected
+    parameters reach that cell: `refusal`, on the notebook papermill writes."""
     code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
     p = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
     scope: dict = {}
@@ -146,14 +168,44 @@ def run_parameter_checks(path: Path, **overrides) -> None:
     exec(code[p + 1].source, scope)  # noqa: S102
 
 
+def refusal(path: Path, tmp_path: Path, **parameters) -> tuple[Exception, str]:
+    """Where `path` stops with `parameters` injected as papermill injects them: papermill writes the notebook
+    with its injected-parameters cell after the `parameters` cell (`prepare_only`, no kernel), and the code
+    cells of that notebook run in this process, in order, until one raises. Returns the exception and the
+    source of the cell that raised it; fails the test if every cell up to the data cell (the first that
+    loads the words) ran. `setup` is replaced as in `run_parameter_checks`."""
+    nb = nbformat.read(run_notebook(path, tmp_path / path.name, parameters=parameters, prepare_only=True),
+                       as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    tags = [c.metadata.get("tags", []) for c in code]
+    p = next(i for i, t in enumerate(tags) if "parameters" in t)
+    assert "injected-parameters" in tags[p + 1], "papermill put its injected parameters elsewhere"
+    scope: dict = {}
+    for c in code:
+        try:
+            exec(c.source, scope)       # noqa: S102 - the course's own notebook
+        except Exception as err:        # noqa: BLE001 - the refusal under test, whatever its type
+            return err, c.source
+        scope["setup"] = _no_setup
+        if "load_words(" in c.source:
+            break
+    pytest.fail(f"{path.name} ran to its data cell with {parameters} without refusing them")
+
+
 _runs: dict[str, tuple[dict, nbformat.NotebookNode | None]] = {}
+
+
+# nbval's pytest, started without rfc3987_syntax: jsonschema (which nbformat validates notebooks with) imports it
+# where it is installed, only to check the `iri` formats of a schema, and that import builds a grammar, over a
+# second of CPU in every process. The notebook schema uses no `format` at all, so nbval checks the same without it.
+NBVAL_PYTEST = "import sys; sys.modules['rfc3987_syntax'] = None; import pytest; sys.exit(pytest.main(sys.argv[1:]))"
 
 
 def nbval(notebook: Path, cwd: Path) -> None:
     """Execute `notebook` under nbval (`--nbval-lax`): any cell error fails, and every cell marked
     `# NBVAL_CHECK_OUTPUT` must reproduce its committed output."""
     proc = subprocess.run(   # -n 0: the course's addopts would start pytest-xdist workers for one notebook
-        [sys.executable, "-m", "pytest", "-n", "0", "--nbval-lax", "-q", "-p", "no:cacheprovider",
+        [sys.executable, "-c", NBVAL_PYTEST, "-n", "0", "--nbval-lax", "-q", "-p", "no:cacheprovider",
          "--nbval-cell-timeout", str(CELL_TIMEOUT), "--rootdir", str(notebook.parent), str(notebook)],
         cwd=cwd, capture_output=True, text=True)
     assert proc.returncode == 0, f"nbval failed on {notebook.name}:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
@@ -163,16 +215,17 @@ def nbval(notebook: Path, cwd: Path) -> None:
 def run_lesson(tmp_path_factory):
     """`run_lesson(path, **overrides) -> (metrics, executed_notebook)`, cached per session.
 
-    Without overrides the lesson runs once at its CI parameters *under nbval*, so the same run proves
-    that every cell executes, that the budget-independent outputs match the committed ones, and
-    yields the metrics (the executed notebook is then None: nbval does not keep it). With overrides
-    (another data file, more steps) papermill runs it and the executed notebook is returned too.
+    Without overrides the lesson runs once at `run_parameters(path)` (a solution at its CI parameters, a
+    learner version at the smoke budget) *under nbval*, so the same run proves that every cell executes,
+    that the budget-independent outputs match the committed ones, and yields the metrics (the executed
+    notebook is then None: nbval does not keep it). With overrides (another data file, more steps, applied
+    over those parameters) papermill runs it and the executed notebook is returned too.
     """
     def run(path: Path, **overrides) -> tuple[dict, nbformat.NotebookNode | None]:
         key = f"{path}:{sorted(overrides.items())}"
         if key not in _runs:
             out = tmp_path_factory.mktemp(nb_id(path))
-            params = {**ci_parameters(path), **overrides, "metrics_path": str(out / "metrics.json")}
+            params = {**run_parameters(path), **overrides, "metrics_path": str(out / "metrics.json")}
             target = out / path.name
             if overrides:
                 executed = nbformat.read(run_notebook(path, target, parameters=params), as_version=4)

@@ -1,8 +1,8 @@
 """Lesson 03's initialisation explorer in a real browser (issue 3, "In a real browser").
 
 The widget unit tests drive the explorer from Python; this one checks what a learner actually
-sees. It starts JupyterLab on localhost, opens a copy of lesson 03 (parameterised with the lesson's
-small CI parameters) in headless Debian Chromium driven by Playwright, runs every cell, moves the
+sees. It starts JupyterLab on localhost, opens a copy of lesson 03's learner version (parameterised with
+its smoke budget, conftest.run_parameters) in headless Debian Chromium driven by Playwright, runs every cell, moves the
 "gain" slider with the keyboard and checks that the explorer prints the new value, redraws its
 plot and reports different statistics. A screenshot goes to `tests/artifacts/browser_lesson03.png`.
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import NOTEBOOKS, artifacts, ci_parameters
+from conftest import NOTEBOOKS, artifacts, run_parameters
 
 pytestmark = pytest.mark.browser
 
@@ -38,7 +38,7 @@ LESSON = NOTEBOOKS / "03_activations_batchnorm.ipynb"
 # Bounded waits, in seconds. Generous against a loaded 2-core CI machine; a normal run needs a
 # fraction of each.
 PAGE_READY = 60
-RUN_ALL = 180          # every cell of lesson 03 at its CI parameters
+RUN_ALL = 180          # every cell of lesson 03 at its smoke budget
 REDRAW = 30            # one slider move to a redrawn plot
 # The kernel item of JupyterLab's status bar reads "Python 3 (ipykernel) | Idle" once a kernel is
 # connected and not running anything.
@@ -53,14 +53,14 @@ GAIN_KEYS = ("End", "ArrowLeft", "ArrowRight")
 
 
 def _prepare_lesson(path: Path, root: Path) -> str:
-    """Copy `path` into the server's folder `explorer/` with its CI parameters injected and no outputs, so
-    the page shows only what this run computes. Returns the copy's path below the server's root."""
+    """Copy `path` into the server's folder `explorer/` with the parameters `run_lesson` runs it at injected
+    and no outputs, so the page shows only what this run computes. Returns the copy's path below the server's root."""
     from mmlib.notebooks import run_notebook
 
     assert path.exists(), f"{path} is missing"
     dest = root / "explorer" / path.name
     dest.parent.mkdir(exist_ok=True)
-    run_notebook(path, dest, parameters=ci_parameters(path), prepare_only=True)
+    run_notebook(path, dest, parameters=run_parameters(path), prepare_only=True)
     nb = nbformat.read(dest, as_version=4)
     assert any(c.cell_type == "code" and "init_explorer(" in c.source for c in nb.cells), \
         f"{path.name} has no cell that displays the explorer (`init_explorer(`)"

@@ -3,8 +3,9 @@ parameters it refuses, and the exercise probes of mmlib.expected.lesson00 on ans
 
 from __future__ import annotations
 
+import nbformat
 import pytest
-from conftest import EXERCISE_CHECKS, NOTEBOOKS, ci_parameters, run_parameter_checks
+from conftest import EXERCISE_CHECKS, NOTEBOOKS, run_parameter_checks, run_parameters
 
 from mmlib import results
 from mmlib.checks import TODO
@@ -19,11 +20,10 @@ N_CHECKS = EXERCISE_CHECKS["00"]   # all correct in the solutions, none attempte
 @pytest.mark.parametrize("path", [SOLUTION, LEARNER], ids=["solution", "learner"])
 def test_metrics_at_ci_parameters(run_lesson, path):
     m, _ = run_lesson(path)
-    ci = ci_parameters(path)
     assert m["lesson"] == "00" and m["losses"] == {"train": None, "dev": None, "test": None}
-    h = ci["hidden"]
+    h = run_parameters(path)["hidden"]
     assert m["n_parameters"] == (2 + 1) * h + (h + 1) * h + (h + 1)
-    assert m["moons"]["loss"] < m["moons"]["first_loss"], "a few steps of gradient descent lower the loss"
+    assert m["moons"]["loss"] < m["moons"]["first_loss"], "gradient descent lowers the loss from its first step"
     assert m["torch_max_grad_diff"]["neuron"] <= 1e-12 and m["torch_max_grad_diff"]["mlp"] <= 1e-12
     assert m["train_seconds"] > 0
 
@@ -33,7 +33,18 @@ def test_committed_default_run_separates_the_moons_and_matches_pytorch():
     assert m["parameters"]["max_steps"] == 40 and m["n_parameters"] == 337
     assert m["moons"]["accuracy"] == 1.0 and m["moons"]["loss"] < 0.05
     assert m["checks"]["correct"] == m["checks"]["total"] == N_CHECKS
-    assert m["wall_seconds"] < 300, "lesson 00 runs at its defaults in well under 5 minutes"
+    # The run is the lesson's whole default budget, every parameter as its cell sets it; how long that takes is
+    # the machine's, measured and reported (README's results table), never asserted: no timed tests.
+    assert m["parameters"] == {k: v for k, v in default_parameters().items() if k != "metrics_path"}, m["parameters"]
+    assert "40 steps on 100 two-moons points" in m["model"] and m["wall_seconds"] >= m["train_seconds"] > 0
+
+
+def default_parameters() -> dict:
+    """The values the solution's parameters cell sets."""
+    nb = nbformat.read(SOLUTION, as_version=4)
+    values: dict = {}
+    exec(next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", [])), {}, values)  # noqa: S102
+    return values
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Lesson 01 (bigram): the metrics of a CI-sized run, solution and learner versions."""
+"""Lesson 01 (bigram): the metrics of a CI-sized run, solution and learner versions (the learner's at the
+smoke budget), the lesson on other word lists, and the refusals of nonsense parameters and data."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 import re
 
 import pytest
-from conftest import NOTEBOOKS, ROOT, parameter_error, run_parameter_checks
+from conftest import NOTEBOOKS, ROOT, parameter_error, refusal, run_parameter_checks
 
 from mmlib.data import load_words
 from mmlib.expected import lesson01 as expected
@@ -30,8 +31,9 @@ def test_ci_run_reports_the_counting_loss_and_a_learning_net(path, run_lesson):
     assert m["n_words"] == 29910 and m["vocab_size"] == 27
     assert m["count_nll"] == pytest.approx(2.4547, abs=1e-4)
     assert m["uniform_nll"] == pytest.approx(math.log(27))
-    # A CI run takes few steps: the net must be well on its way from ~3.7 but need not have converged.
-    assert m["count_nll"] - 0.01 < m["net_nll"] < 2.6
+    # A CI run takes few steps: the net must be well on its way from ~3.7 but need not have converged. The
+    # learner's smoke run takes a handful: enough to beat a uniform guess, never to beat the counts.
+    assert m["count_nll"] - 0.01 < m["net_nll"] < (2.6 if path == SOLUTION else m["uniform_nll"])
 
 
 def test_a_lessons_tests_share_one_worker_so_its_ci_run_happens_once(request, run_lesson):
@@ -96,17 +98,17 @@ def test_nonsense_parameters_stop_in_the_first_cells(bad, message):
 
 
 def test_a_nonsense_parameter_papermill_injects_stops_the_cell_after_the_parameters(tmp_path):
-    err = parameter_error(SOLUTION, tmp_path, max_steps=1.5)
-    assert err.ename == "ValueError" and "max_steps must be a positive whole number" in err.evalue, err.evalue
-    assert "check_metrics_path" in err.source, "the cell after the parameters cell must refuse it"
+    err, source = refusal(SOLUTION, tmp_path, max_steps=1.5)
+    assert type(err).__name__ == "ValueError" and "max_steps must be a positive whole number" in str(err), err
+    assert "check_metrics_path" in source, "the cell after the parameters cell must refuse it"
 
 
 def test_too_small_a_word_file_stops_in_the_data_cell(tmp_path):
     five = tmp_path / "five.txt"
     five.write_text("anna\nbob\ncarl\ndora\nemil\n")
-    err = parameter_error(LEARNER, tmp_path, data_path=str(five))
-    assert err.ename == "DataError" and "holds 5 words; this lesson needs at least 6" in err.evalue, err.evalue
-    assert "require_words(load_words(data_path)" in err.source, "the data cell, not an exercise's check, must refuse it"
+    err, source = refusal(LEARNER, tmp_path, data_path=str(five))
+    assert type(err).__name__ == "DataError" and "holds 5 words; this lesson needs at least 6" in str(err), err
+    assert "require_words(load_words(data_path)" in source, "the data cell, not an exercise's check, must refuse it"
 
 
 def test_the_smallest_word_file_runs_and_the_learners_checks_wait(tmp_path, run_lesson):

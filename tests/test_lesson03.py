@@ -4,6 +4,7 @@ run, and mmlib.expected.lesson03. The layers, diagnostics and widgets have their
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 
@@ -11,7 +12,7 @@ import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import NOTEBOOKS, parameter_error, run_parameter_checks, stdout
+from conftest import NOTEBOOKS, refusal, run_parameter_checks, stdout
 
 from mmlib.expected import lesson03 as ex
 from mmlib.layers import BatchNorm1d
@@ -60,8 +61,8 @@ def test_nonsense_parameters_fail_with_a_clear_message(overrides, message):
 
 
 def test_a_nonsense_parameter_papermill_injects_stops_the_notebook(tmp_path):
-    err = parameter_error(SOLUTION, tmp_path, n_hidden=0)
-    assert err.ename == "ValueError" and "n_hidden must be a positive whole number, got 0" in err.evalue, err.evalue
+    err, _ = refusal(SOLUTION, tmp_path, n_hidden=0)
+    assert type(err).__name__ == "ValueError" and "n_hidden must be a positive whole number, got 0" in str(err), err
 
 
 # ---- the committed run at default parameters -------------------------------------------------
@@ -82,9 +83,15 @@ def test_committed_default_run():
                                                                                            total=6), metrics["checks"]
     assert metrics["losses"]["train"] == pytest.approx(train, abs=1e-4)
     assert metrics["losses"]["dev"] == pytest.approx(dev, abs=1e-4)
+    # The redraw cell moved the gain slider once per value of its loop, and each move redrew and timed the
+    # explorer; how fast is the machine's (benchmarks/widget_redraw.py measures it), never asserted here.
     redraw = next(c for c in code if "mean redraw time" in c.source)
-    ms = int(re.search(r"mean redraw time over \d+ slider moves: (\d+) ms", stdout(redraw)).group(1))
-    assert ms < 1000, "a redraw should take well under a second"
+    [loop] = [n for n in ast.walk(ast.parse(redraw.source)) if isinstance(n, ast.For) and n.target.id == "gain"]
+    gains = loop.iter.elts
+    moves = re.search(r"mean redraw time over (\d+) slider moves: (\d+) ms \(slowest (\d+) ms\)", stdout(redraw))
+    assert moves, stdout(redraw)
+    n, mean, slowest = map(int, moves.groups())
+    assert n == len(gains) == 5 and 0 < mean <= slowest, moves.group(0)
     explorer = next(c for c in code if "init_explorer(" in c.source)
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in explorer.outputs)
 
@@ -135,9 +142,9 @@ def test_fold_batchnorm_matches_linear_then_eval_batchnorm():
 def test_a_word_file_too_small_to_split_stops_in_the_data_cell(tmp_path):
     five = tmp_path / "five.txt"
     five.write_text("anna\nbob\ncarl\ndora\nemil\n")
-    err = parameter_error(SOLUTION, tmp_path, data_path=str(five))
-    assert err.ename == "DataError" and "holds 5 words; this lesson needs at least 6" in err.evalue, err.evalue
-    assert "require_words(load_words(data_path)" in err.source
+    err, source = refusal(SOLUTION, tmp_path, data_path=str(five))
+    assert type(err).__name__ == "DataError" and "holds 5 words; this lesson needs at least 6" in str(err), err
+    assert "require_words(load_words(data_path)" in source
 
 
 def test_exercise_1_asks_before_it_shows_and_its_check_does_not_name_the_answer():

@@ -1,13 +1,27 @@
-"""Every lesson notebook, learner and solution version: hygiene, freshness, a CI-sized run, nbval."""
+"""Every lesson notebook, learner and solution version: hygiene, freshness, a CI-sized run (the learner's at
+the smoke budget), nbval."""
 
 from __future__ import annotations
 
 import ast
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import ALL, EXERCISE_CHECKS, LEARNER, SOLUTIONS, assert_checks, ci_parameters, nb_id
+from conftest import (
+    ALL,
+    EXERCISE_CHECKS,
+    LEARNER,
+    SMOKE_SHARE,
+    SOLUTIONS,
+    assert_checks,
+    ci_parameters,
+    nb_id,
+    run_parameter_checks,
+    run_parameters,
+    smoke_parameters,
+)
 
 from mmlib import learner_notebooks
 from mmlib.metrics import validate_metrics
@@ -79,10 +93,24 @@ def test_a_quick_try_line_that_drifted_is_caught():
         quick_try("max_steps = 200_000")
 
 
+@pytest.mark.parametrize("path", LEARNER, ids=nb_id)
+def test_the_smoke_budget_cuts_every_training_budget_and_the_lesson_accepts_it(path):
+    """The learner version's budget (conftest.smoke_parameters): the CI parameters with each step count cut to
+    a twentieth (at least one step), nothing else changed, and the lesson's own parameter checks pass it."""
+    ci, smoke = ci_parameters(path), smoke_parameters(path)
+    assert run_parameters(path) == smoke and set(smoke) == set(ci)
+    steps = [k for k in ci if k.endswith("steps")]
+    assert steps, "the CI parameters name no training budget (`..._steps`) to cut"
+    for k in ci:
+        assert smoke[k] == (max(1, ci[k] // SMOKE_SHARE) if k in steps else ci[k]), k
+    run_parameter_checks(path, **smoke)
+
+
 @pytest.mark.parametrize("path", ALL, ids=nb_id)
 def test_lesson_runs_under_nbval_at_ci_parameters(path, run_lesson):
-    """The CI-sized run goes through nbval: no cell may fail, and the cells marked
-    `# NBVAL_CHECK_OUTPUT` (vocabulary, dataset sizes, counting losses) reproduce the committed output."""
+    """The CI-sized run (the learner version's at the smoke budget) goes through nbval: no cell may fail, and
+    the cells marked `# NBVAL_CHECK_OUTPUT` (vocabulary, dataset sizes, counting losses) reproduce the
+    committed output, which by design does not depend on the budget."""
     nb = nbformat.read(path, as_version=4)
     marked = [c for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
     assert marked, "mark the cells whose output does not depend on the training budget with # NBVAL_CHECK_OUTPUT"
@@ -102,6 +130,24 @@ def test_lesson_metrics_follow_the_one_schema(path, run_lesson):
 @pytest.mark.parametrize("path", [p for p in ALL if p.name[:2] in EXERCISE_CHECKS], ids=nb_id)
 def test_every_check_is_correct_in_the_solutions_and_not_attempted_in_the_learners(path, run_lesson):
     """The table of conftest.EXERCISE_CHECKS: at CI parameters the solutions pass all of the lesson's checks,
-    and the learner's version, its answers left as TODO, attempts none (each says "not attempted")."""
+    and the learner's version, its answers left as TODO, attempts none (each says "not attempted") at the
+    smoke budget."""
     status = "correct" if path.parent.name == "solutions" else "todo"
     assert_checks(run_lesson(path)[0], EXERCISE_CHECKS[path.name[:2]], status)
+
+
+def test_nbval_fails_a_marked_cell_whose_output_changed_and_passes_one_that_reproduces(tmp_path):
+    """conftest.nbval, as every lesson run uses it: a `# NBVAL_CHECK_OUTPUT` cell must print what was committed."""
+    from conftest import nbval
+
+    def notebook(name: str, committed: str) -> Path:
+        cell = nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(6 * 7)", execution_count=1,
+                                         outputs=[nbformat.v4.new_output("stream", name="stdout", text=committed)])
+        nb = nbformat.v4.new_notebook(cells=[cell, nbformat.v4.new_code_cell("print('free to differ')")])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, tmp_path / name)
+        return tmp_path / name
+
+    nbval(notebook("same.ipynb", "42\n"), cwd=tmp_path)
+    with pytest.raises(AssertionError, match="nbval failed on changed.ipynb"):
+        nbval(notebook("changed.ipynb", "41\n"), cwd=tmp_path)
