@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -51,18 +52,44 @@ def ci_parameters(path: Path) -> dict:
     return dict(nb.metadata.get("mmlib", {}).get("ci_parameters", {}))
 
 
-# The learner versions run at a smoke budget: their code is the solutions' but for the answer cells (checked
-# when they are generated, mmlib.learner_notebooks), so their run needs to show only that every cell executes,
-# that the budget-independent outputs reproduce (nbval) and that the checks wait for answers; the budget-heavy
+# The learner versions run at a smoke budget, on a short word list, under papermill: their code is the solutions'
+# but for the answer cells (checked when they are generated, mmlib.learner_notebooks), and their outputs marked
+# `# NBVAL_CHECK_OUTPUT` are the solutions' (tests/test_notebooks.py), which nbval checks in the solutions' run;
+# so their run needs to show only that every cell executes and that the checks wait for answers. The budget-heavy
 # sanity assertions are the solutions' run's, at the CI parameters.
 SMOKE_SHARE = 20
 
 
+SMOKE_WORDS = 3000
+"""The words a learner version's run reads: the first of data/names.txt. Most of a run's cost at a few steps is
+what grows with the word list (datasets, evaluations over whole splits), not the training budget."""
+
+
+def smoke_words() -> Path:
+    """A file of the first SMOKE_WORDS names of data/names.txt, in the temporary folder (written once; replaced
+    atomically, so two test workers can ask for it at once)."""
+    from mmlib.data import NAMES
+    text = "".join(NAMES.read_text(encoding="utf-8").splitlines(keepends=True)[:SMOKE_WORDS])
+    path = Path(tempfile.gettempdir()) / f"mmlib-smoke-names-{SMOKE_WORDS}.txt"
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        part = path.with_name(f"{path.name}.{os.getpid()}")
+        part.write_text(text, encoding="utf-8")
+        os.replace(part, path)
+    return path
+
+
+def reads_words(path: Path) -> bool:
+    """Whether a lesson takes a word file (`data_path`): every one but lesson 00, which builds its own points."""
+    return not path.name.startswith("00_")
+
+
 def smoke_parameters(path: Path) -> dict:
     """The CI parameters with every training budget among them (a name ending in `steps`) cut to a
-    SMOKE_SHARE-th, and at least 1 step: the same cells, the same models, a few steps each.
-    tests/test_notebooks.py checks that the lesson's own parameter checks accept it."""
-    return {k: max(1, v // SMOKE_SHARE) if k.endswith("steps") else v for k, v in ci_parameters(path).items()}
+    SMOKE_SHARE-th, and at least 1 step, and the SMOKE_WORDS first names as the word list: the same cells, the
+    same models, a few steps each on a small list. tests/test_notebooks.py checks that the lesson's own
+    parameter checks accept it."""
+    smoke = {k: max(1, v // SMOKE_SHARE) if k.endswith("steps") else v for k, v in ci_parameters(path).items()}
+    return {**smoke, "data_path": str(smoke_words())} if reads_words(path) else smoke
 
 
 def run_parameters(path: Path) -> dict:
@@ -215,11 +242,11 @@ def nbval(notebook: Path, cwd: Path) -> None:
 def run_lesson(tmp_path_factory):
     """`run_lesson(path, **overrides) -> (metrics, executed_notebook)`, cached per session.
 
-    Without overrides the lesson runs once at `run_parameters(path)` (a solution at its CI parameters, a
-    learner version at the smoke budget) *under nbval*, so the same run proves that every cell executes,
-    that the budget-independent outputs match the committed ones, and yields the metrics (the executed
-    notebook is then None: nbval does not keep it). With overrides (another data file, more steps, applied
-    over those parameters) papermill runs it and the executed notebook is returned too.
+    Without overrides a solution runs once at its CI parameters *under nbval*, so the same run proves that
+    every cell executes, that the budget-independent outputs match the committed ones, and yields the metrics
+    (the executed notebook is then None: nbval does not keep it). A learner version runs at the smoke budget
+    (`smoke_parameters`), and any lesson with overrides (another data file, more steps, applied over those
+    parameters), under papermill, which returns the executed notebook too.
     """
     def run(path: Path, **overrides) -> tuple[dict, nbformat.NotebookNode | None]:
         key = f"{path}:{sorted(overrides.items())}"
@@ -227,7 +254,7 @@ def run_lesson(tmp_path_factory):
             out = tmp_path_factory.mktemp(nb_id(path))
             params = {**run_parameters(path), **overrides, "metrics_path": str(out / "metrics.json")}
             target = out / path.name
-            if overrides:
+            if overrides or path.parent.name != "solutions":
                 executed = nbformat.read(run_notebook(path, target, parameters=params), as_version=4)
             else:
                 nbval(run_notebook(path, target, parameters=params, prepare_only=True), cwd=path.parent)

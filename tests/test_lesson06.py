@@ -41,7 +41,7 @@ def test_losses_are_sane(run_lesson, path):
     ceiling = uniform if path == SOLUTION else m["initial_loss"]
     assert all(1.5 < losses[k] < ceiling for k in ("train", "dev", "test")), losses
     budget = run_parameters(path)
-    words = load_words()
+    words = load_words(budget.get("data_path"))       # the learner's smoke run reads a short list
     size = {k: budget[k] for k in ("n_layer", "n_head", "n_embd")}
     assert m["n_parameters"] == create("transformer", vocab_size=27, block_size=max(map(len, words)) + 1,
                                        **size).n_parameters()

@@ -14,16 +14,19 @@ from conftest import (
     EXERCISE_CHECKS,
     LEARNER,
     SMOKE_SHARE,
+    SMOKE_WORDS,
     SOLUTIONS,
     assert_checks,
     ci_parameters,
     nb_id,
+    reads_words,
     run_parameter_checks,
     run_parameters,
     smoke_parameters,
 )
 
 from mmlib import learner_notebooks
+from mmlib.data import NAMES
 from mmlib.metrics import validate_metrics
 
 MAX_OUTPUT_BYTES = 100_000
@@ -96,9 +99,13 @@ def test_a_quick_try_line_that_drifted_is_caught():
 @pytest.mark.parametrize("path", LEARNER, ids=nb_id)
 def test_the_smoke_budget_cuts_every_training_budget_and_the_lesson_accepts_it(path):
     """The learner version's budget (conftest.smoke_parameters): the CI parameters with each step count cut to
-    a twentieth (at least one step), nothing else changed, and the lesson's own parameter checks pass it."""
+    a twentieth (at least one step), the first SMOKE_WORDS names as the word list where the lesson reads one,
+    nothing else changed, and the lesson's own parameter checks pass it."""
     ci, smoke = ci_parameters(path), smoke_parameters(path)
-    assert run_parameters(path) == smoke and set(smoke) == set(ci)
+    assert run_parameters(path) == smoke and set(smoke) - set(ci) == ({"data_path"} if reads_words(path) else set())
+    if reads_words(path):
+        words = Path(smoke["data_path"]).read_text(encoding="utf-8").splitlines()
+        assert words == NAMES.read_text(encoding="utf-8").splitlines()[:SMOKE_WORDS]
     steps = [k for k in ci if k.endswith("steps")]
     assert steps, "the CI parameters name no training budget (`..._steps`) to cut"
     for k in ci:
@@ -106,11 +113,26 @@ def test_the_smoke_budget_cuts_every_training_budget_and_the_lesson_accepts_it(p
     run_parameter_checks(path, **smoke)
 
 
+@pytest.mark.parametrize("path", LEARNER, ids=nb_id)
+def test_learner_versions_show_the_solutions_outputs_where_nbval_checks_them(path):
+    """The cells marked `# NBVAL_CHECK_OUTPUT` hold the same outputs in the learner version as in the solution,
+    whose run nbval checks: with the same code (checked when learner notebooks are generated), the learner's
+    then reproduce too, and its own run can take a short word list."""
+    def marked(nb_path: Path) -> list:    # a stream's text may come in one output or several, as nbval reads it
+        nb = nbformat.read(nb_path, as_version=4)
+        return [(c.source, "".join(o.text for o in c.outputs if o.output_type == "stream"),
+                 [o.get("data") for o in c.outputs if o.output_type != "stream"])
+                for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
+    solution = next(s for s in SOLUTIONS if learner_notebooks.learner_name(s) == path)
+    assert marked(path) and marked(path) == marked(solution)
+
+
 @pytest.mark.parametrize("path", ALL, ids=nb_id)
 def test_lesson_runs_under_nbval_at_ci_parameters(path, run_lesson):
-    """The CI-sized run (the learner version's at the smoke budget) goes through nbval: no cell may fail, and
-    the cells marked `# NBVAL_CHECK_OUTPUT` (vocabulary, dataset sizes, counting losses) reproduce the
-    committed output, which by design does not depend on the budget."""
+    """The CI-sized run of a solution goes through nbval: no cell may fail, and the cells marked
+    `# NBVAL_CHECK_OUTPUT` (vocabulary, dataset sizes, counting losses) reproduce the committed output, which
+    by design does not depend on the budget. A learner version's run (smoke budget, short word list) goes
+    through papermill: no cell may fail."""
     nb = nbformat.read(path, as_version=4)
     marked = [c for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
     assert marked, "mark the cells whose output does not depend on the training budget with # NBVAL_CHECK_OUTPUT"
