@@ -9,7 +9,7 @@ import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import NOTEBOOKS, refusal, run_parameter_checks
+from conftest import NOTEBOOKS, refusal, run_parameter_checks, smoke_words
 
 from mmlib.checks import TODO
 from mmlib.expected import lesson04 as E
@@ -70,7 +70,7 @@ def test_learner_version_attempts_nothing_and_does_not_crash(run_lesson):
 
 
 def test_float64_shrinks_the_differences_to_round_off(run_lesson):
-    metrics, _ = run_lesson(SOLUTION, dtype="float64", max_steps=50)
+    metrics, _ = run_lesson(SOLUTION, dtype="float64", max_steps=50, data_path=str(smoke_words()))
     assert metrics["checks"]["correct"] == metrics["checks"]["total"]
     for name, d in metrics["max_abs_diff"].items():
         assert d is not None and d < 1e-14, f"{name}: max |difference| {d} in float64"
