@@ -624,13 +624,18 @@ def _namespace(v: Mapping[str, Any], grads: Mapping[str, torch.Tensor]) -> dict[
     return ns
 
 
-def _exec(code: Any, ns: dict) -> bool:
-    """Run a learner's cell (source or compiled) in `ns`; False when it raises (a replay then says nothing)."""
+def _run(code: Any, ns: dict) -> None:
+    """Run a learner's cell (source or compiled) in `ns`, quietly and without autograd; its errors propagate."""
     import contextlib
     import io
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        exec(compile(code, "<your cell>", "exec") if isinstance(code, str) else code, ns)   # noqa: S102 - the learner's own cell, replayed
+
+
+def _exec(code: Any, ns: dict) -> bool:
+    """`_run`, False when the cell raises (a replay then says nothing)."""
     try:
-        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-            exec(compile(code, "<your cell>", "exec") if isinstance(code, str) else code, ns)   # noqa: S102 - the learner's own cell, replayed
+        _run(code, ns)
     except Exception:  # noqa: BLE001 - a replay that cannot run diagnoses nothing
         return False
     return True
@@ -890,7 +895,7 @@ def replay_failure(rep: _Replay, label: str) -> tuple[set[str], str]:
     ns = _namespace(rep.v, rep.grads)
     for stmt in tree.body:
         try:
-            _run_statement(stmt, ns)
+            _run(compile(ast.Module([stmt], []), "<your cell>", "exec"), ns)
         except Exception as err:  # noqa: BLE001 - the learner's error is what is reported
             assigned = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
             line = ast.get_source_segment(rep.code, stmt) or ""
@@ -905,14 +910,6 @@ def replay_failure(rep: _Replay, label: str) -> tuple[set[str], str]:
                    "number written for the notebook's batch?")
             return assigned, why
     return set(), ""
-
-
-def _run_statement(stmt: Any, ns: dict) -> None:
-    import ast
-    import contextlib
-    import io
-    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-        exec(compile(ast.Module([stmt], []), "<your cell>", "exec"), ns)   # noqa: S102 - the learner's own cell
 
 
 def _top(code: str, keys: Sequence[str]) -> str:
