@@ -297,3 +297,29 @@ def test_device_problem_finds_a_tensor_made_on_the_cpu_and_on_one_thread_restore
     assert "device=x.device" in device_problem(cpu_mask, q, what="f") and device_problem(any_device, q, what="f") == ""
     threads = torch.get_num_threads()
     assert on_one_thread(torch.get_num_threads)() == 1 and torch.get_num_threads() == threads
+
+
+def test_history_problem_names_a_setting_a_first_call_fixed_and_passes_a_module_without_history():
+    from torch import nn
+
+    from mmlib.checks import history_problem, plain_attributes
+
+    class FixesItsLength(nn.Module):           # keeps the first input's length, as a setting
+        def __init__(self):
+            super().__init__()
+            self.length = None
+
+        def forward(self, x):
+            if self.length is None:
+                self.length = x.shape[1]
+            return x[:, : self.length].sum(1)
+
+    class Stateless(FixesItsLength):
+        def forward(self, x):
+            return x.sum(1)
+
+    x = torch.randn(2, 6)
+    said = history_problem(FixesItsLength(), x[:, :2], x, what="the layer")
+    assert "output on (2, 6) changes after one call on (2, 2)" in said and "`length` None -> 2" in said
+    assert history_problem(Stateless(), x[:, :2], x, what="the layer") == ""
+    assert plain_attributes(FixesItsLength()) == {"length": None}
