@@ -4,9 +4,10 @@
 
 Runs each solution notebook with papermill at its CI parameters (`metadata.mmlib.ci_parameters`), as CI does,
 and reads every cell's duration from the output notebook (papermill records one per cell). A check cell is
-one that reports on an exercise: it calls `report(`, `check_grads(`, `probe.check(` or a probe or check of
-`mmlib.expected`. A cell that also trains (exercise 4 of lessons 05-06 trains the learner's model in its check
-cell) is counted whole, so its figure is an upper bound of the check's own.
+one that reports on an exercise: it calls `report(`, `probe.check(`, a `check_...` function (but
+`check_metrics_path`, a parameter check) or a probe or check of `mmlib.expected`. A cell that also trains
+(exercise 4 of lessons 05-06 trains the learner's model in its check cell) is counted whole, so its figure is an
+upper bound of the check's own.
 Prints each check cell's seconds and the load average before and after: on a busy machine the figures are
 upper bounds.
 """
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from mmlib.notebooks import run_notebook  # noqa: E402
 
-CHECK = re.compile(r"\breport\(|\bcheck_grads\(|\bexpected\.(probe|check|beat)\w*\(|\bprobe\.check\(")
+CHECK = re.compile(r"\breport\(|\bcheck_(?!metrics_path)\w+\(|\bexpected\.(probe|check|beat)\w*\(|\bprobe\.check\(")
 LIMIT = 2.0
 
 
