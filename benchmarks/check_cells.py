@@ -1,13 +1,13 @@
 """How long does each exercise check cell take at CI size? (issue 27: under 2 s each.)
 
-    python benchmarks/check_cells.py [--lessons 00 01 02 03 04 05 06] [--json check_cells.json]
+    python benchmarks/check_cells.py [--lessons 00 01 02 03 04 05 06] [--json OUT.json]
 
 Runs each solution notebook with papermill at its CI parameters (`metadata.mmlib.ci_parameters`), as CI does,
 and reads every cell's duration from the output notebook (papermill records one per cell). A check cell is
 one that reports on an exercise: it calls `report(`, `probe.check(`, a `check_...` function (but
 `check_metrics_path`, a parameter check) or a probe or check of `mmlib.expected`. A cell that also trains
 (exercise 4 of lessons 05-06 trains the learner's model in its check cell) is counted whole, so its figure is an
-upper bound of the check's own.
+upper bound of the check's own. The committed figures are benchmarks/checks_heldout/check_cells.json.
 Prints each check cell's seconds and the load average before and after: on a busy machine the figures are
 upper bounds.
 """
