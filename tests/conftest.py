@@ -14,6 +14,7 @@ JupyterLab or the website in Chromium (`pytest -m "not browser"` leaves them out
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -65,6 +66,7 @@ SMOKE_WORDS = 3000
 what grows with the word list (datasets, evaluations over whole splits), not the training budget."""
 
 
+@functools.cache
 def smoke_words() -> Path:
     """A file of the first SMOKE_WORDS names of data/names.txt, in the temporary folder (written once; replaced
     atomically, so two test workers can ask for it at once)."""

@@ -30,7 +30,8 @@ def test_ci_run_reports_the_counting_loss_and_a_learning_net(path, run_lesson):
     m, _ = run_lesson(path)
     words = load_words(run_parameters(path).get("data_path"))     # the learner's smoke run reads a short list
     assert m["n_words"] == len(words) == (29910 if path == SOLUTION else SMOKE_WORDS) and m["vocab_size"] == 27
-    nll = expected.ngram_nll(expected.ngram_counts(words, Vocab.from_words(words), 2), words, Vocab.from_words(words))
+    vocab = Vocab.from_words(words)
+    nll = expected.ngram_nll(expected.ngram_counts(words, vocab, 2), words, vocab)
     assert m["count_nll"] == pytest.approx(nll, abs=1e-4)
     if path == SOLUTION:
         assert nll == pytest.approx(2.4547, abs=1e-4)

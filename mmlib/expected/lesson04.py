@@ -34,6 +34,11 @@ from mmlib.gradcheck import GradReport, Step, check_grads
 EPS = 1e-5
 """Added to the batch variance before the square root, as in `torch.nn.BatchNorm1d`."""
 
+FLOAT32_MADE = ("a tensor made with torch.zeros(shape), torch.ones(shape), .float() or dtype=torch.float32 is float32 "
+                "whatever the lesson's dtype; make it in the dtype of the tensors it meets: torch.zeros_like(x), "
+                ".to(x.dtype) or dtype=x.dtype")
+"""The fix for every answer that works in float32 only (the parameters cell's dtype = "float64" breaks it)."""
+
 PARAMS = ("C", "W1", "b1", "bngain", "bnbias", "W2", "b2")
 
 STEPS: tuple[Step, ...] = (
@@ -475,17 +480,16 @@ def _float64_problem(backward: Callable, forward: Callable, params: Mapping[str,
     if all(not torch.is_tensor(t) or t.dtype == torch.float64 for t in params.values()):
         return ()
     p64 = {k: (t.detach().double() if torch.is_tensor(t) and t.is_floating_point() else t) for k, t in params.items()}
-    made = ("a tensor made with torch.zeros(shape), torch.ones(shape) or .float() has the default dtype whatever the "
-            "parameters'; use torch.zeros_like(x), or dtype=x.dtype")
     try:
         with torch.no_grad():
             got = backward(p64, forward(p64, X)[1], Y)
     except Exception as err:  # noqa: BLE001 - the learner's error is the finding
         return (f"backward runs in float32 but raises when the parameters are float64 (dtype = \"float64\" in the "
-                f"parameters cell): {checks.describe_error(err)}; {made}",)
+                f"parameters cell): {checks.describe_error(err)}; {FLOAT32_MADE}",)
     off = [k for k in names if isinstance(got, Mapping) and torch.is_tensor(got.get(k))
            and got[k].dtype != torch.float64]
-    return ((f"with float64 parameters backward returns {', '.join(f'd{k} in {got[k].dtype}' for k in off)}: {made}",
+    return ((f"with float64 parameters backward returns {', '.join(f'd{k} in {got[k].dtype}' for k in off)}: "
+             f"{FLOAT32_MADE}",
              *off) if off else ())
 
 
@@ -789,9 +793,7 @@ class _Replay:
         if not (self.ran and torch.is_tensor(val) and val.is_floating_point()) or val.dtype == torch.float64:
             return ""
         return (f"on a float64 batch (dtype = \"float64\" in the parameters cell; the check replays your cell that "
-                f"way) your {self.names.get(x, f'd{x}')} is {val.dtype}: a tensor made with torch.zeros(shape), "
-                "torch.ones(shape) or .float() has the default dtype whatever the lesson's, and loses float64's "
-                "precision; use torch.zeros_like(x), or dtype=x.dtype")
+                f"way) your {self.names.get(x, f'd{x}')} is {val.dtype}, with float32's precision: {FLOAT32_MADE}")
 
     def wrong(self, x: str) -> bool:
         scale = max([float(self.grads[s.out].abs().max()) for s in USERS.get(x, []) if s.out in self.grads] + [0.0])
@@ -903,9 +905,8 @@ def replay_failure(rep: _Replay, label: str) -> tuple[set[str], str]:
             error = checks.describe_error(err)
             dtype = any(w in error for w in ("Double", "Float", "dtype", "scalar type"))
             why = (f"your cell ran on the notebook's float32 batch but raises on a float64 one (dtype = \"float64\" in "
-                   f"the parameters cell; the check replays your cell that way): `{line}` gives {error} - a tensor "
-                   "made with .float() or dtype=torch.float32 meets float64 ones; make it in their dtype "
-                   "(.to(x.dtype), .type_as(x))" if dtype else
+                   f"the parameters cell; the check replays your cell that way): `{line}` gives {error} - "
+                   f"{FLOAT32_MADE}" if dtype else
                    f"your cell ran on the notebook's batch but raises on {label}: `{line}` gives {error} - a size or "
                    "number written for the notebook's batch?")
             return assigned, why

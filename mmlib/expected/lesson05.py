@@ -116,7 +116,8 @@ def _dtype_or_device_problem(cls: type, g: torch.Generator) -> str:
             return (f"a {x.dtype} input comes back as {getattr(out, 'dtype', type(out).__name__)}: a tensor made "
                     "inside the layer (torch.zeros, torch.empty) takes the default dtype unless given dtype=x.dtype - "
                     "or move the numbers with view/reshape/cat, which keep it")
-        if out.shape != flatten_consecutive(x, n).shape or not torch.equal(out, flatten_consecutive(x, n)):
+        want = flatten_consecutive(x, n)
+        if out.shape != want.shape or not torch.equal(out, want):
             return f"on a {x.dtype} input the numbers are not where they are for float32"
     layer = attempt("", cls, n, what=f"MyFlattenConsecutive({n})")
     return checks.device_problem(layer.value, torch.randn(shape, generator=g),
