@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from mmlib.train import TrainConfig, train
+from mmlib.train import TrainConfig, TrainResult, state_digest, train
 
 
 class _Todo:
@@ -420,6 +420,18 @@ def shares_parameters(mine: Any, theirs: Any, mine_name: str = "my_model", their
     return ""
 
 
+def changed_since_training(model: Any, lesson_run: TrainResult | None, name: str = "model") -> str:
+    """Why the lesson's `model` is no longer the one `lesson_run` trained ("" when it still is, or when there is
+    nothing to compare): its parameters or buffers differ from those the run left (`TrainResult.digest`)."""
+    recorded = getattr(lesson_run, "digest", "")
+    if not recorded or not hasattr(model, "state_dict") or state_digest(model) == recorded:
+        return ""
+    return (f"the lesson's `{name}` has changed since its training run ended: its weights or buffers are no longer "
+            f"those that run left, so something trained or edited `{name}` itself (before copying it?). The "
+            f"lesson's dev loss, your target, belongs to `{name}` as that run left it: re-run the lesson's training "
+            f"cell, then train or change only a copy, copy.deepcopy({name})")
+
+
 def model_mismatch(my_model: Any, model: Any) -> str:
     """Why `my_model` cannot be trained and measured on the lesson's data, which fits `model` ("" when it can):
     another vocabulary (its dev loss would not be comparable, or its embedding would be indexed out of range),
@@ -444,15 +456,17 @@ def model_mismatch(my_model: Any, model: Any) -> str:
 
 
 def train_your_model(my_model: Any, my_config: Any, model: Any,
-                     splits_for: Callable[[Any], Mapping[str, tuple[torch.Tensor, torch.Tensor]]]) -> tuple[Any, str]:
+                     splits_for: Callable[[Any], Mapping[str, tuple[torch.Tensor, torch.Tensor]]],
+                     lesson_run: TrainResult | None = None) -> tuple[Any, str]:
     """Exercise 4 of lessons 05 and 06, "beat the lesson": train the learner's `my_model` with `my_config`
     (a `TrainConfig`) on `splits_for(my_model)` and return its dev loss and a reason it cannot count.
 
-    No run when it is not attempted (`TODO`) or cannot count: `my_config` is no `TrainConfig`, or
-    `my_model` shares parameters with the lesson's trained `model` (`shares_parameters`): the dev loss
-    is then `TODO` and the reason goes to `beat_target(..., problem=...)`.
+    No run when it is not attempted (`TODO`) or cannot count: `my_config` is no `TrainConfig`, `my_model`
+    shares parameters with the lesson's trained `model` (`shares_parameters`), or `model` has changed since
+    `lesson_run`, the run that trained it and set the target (`changed_since_training`): the dev loss is then `TODO`
+    and the reason goes to `beat_target(..., problem=...)`.
     """
-    shared = shares_parameters(my_model, model)
+    shared = shares_parameters(my_model, model) or changed_since_training(model, lesson_run)
     if is_todo(my_model, my_config) or shared:
         return TODO, shared
     if not isinstance(my_config, TrainConfig):
@@ -474,10 +488,11 @@ def beat_target(name: str, got: Any, target: float, *, what: str = "dev loss", h
                 problem: str = "") -> Result:
     """Whether the loss `got` beats the lesson's `target` (is lower), and by how much it beat or missed it.
 
-    `problem` (e.g. from `shares_parameters`) is a reason the run cannot count, reported instead.
+    `problem` (e.g. from `shares_parameters`) is a reason the run cannot count, reported instead (without `hint`,
+    which is about beating the target: the problem says what to do).
     """
     if problem:
-        return Result(name, "error", problem, hint)
+        return Result(name, "error", problem)
     if is_todo(got):
         return Result(name, "todo", NOT_ATTEMPTED)
     try:

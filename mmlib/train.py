@@ -30,6 +30,7 @@ modes through `mmlib.layers.eval_mode`.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import os
 import sys
@@ -524,6 +525,7 @@ class TrainResult:
     final: dict[str, float]        # the loss on each whole split at the end, in eval mode
     seconds: float                 # wall time of the training steps (evaluations excluded)
     steps: int                     # steps taken, over all the runs that led here (a resumed run counts all)
+    digest: str = ""               # `state_digest` of the model the run left ("" for a model without a state_dict)
 
     @property
     def steps_per_second(self) -> float:
@@ -753,7 +755,22 @@ def _finish(run: _Run) -> TrainResult:
         run.guard.finish(final["train"])   # a run too short for the guard's windows still hears if it got worse
     _record_eval(run, final)
     s = run.state
-    return TrainResult(list(s.losses), list(s.evals), final, s.seconds, len(s.losses))
+    digest = state_digest(run.model) if hasattr(run.model, "state_dict") else ""
+    return TrainResult(list(s.losses), list(s.evals), final, s.seconds, len(s.losses), digest)
+
+
+def state_digest(model) -> str:
+    """A fingerprint of the exact values of every parameter and buffer in `model.state_dict()`.
+
+    `train` returns the one of the model it leaves (`TrainResult.digest`): a later change to the model (more
+    training, an edit in place) then shows, and a lesson's check can tell that the model a run's results belong to
+    is no longer the one in the notebook (`mmlib.checks.train_your_model`).
+    """
+    h = hashlib.sha1()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _record_eval(run: _Run, losses: dict[str, float]) -> None:

@@ -202,6 +202,36 @@ def test_train_your_model_trains_only_a_model_of_its_own_with_a_train_config(cap
     assert "3 steps in" in capsys.readouterr().out
 
 
+def test_train_your_model_refuses_when_the_lesson_model_changed_after_its_run():
+    import copy
+
+    from mmlib.checks import train_your_model
+    from mmlib.data import build_splits, train_and_dev
+    from mmlib.models import create
+    from mmlib.train import TrainConfig, state_digest, train
+    from mmlib.vocab import Vocab
+
+    words = ["emma", "olivia", "ava", "mia", "sophia", "isabella", "amelia", "evelyn", "luna", "ella"]
+    vocab = Vocab.from_words(words)
+    splits = train_and_dev(build_splits(words, vocab, 3))
+    model = create("mlp", generator=torch.Generator().manual_seed(0), vocab_size=len(vocab), block_size=3,
+                   n_embd=4, n_hidden=8)
+    cfg = TrainConfig(max_steps=3, batch_size=4, seed=0, progress=False)
+    main = train(model, splits, cfg)
+    assert main.digest == state_digest(model) and main.digest != ""
+    with torch.no_grad():
+        model.eval()(splits["dev"][0])           # reading the model changes nothing
+    dev, problem = train_your_model(copy.deepcopy(model), cfg, model, lambda m: splits, main)
+    assert problem == "" and math.isfinite(dev)
+    # a learner's cell trains the lesson's model further with train() itself, then copies it: the new run's own
+    # result has the new digest, but the lesson's `main` keeps the one the target belongs to
+    again = train(model, splits, cfg)
+    assert again.digest != main.digest
+    dev, problem = train_your_model(copy.deepcopy(model), cfg, model, lambda m: splits, main)
+    assert dev is TODO and "has changed since its training run ended" in problem
+    assert train_your_model(copy.deepcopy(model), cfg, model, lambda m: splits)[1] == ""   # no run to compare with
+
+
 def test_beat_target_rows():
     from mmlib.checks import beat_target
     assert beat_target("dev", 1.9, 2.0).passed

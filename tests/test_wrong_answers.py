@@ -75,17 +75,25 @@ def _splits(block_size: int, sequences: bool) -> dict:
     return {"train": data, "dev": data}
 
 
-def _beat(ns: dict, model, lesson) -> list[Result]:
+def _as_trained(model):
+    """A copy of the lesson's model (an answer that trains or edits it must not change the next entry's) and what
+    the lesson's training run returns about it: the checks compare the model with that run's `digest`."""
+    from mmlib.train import TrainResult, state_digest
+    model = copy.deepcopy(model)
+    return model, TrainResult([], [], {"dev": TARGET}, 0.0, 0, state_digest(model))
+
+
+def _beat(ns: dict, model, lesson, lesson_run) -> list[Result]:
     """Exercise 4's check cell. An entry that sets `my_dev` stands in for the run's outcome (a real run cannot
     beat a lesson's loss in a test's seconds): the run is refused if it would train the lesson's model, else its
     dev loss compared. An entry that sets `my_config` instead goes through the cell's `train_your_model`, as in
     the notebook, for a few steps: what cannot count is refused before any training."""
     from dataclasses import replace
 
-    from mmlib.checks import train_your_model
+    from mmlib.checks import changed_since_training, train_your_model
     from mmlib.train import TrainConfig
     if "my_dev" in ns:
-        shared = shares_parameters(ns["my_model"], model)
+        shared = shares_parameters(ns["my_model"], model) or changed_since_training(model, lesson_run)
         return [lesson.beat_target("dev loss", TODO if shared else ns["my_dev"], TARGET, problem=shared)]
     config = ns.get("my_config", TODO)
     if isinstance(config, TrainConfig):
@@ -93,7 +101,7 @@ def _beat(ns: dict, model, lesson) -> list[Result]:
     sequences = bool(getattr(model, "per_position", False))
     with contextlib.redirect_stdout(io.StringIO()):
         dev, problem = train_your_model(ns.get("my_model", TODO), config, model,
-                                        lambda m: _splits(getattr(m, "block_size", 1), sequences))
+                                        lambda m: _splits(getattr(m, "block_size", 1), sequences), lesson_run)
     return [lesson.beat_target("dev loss", dev, TARGET, problem=problem)]
 
 
@@ -106,8 +114,8 @@ def run_06(exercise: str, code: str) -> list[Result]:
         return ex.probe_causal_head(_run(code, _namespace())["MyHead"])
     if exercise == "06.3":
         return ex.probe_grouped_attention(_run(code, _namespace())["my_grouped_attention"])
-    model = _transformer()
-    return _beat(_run(code, _namespace(model=model, target=TARGET, create=create)), model, ex)
+    model, main = _as_trained(_transformer())
+    return _beat(_run(code, _namespace(model=model, main=main, target=TARGET, create=create)), model, ex, main)
 
 
 # ---- lesson 05 -------------------------------------------------------------------------------------
@@ -134,7 +142,8 @@ def run_05(exercise: str, code: str) -> list[Result]:
         c = model.config
         ns = _run(code, _namespace(n_embd=c.n_embd, n_hidden=c.n_hidden, block_size=c.block_size))
         return ex.probe_conv_stack(ns["conv_stack"], model, X, Xw, keep)
-    return _beat(_run(code, _namespace(model=model, target=TARGET, create=create)), model, ex)
+    model, main = _as_trained(model)
+    return _beat(_run(code, _namespace(model=model, main=main, target=TARGET, create=create)), model, ex, main)
 
 
 # ---- lesson 04 -------------------------------------------------------------------------------------
