@@ -153,25 +153,3 @@ def check_grads(
     if show:
         checks.show(rep)
     return rep
-
-
-def answer_cell(name: str) -> str:
-    """The source of the latest cell run in this notebook that assigns `name` at its top level ('' outside IPython
-    or when none does): the check replays it on other batches (`mmlib.expected.lesson04.diagnose`)."""
-    import ast
-    try:
-        from IPython import get_ipython
-        shell = get_ipython()
-    except ImportError:
-        return ""
-    history = shell.user_ns.get("In", []) if shell is not None else []
-    for source in reversed(history[:-1]):   # the last entry is the check cell itself
-        try:
-            tree = ast.parse(source)
-        except SyntaxError:
-            continue
-        for stmt in tree.body:
-            targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
-            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-                return source
-    return ""

@@ -140,8 +140,8 @@ def run_05(exercise: str, code: str) -> list[Result]:
     model, X, Xw, keep = _wavenet_and_data()
     if exercise == "05.3":
         c = model.config
-        ns = _run(code, _namespace(n_embd=c.n_embd, n_hidden=c.n_hidden, block_size=c.block_size))
-        return ex.probe_conv_stack(ns["conv_stack"], model, X, Xw, keep)
+        ns = _run(code, _namespace(n_embd=c.n_embd, n_hidden=c.n_hidden, block_size=c.block_size, model=model))
+        return ex.probe_conv_stack(ns["conv_stack"], model, X, Xw, keep, cell=code, namespace=ns)
     model, main = _as_trained(model)
     return _beat(_run(code, _namespace(model=model, main=main, target=TARGET, create=create)), model, ex, main)
 
@@ -283,13 +283,16 @@ def run_01(exercise: str, code: str, after_solution: bool = False) -> list[Resul
     from mmlib.checks import check, check_that
     from mmlib.expected import lesson01
     cells = _notebook_cells("01_bigram")
-    ns = _namespace(**_lesson_01(), expected=lesson01, check=check, check_that=check_that, report=_quiet_report)
+    ns = _namespace(**copy.deepcopy(_lesson_01()), expected=lesson01, check=check, check_that=check_that,
+                    report=_quiet_report)   # a copy: an answer that shuffles `words` in place must not change the next
     if exercise == "01.3":   # exercise 3 builds on exercise 2's counts and helpers
         _run(_cell(cells, CELLS_01["01.2"][0]), ns)
     answer, checker, rep = CELLS_01[exercise]
     if after_solution:
         _run(_cell(cells, answer), ns)
+        code = _cell(cells, answer) + "\n" + code   # the cell a learner would have: the solution, then the change
     _run(code, ns)
+    ns["answer_cell"] = lambda name: code   # IPython's history in the notebook: the answer cell, run again by the check
     return _run(_cell(cells, checker), ns)[rep].results
 
 
@@ -318,8 +321,8 @@ CELLS_02 = {"02.1": ("rep1 = report(", "rep1"), "02.2": ("rep2 = report(", "rep2
 def run_02(exercise: str, code: str) -> list[Result]:
     from mmlib.checks import check, check_that
     from mmlib.expected import lesson02 as E
-    ns = _namespace(**_lesson_02(), check=check, check_that=check_that, report=_quiet_report, mlp_loss=E.mlp_loss,
-                    uniform_loss=E.uniform_loss, check_reported_loss=E.check_reported_loss,
+    ns = _namespace(**copy.deepcopy(_lesson_02()), check=check, check_that=check_that, report=_quiet_report,
+                    mlp_loss=E.mlp_loss, uniform_loss=E.uniform_loss, check_reported_loss=E.check_reported_loss,
                     check_uniform_init=E.check_uniform_init,
                     check_direct_connections=functools.partial(E.check_direct_connections, display=False))
     _run(code, ns)

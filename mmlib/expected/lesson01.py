@@ -9,13 +9,13 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from mmlib.checks import TODO, Result, check, check_that, explain, rows_of
+from mmlib.checks import TODO, Result, check, check_that, explain, replay, rows_of
 from mmlib.data import build_dataset, split_words
 from mmlib.vocab import Vocab
 
@@ -393,8 +393,13 @@ def check_splits(answers: dict[str, Any], words: Sequence[str], vocab: Vocab) ->
 
 
 def check_tune_alpha(best_alpha: Any, best_test_nll3: Any, words: Sequence[str], vocab: Vocab,
-                     alphas: Sequence[float]) -> list[Result]:
-    """Exercise 3's rows: the alpha chosen on dev and the test NLL at it, each wrong one with what it is."""
+                     alphas: Sequence[float], *, cell: str = "", namespace: Mapping[str, Any] | None = None
+                     ) -> list[Result]:
+    """Exercise 3's rows: the alpha chosen on dev and the test NLL at it, each wrong one with what it is.
+
+    With the answer `cell` and the notebook's `namespace`, answers right on `alphas` are run again on another list
+    (`other_alphas`): an answer that skips an alpha, or holds a number typed in, is right only for this one.
+    """
     want = tune_alpha(words, vocab, alphas)
     parts = _own_splits(words)
     best = want["best_alpha"]
@@ -457,8 +462,66 @@ def check_tune_alpha(best_alpha: Any, best_test_nll3: Any, words: Sequence[str],
             return ""
         return "" if a in alphas else f"{a:g} is not one of the alphas tried ({', '.join(f'{x:g}' for x in alphas)})"
 
-    return [explain(row_a, best_alpha, alpha_candidates, atol=0, every=True, fallback=not_tried),
+    rows = [explain(row_a, best_alpha, alpha_candidates, atol=0, every=True, fallback=not_tried),
             explain(row_t, best_test_nll3, test_candidates, **MATCH)]
+    if cell and namespace is not None and all(r.passed for r in rows):
+        rows = _replayed_alpha_rows(rows, cell, namespace, words, vocab, alphas)
+    return rows
+
+
+def other_alphas(alphas: Sequence[float], dev_nll: dict[float, float]) -> list[float]:
+    """`alphas` without the best one (lowest dev NLL), in reverse order but with the best of the rest last: an
+    answer that follows the list gives that one; one that skips the last alpha, reads a position or holds the best
+    value typed in gives another."""
+    ranked = sorted(dev_nll, key=dev_nll.get)
+    rest = [a for a in reversed(alphas) if a not in ranked[:2]]
+    return rest + [ranked[1]]
+
+
+def _replayed_alpha_rows(rows: list[Result], cell: str, namespace: Mapping[str, Any], words: Sequence[str],
+                         vocab: Vocab, alphas: Sequence[float]) -> list[Result]:
+    """Exercise 3's rows after the answer cell has run again on `other_alphas`: a row it gets wrong there fails."""
+    if len(set(alphas)) < 3:
+        return rows
+    train, dev, test = split_words(words)
+    N3 = ngram_counts(train, vocab, 3)
+    dev_nll = {a: ngram_nll(N3, dev, vocab, a) for a in dict.fromkeys(alphas)}
+    world = other_alphas(alphas, dev_nll)
+    want_alpha = world[-1]
+    shown = "[" + ", ".join(f"{a:g}" for a in world) + "]"
+    setting = (f"run again with alphas = {shown} (the same values but {min(dev_nll, key=dev_nll.get):g} left out, "
+               f"with {want_alpha:g} last, the lowest dev NLL of these)")
+    got, error = replay(cell, namespace, {"alphas": world}, ("best_alpha", "best_test_nll3"))
+    if error:
+        return [Result("best_alpha", "error", f"your cell, {setting}, raised {error}: it works only on this list"),
+                rows[1]]
+    out = list(rows)
+    try:
+        alpha = float(got["best_alpha"])
+    except (TypeError, ValueError):
+        alpha = None
+    if alpha != want_alpha:
+        why = ""
+        if alpha is not None and alpha not in world:
+            why = (f": {alpha:g} is not in that list, so the cell does not search `alphas` (a value typed in, or a "
+                   "list of its own?)")
+        elif alpha == min(world[:-1], key=dev_nll.get):
+            why = ": the best of all but the last alpha (a loop or a slice that stops one short?)"
+        elif alpha is not None and alpha == world[alphas.index(min(dev_nll, key=dev_nll.get))]:
+            why = (f": the alpha at position {alphas.index(min(dev_nll, key=dev_nll.get))}, where this notebook's "
+                   "best is (a position typed in?)")
+        out[0] = Result("best_alpha", "wrong", f"right on this notebook's alphas, but your cell, {setting}, gives "
+                        f"best_alpha = {got['best_alpha']!r}, not {want_alpha:g}{why}")
+    want_test = ngram_nll(N3, test, vocab, want_alpha)
+    try:
+        test_nll = float(got["best_test_nll3"])
+    except (TypeError, ValueError):
+        test_nll = math.nan
+    if alpha == want_alpha and not abs(test_nll - want_test) <= 1e-4:
+        out[1] = Result("best_test_nll3", "wrong", f"right on this notebook's alphas, but your cell, {setting}, "
+                        f"gives best_test_nll3 = {got['best_test_nll3']!r}, not {want_test:.4f}, the test NLL at "
+                        f"{want_alpha:g}: is it computed at an alpha of its own, not at best_alpha?")
+    return out
 
 
 TRANSFORMS = (("", lambda T: T), ("softmax over each row of ", lambda T: torch.softmax(T, 1)),
@@ -521,8 +584,52 @@ def row_candidates(got: Any, xs: torch.Tensor, ys: torch.Tensor, W: torch.Tensor
                     yield f"{why}{what}" + (" (W.T's rows are W's columns)" if name == "W.T" else ""), g
 
 
-def check_logits_rows(logits_rows: Any, xs: torch.Tensor, ys: torch.Tensor, W: torch.Tensor) -> Result:
-    """Exercise 4's row: `W[xs]`; a wrong answer is described by the rows it looked up and what it did to them."""
+def other_vocabulary(namespace: Mapping[str, Any], extra: int = 3, seed: int = 0) -> dict[str, Any]:
+    """Lesson 01's objects for a vocabulary of `extra` more characters: `vocab`, `V`, a random `W` (V, V) and inputs
+    `xs`, `ys` that use the new ids (with `xenc` and `rows` to match): an answer cell run in it (`replay`) must
+    follow the new sizes."""
+    g = torch.Generator().manual_seed(seed)
+    vocab = Vocab([*namespace["vocab"].itos[1:], *"\u00e0\u00e9\u00ee"[:extra]])
+    V = len(vocab)
+    xs, ys = torch.randint(0, V, (50,), generator=g), torch.randint(0, V, (50,), generator=g)
+    xs[:extra] = torch.arange(V - extra, V)          # the new characters occur
+    return {"vocab": vocab, "V": V, "W": torch.randn(V, V, generator=g).requires_grad_(), "xs": xs, "ys": ys,
+            "xenc": F.one_hot(xs, num_classes=V).float(), "rows": torch.arange(len(ys))}
+
+
+def _replayed_rows(row: Result, cell: str, namespace: Mapping[str, Any]) -> Result:
+    """Exercise 4's row after the answer cell has run again on `other_vocabulary`: wrong there, it fails here."""
+    world = other_vocabulary(namespace)
+    V, W, xs = world["V"], world["W"], world["xs"]
+    setting = (f"run again with a vocabulary of {V} characters (W of shape ({V}, {V}), and vocab, V and "
+               f"{len(xs)} inputs xs to match)")
+    got, error = replay(cell, namespace, world, ("logits_rows",))
+    if error:
+        return Result(row.name, "error", f"right for this notebook's W, but your cell, {setting}, raised {error}: "
+                      f"is the vocabulary's size ({V - 3} here) typed in?", row.hint)
+    again = check(row.name, got["logits_rows"], W.detach()[xs], atol=1e-6)
+    if again.passed:
+        return row
+    detail = again.detail
+    try:
+        shape = tuple(torch.as_tensor(got["logits_rows"]).shape)
+    except Exception:  # noqa: BLE001 - what it is was said by `check`
+        shape = ()
+    if len(shape) == 2 and shape[1] != V:
+        detail += f": {shape[1]} columns where the vocabulary has {V} (a number typed in, right only for {V - 3}?)"
+    elif len(shape) == 2 and shape[1] == V:
+        detail += f" (is a size typed in, right only for a vocabulary of {V - 3}?)"
+    return Result(row.name, "wrong", f"right for this notebook's W, but your cell, {setting}, gives another "
+                  f"tensor than W[xs]: {detail}", row.hint)
+
+
+def check_logits_rows(logits_rows: Any, xs: torch.Tensor, ys: torch.Tensor, W: torch.Tensor, *, cell: str = "",
+                      namespace: Mapping[str, Any] | None = None) -> Result:
+    """Exercise 4's row: `W[xs]`; a wrong answer is described by the rows it looked up and what it did to them.
+
+    With the answer `cell` and the notebook's `namespace`, an answer right here is run again with a vocabulary of
+    another size (`other_vocabulary`): one that holds this vocabulary's size typed in is right only for it.
+    """
     row = check("logits_rows", logits_rows, onehot_logits(xs.cpu(), W.detach().cpu()), atol=1e-6,
                 hint="W has one row per input character: index it with the tensor xs")
     def fallback():
@@ -543,7 +650,10 @@ def check_logits_rows(logits_rows: Any, xs: torch.Tensor, ys: torch.Tensor, W: t
         for why, value in row_candidates(logits_rows, xs, ys, W):
             return Result(row.name, "shape", f"{row.detail}; your answer is {why}", row.hint)
         return row
-    return explain(row, logits_rows, lambda: row_candidates(logits_rows, xs, ys, W), atol=1e-6, fallback=fallback)
+    row = explain(row, logits_rows, lambda: row_candidates(logits_rows, xs, ys, W), atol=1e-6, fallback=fallback)
+    if row.passed and cell and namespace is not None and "vocab" in namespace:
+        row = _replayed_rows(row, cell, namespace)
+    return row
 
 
 def check_cross_entropy(ce_nll: Any, big_manual: Any, big_ce: Any, W: torch.Tensor, xs: torch.Tensor,

@@ -14,10 +14,13 @@ that run a learner's code against them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmlib import checks
@@ -464,15 +467,55 @@ def _running_hints(layer: object, batches: list[torch.Tensor], momentum: float, 
 
 # ---- exercise 3: the dilated-convolution stack ------------------------------------------------------
 
+def windows_of(X: torch.Tensor, keep: torch.Tensor, block_size: int) -> torch.Tensor:
+    """The `block_size` characters before every real position of the padded words `X` (`keep`), start tokens (0) in
+    front: what `build_dataset` makes of the same words."""
+    return F.pad(X, (block_size - 1, 0)).unfold(1, block_size, 1)[keep]
+
+
 def probe_conv_stack(stack, model, X: torch.Tensor, X_windows: torch.Tensor, keep: torch.Tensor,
-                     atol: float = 1e-4) -> list[Result]:
+                     atol: float = 1e-4, *, cell: str = "", namespace: Mapping[str, Any] | None = None
+                     ) -> list[Result]:
     """A learner's `nn.Sequential` of Conv1d levels against a trained WaveNet.
 
     `X` holds padded words (`build_sequences`), `X_windows` the same words' windows (`build_dataset`)
     and `keep` (the targets != -1) which positions of X are real; the WaveNet's weights are copied
     into the stack and its logits at every real position compared with the WaveNet's per window.
     A level's row names the settings that differ, and what to think about, not the values to type.
+    With the answer `cell` and the notebook's `namespace`, a stack right here is built again for a WaveNet of
+    twice the block size (`_replayed_stack_rows`): one with the levels typed in is right only for this one.
     """
+    rows = _conv_stack_rows(stack, model, X, X_windows, keep, atol)
+    if cell and namespace is not None and all(r.passed for r in rows):
+        rows = _replayed_stack_rows(rows, cell, namespace, model, X, keep, atol)
+    return rows
+
+
+def _replayed_stack_rows(rows: list[Result], cell: str, namespace: Mapping[str, Any], model, X: torch.Tensor,
+                         keep: torch.Tensor, atol: float) -> list[Result]:
+    """The rows of a stack built again by the answer `cell` where `block_size` is doubled and `model` is a WaveNet
+    of that size (its other settings the same): a row that fails there fails here, saying so."""
+    block_size = 2 * model.config.block_size
+    other = type(model)(dataclasses.replace(model.config, block_size=block_size),
+                        generator=torch.Generator().manual_seed(0)).to(model.device)
+    setting = (f"your cell, run again with block_size = {block_size} (and `model` a WaveNet of that size, "
+               f"{len(other.levels)} levels)")
+    got, error = checks.replay(cell, namespace, {"block_size": block_size, "model": other}, ("conv_stack",))
+    if error:
+        return [Result(rows[0].name, "error", f"right for this notebook's WaveNet, but {setting}, raised {error}"),
+                *rows[1:]]
+    again = _conv_stack_rows(got["conv_stack"], other, X, windows_of(X, keep, block_size), keep, atol)
+    if all(r.passed for r in again):
+        return rows
+    first = next(r for r in again if not r.passed)
+    return [Result(rows[0].name, "wrong", f"right for this notebook's WaveNet, but {setting}, builds a stack whose "
+                   f"row '{first.name}' fails: {first.detail} (a number of levels or a dilation typed in, right "
+                   f"only for block_size {model.config.block_size}?)", first.hint), *rows[1:]]
+
+
+def _conv_stack_rows(stack, model, X: torch.Tensor, X_windows: torch.Tensor, keep: torch.Tensor,
+                     atol: float) -> list[Result]:
+    """`probe_conv_stack`'s rows for one WaveNet."""
     from mmlib.layers import eval_mode
     from mmlib.models import CausalConvWaveNet
 
