@@ -205,7 +205,9 @@ def run_04(exercise: str, code: str, after_solution: bool = False) -> list[Resul
     from mmlib.gradcheck import check_grads, hints_from_steps, tolerances
     params, X, Y, steps, ref, g = _lesson_04()
     tol = tolerances("float32")
-    ns = _namespace(**params, **{k: v for k, v in steps.items()}, **{f"d{k}": v.clone() for k, v in ref.items()},
+    # copies: an answer that changes a parameter or a forward tensor in place must not change the next entry's
+    ns = _namespace(**{k: v.clone() for k, v in {**params, **steps}.items()},
+                    **{f"d{k}": v.clone() for k, v in ref.items()},
                     n=len(X), Xb=X, Yb=Y, eps=E.EPS, vocab_size=params["W2"].shape[1], PARAMS=E.PARAMS,
                     dhpreact_given=ref["hpreact"], ref=ref)
     if after_solution:
