@@ -306,6 +306,7 @@ class Probe:
     values: Mapping[str, Any] | None = None   # the probe batch's forward values, for `diagnose_backward`
     changed: tuple[str, ...] = ()   # the params and cache entries backward changed in place
     float64: tuple[str, ...] = ()   # what backward does wrong on float64 parameters, and which gradients it concerns
+    context: tuple[str, ...] = ()   # the same for a network that reads one more character (`_context_problem`)
 
     @property
     def ready(self) -> bool:
@@ -379,11 +380,12 @@ class Probe:
                 if results[i].status == "wrong" and why.get(k):
                     r = results[i]
                     results[i] = checks.Result(r.name, "wrong", f"{r.detail}; on the probe batch: {why[k]}", r.hint)
-        if self.float64 and isinstance(self.got, Mapping):
-            why, *which = self.float64
-            i = next((i for i, k in enumerate(self.names) if k in which), 0)
-            r = results[i]
-            results[i] = checks.Result(r.name, "wrong", why if r.passed else f"{r.detail}; {why}", "")
+        for found in (self.float64, self.context):
+            if found and isinstance(self.got, Mapping):
+                why, *which = found
+                i = next((i for i, k in enumerate(self.names) if k in which), 0)
+                r = results[i]
+                results[i] = checks.Result(r.name, "wrong", why if r.passed else f"{r.detail}; {why}", "")
         rep = GradReport(results, rep.title, max_abs_diff=rep.max_abs_diff)
         if show:
             checks.show(rep)
@@ -462,6 +464,7 @@ def probe_backward(backward: Callable, forward: Callable, params: Mapping[str, t
         problem = (f"Exercise 4: backward's gradients do not fit the parameters on a batch of {len(X)}: "
                    + "; ".join(parts)) if parts else ""
     float64 = _float64_problem(backward, forward, params, X, Y, names) if not problem else ()
+    context = _context_problem(backward, forward, params, X, Y, names, got, want) if not problem else ()
     values = None
     if not problem:
         try:
@@ -469,7 +472,7 @@ def probe_backward(backward: Callable, forward: Callable, params: Mapping[str, t
                       **{k: params[k].detach() for k in PARAMS}, "n": len(X), "Xb": X, "Yb": Y, "eps": EPS}
         except Exception:  # noqa: BLE001 - parameters of another network: no diagnosis, the rows still compare
             values = None
-    return Probe(got, want, names, len(X), problem, values=values, changed=changed, float64=float64)
+    return Probe(got, want, names, len(X), problem, values=values, changed=changed, float64=float64, context=context)
 
 
 def _float64_problem(backward: Callable, forward: Callable, params: Mapping[str, torch.Tensor], X: torch.Tensor,
@@ -491,6 +494,49 @@ def _float64_problem(backward: Callable, forward: Callable, params: Mapping[str,
     return ((f"with float64 parameters backward returns {', '.join(f'd{k} in {got[k].dtype}' for k in off)}: "
              f"{FLOAT32_MADE}",
              *off) if off else ())
+
+
+def _context_problem(backward: Callable, forward: Callable, params: Mapping[str, torch.Tensor], X: torch.Tensor,
+                     Y: torch.Tensor, names: Sequence[str], got: Any, want: Mapping[str, torch.Tensor]
+                     ) -> tuple[str, ...]:
+    """`backward` once more on a network that reads one more character (W1 with n_embd more rows, X one more
+    column), when its gradients are right on the probe batch: a context length typed in (3) shows there. The same
+    format as `_float64_problem`; () when backward follows, or when there is nothing to compare (a wrong answer, or
+    the notebook's eps not `EPS`)."""
+    tol = {"atol": 1e-6, "rtol": 1e-4} if params["W1"].dtype != torch.float64 else {"atol": 1e-12, "rtol": 1e-8}
+
+    def close(a: Any, b: torch.Tensor) -> bool:
+        return torch.is_tensor(a) and a.shape == b.shape and torch.allclose(a.to(b.dtype), b, **tol)
+
+    if not isinstance(got, Mapping) or not all(close(got.get(k), want[k]) for k in names):
+        return ()
+    if not all(close(autograd_grads(dict(params), X, Y)[k], want[k]) for k in names):
+        return ()
+    g = torch.Generator().manual_seed(0)
+    W1 = params["W1"]
+    block = W1.shape[0] // params["C"].shape[1] + 1
+    wider = {**params, "W1": torch.cat([W1, torch.randn(params["C"].shape[1], W1.shape[1], generator=g).to(W1)
+                                        * W1.std()], 0)}
+    X1 = torch.cat([X[:, :1], X], 1)
+    where = f"on a network that reads {block} characters (W1 of shape {tuple(wider['W1'].shape)}, X of {block} columns)"
+    try:
+        with torch.no_grad():
+            cache = forward(wider, X1)[1]
+    except Exception:  # noqa: BLE001 - the notebook's forward reads the context length itself: nothing to compare
+        return ()
+    try:
+        with torch.no_grad():
+            got1 = backward(wider, cache, Y)
+    except Exception as err:  # noqa: BLE001 - the learner's error is the finding
+        return (f"backward is right for this notebook's context of {block - 1} characters but raises {where}: "
+                f"{checks.describe_error(err)}; is the context length typed in? Read it from the tensors "
+                "(X.shape[1], or W1.shape[0] // C.shape[1])", *names)
+    want1 = autograd_grads(wider, X1, Y)
+    off = [k for k in names if not (isinstance(got1, Mapping) and close(got1.get(k), want1[k]))]
+    return ((f"backward is right for this notebook's context of {block - 1} characters, but {where} its "
+             f"{', '.join(f'd{k}' for k in off)} differ{'s' if len(off) == 1 else ''} from autograd's: is the context "
+             "length typed in? Read it from the tensors (X.shape[1], or W1.shape[0] // C.shape[1])", *off)
+            if off else ())
 
 
 # ---- exercises 1-3: diagnosing an answer from what it computes ----------------------------------------------
