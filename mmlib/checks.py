@@ -675,7 +675,8 @@ def module_inventory(module: Any, parameters: Mapping[str, tuple[int, ...]],
 def buffers_changed_by(module: Any, call: Callable[[], Any]) -> list[str]:
     """The names of a module's buffers and tensor attributes that `call()` changed (`call`'s errors propagate)."""
     from torch import nn
-    if not isinstance(module, nn.Module):
+    if not isinstance(module, nn.Module):   # a plain class (lesson 05's layers): it has no buffers, but the call counts
+        call()
         return []
     params = dict(module.named_parameters(remove_duplicate=False))
     before = snapshot(**{k: v for k, v in tensor_state(module).items() if k not in params})
@@ -718,14 +719,21 @@ def history_problem(module: Any, first: torch.Tensor, x: torch.Tensor, *, what: 
         with torch.no_grad():
             want = fresh(x)
             moved = buffers_changed_by(module, lambda: module(first))
-            got = module(x)
     except Exception:  # noqa: BLE001 - a call that fails is reported by the rows that make it
         return ""
-    if not (isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor)) or got.shape != want.shape or (
-            torch.allclose(got.double(), want.double(), atol=atol, equal_nan=True)):
-        return ""
+    try:
+        with torch.no_grad():
+            got = module(x)
+    except Exception as err:  # noqa: BLE001 - it answers x when new: failing now is what the first call left
+        got, how = None, f" (it raises {describe_error(err)}, where a new one answers)"
+    else:
+        if not (isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor)) or (got.shape == want.shape and (
+                torch.allclose(got.double(), want.double(), atol=atol, equal_nan=True))):
+            return ""
+        how = (f" (shape {tuple(got.shape)}, where a new one gives {tuple(want.shape)})" if got.shape != want.shape
+               else "")
     causes = settings_changed(before, module) + [f"`{n}`" for n in moved]
-    return (f"{what}'s output on {tuple(x.shape)} changes after one call on {tuple(first.shape)}"
+    return (f"{what}'s output on {tuple(x.shape)} changes after one call on {tuple(first.shape)}{how}"
             + (f": that call changed {', '.join(causes)}" if causes else "")
             + " - each call must be computed from its input and the module's parameters alone, not from what an "
             "earlier call left behind")

@@ -241,6 +241,7 @@ def run_04(exercise: str, code: str, after_solution: bool = False) -> list[Resul
 
 # ---- lessons 01-03: the notebook's own answer and check cells, run on small data ----------------------
 
+@functools.cache
 def _notebook_cells(name: str) -> list[str]:
     import nbformat
     path = Path(__file__).parents[1] / "notebooks" / "solutions" / f"{name}_solutions.ipynb"
@@ -281,14 +282,21 @@ def _lesson_01() -> dict:
                 big_logits=torch.tensor([[1.0, 2.0, 100.0]]))
 
 
+@functools.cache
+def _after_exercise_2() -> dict:
+    """Lesson 01's objects after exercise 2's solution cell, whose counts and helpers exercise 3 builds on."""
+    ns = _namespace(**_lesson_01())
+    _run(_cell(_notebook_cells("01_bigram"), CELLS_01["01.2"][0]), ns)
+    return {k: v for k, v in ns.items() if k not in _namespace() and k != "__builtins__"}
+
+
 def run_01(exercise: str, code: str, after_solution: bool = False) -> list[Result]:
     from mmlib.checks import check, check_that
     from mmlib.expected import lesson01
     cells = _notebook_cells("01_bigram")
-    ns = _namespace(**copy.deepcopy(_lesson_01()), expected=lesson01, check=check, check_that=check_that,
+    objects = _after_exercise_2() if exercise == "01.3" else _lesson_01()
+    ns = _namespace(**copy.deepcopy(objects), expected=lesson01, check=check, check_that=check_that,
                     report=_quiet_report)   # a copy: an answer that shuffles `words` in place must not change the next
-    if exercise == "01.3":   # exercise 3 builds on exercise 2's counts and helpers
-        _run(_cell(cells, CELLS_01["01.2"][0]), ns)
     answer, checker, rep = CELLS_01[exercise]
     if after_solution:
         _run(_cell(cells, answer), ns)

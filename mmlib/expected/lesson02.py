@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 from mmlib.checks import Report, Result, check, check_that, explain, is_todo, name_sizes, show
 from mmlib.validate import positive_int
@@ -438,6 +439,20 @@ def check_init_sizes(params: Any, reference: Any) -> str:
     return f"init_params holds {extra}, which the final model does not have" if extra else ""
 
 
+def trained_tensors(init_params: Any, model: Any) -> str:
+    """Why `init_params` is no initialisation ("" when it may be): it holds the trained `model`'s own tensors
+    (`model.state_dict()` hands them out, not copies), so it is the trained model, and scaling it changed `model`."""
+    tensors = (init_params.values() if isinstance(init_params, Mapping) else
+               init_params.parameters() if isinstance(init_params, nn.Module) else ())
+    ours = {t.data_ptr() for t in getattr(model, "state_dict", dict)().values() if isinstance(t, torch.Tensor)}
+    shared = sum(isinstance(t, torch.Tensor) and t.data_ptr() in ours for t in tensors)
+    if not shared:
+        return ""
+    return (f"init_params hold {shared} of the trained `model`'s own tensors (model.state_dict() hands out the "
+            "model's tensors, not copies): they are the trained weights, not an initialisation, and a change to "
+            "them in place changed `model` too. Make a new model for the initialisation")
+
+
 def check_uniform_init(uniform: Any, init_params: Any, init_loss: Any, vocab_size: int, words_train: Sequence[str],
                        vocab: Vocab, model: Any, words_dev: Sequence[str] = ()) -> list[Result]:
     """Exercise 2's rows: the uniform loss, the reported loss of `init_params` (of `model`'s sizes) on the training
@@ -452,7 +467,7 @@ def check_uniform_init(uniform: Any, init_params: Any, init_loss: Any, vocab_siz
     if row_l.status == "wrong":
         row_l = explain(row_l, init_loss, [(f"the uniform loss ln({vocab_size}), not the loss your init_params give "
                                             f"({measured:.4f}): measure it", target)], atol=1e-6)
-    sizes = "" if is_todo(init_params) else check_init_sizes(init_params, model)
+    sizes = "" if is_todo(init_params) else check_init_sizes(init_params, model) or trained_tensors(init_params, model)
     if sizes and row_l.passed:
         row_l = Result("init_loss", "wrong", sizes, hint)
     elif sizes and row_l.status == "wrong":

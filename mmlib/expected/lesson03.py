@@ -362,6 +362,13 @@ def check_fold(W_fold: Any, b_fold: Any, model_bn: nn.Module, Xdev: torch.Tensor
         why = (f"your cell changed model_bn itself ({', '.join(changed)}): fold into new tensors and leave the "
                f"trained model as it was")
         rows[0] = Result("W_fold", "wrong", f"{rows[0].detail}; {why}" if not rows[0].passed else why, rows[0].hint)
+    for i, (name, value) in enumerate((("W_fold", W_fold), ("b_fold", b_fold))):
+        if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+            why = (f"{name} is part of model_bn's autograd graph (grad_fn {type(value.grad_fn).__name__}): computed "
+                   f"with gradients on, it holds on to model_bn's tensors, and a backward pass through the folded "
+                   f"layer would reach them. A fold is a fixed copy for inference: compute it under "
+                   f"torch.no_grad(), or .detach() it")
+            rows[i] = Result(name, "wrong", f"{rows[i].detail}; {why}" if not rows[i].passed else why, rows[i].hint)
     return rows
 
 

@@ -90,6 +90,8 @@ def probe_flatten(cls: type, seed: int = 0) -> list[Result]:
             rows.append(row)
     if all(r.passed for r in rows) and (problem := _dtype_or_device_problem(cls, g)):
         rows[0] = Result(rows[0].name, "wrong", f"right for float32 on the CPU, but {problem}", FLATTEN_HINT)
+    elif all(r.passed for r in rows) and (problem := _history(cls, g)):
+        rows[0] = Result(rows[0].name, "wrong", f"right on a new layer each time, but {problem}", FLATTEN_HINT)
     for shape, n, why in FLATTEN_REFUSED:
         name = f"FlattenConsecutive({n}) on {shape} must be refused"
         got = _layer_call(cls, n, torch.randn(shape, generator=g), name)
@@ -104,6 +106,17 @@ def probe_flatten(cls: type, seed: int = 0) -> list[Result]:
             rows.append(Result(name, "wrong", f"{got.row.detail}; expected a ValueError that says why: {why}",
                                "check the shape first and raise ValueError with a message"))
     return rows
+
+
+def _history(cls: type, g: torch.Generator) -> str:
+    """Whether one layer's answer depends on its earlier calls: a layer called on 4 positions, then on 8 (as the
+    same layer meets words of other lengths), must fuse the 8 as a new one does (`checks.history_problem`)."""
+    try:
+        layer = cls(2)
+    except Exception:  # noqa: BLE001 - the rows above made it already: nothing new to report
+        return ""
+    return checks.history_problem(layer, torch.randn(2, 4, 3, generator=g), torch.randn(2, 8, 3, generator=g),
+                                  what="the layer", atol=0.0)
 
 
 def _dtype_or_device_problem(cls: type, g: torch.Generator) -> str:
