@@ -19,7 +19,9 @@ TEST_STAMP := $(VENV)/.installed-test
 BOOK_STAMP := $(VENV)/.installed-book
 # The course's JupyterLab settings: Markdown opens rendered (the index), no news pop-up.
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
-PIP_QUIET := --quiet --disable-pip-version-check
+# --no-compile: pip would write bytecode for every file it installs, thousands that are never imported (the larger
+# part of an install's CPU time); Python writes it for each module it imports, the first time, into the same place.
+PIP_FLAGS := --quiet --disable-pip-version-check --no-compile
 # Where pip may also look for the pinned torch. Unset (the default): only pip's own configuration, where on
 # Linux PyPI's torch is the CUDA build, gigabytes with NVIDIA's libraries. Set to PyTorch's CPU-only index,
 # https://download.pytorch.org/whl/cpu, it is added (--extra-index-url): pip then takes its torch, 2.13.0+cpu,
@@ -79,18 +81,18 @@ venv:
 
 $(LAB_STAMP): pyproject.toml .jupyter/overrides.json
 	@echo "installing the course's pinned packages into $(VENV) (a few minutes the first time, then never again)"
-	$(BIN)/python -m pip install -e . $(PIP_QUIET)$(PIP_INDEX)
+	$(BIN)/python -m pip install -e . $(PIP_FLAGS)$(PIP_INDEX)
 	@mkdir -p $(dir $(LAB_SETTINGS)) && cp .jupyter/overrides.json $(LAB_SETTINGS)
 	@touch $@
 
 $(TEST_STAMP): pyproject.toml
 	@echo "installing the test and data extras into $(VENV)"
-	$(BIN)/python -m pip install -e ".[test,data]" $(PIP_QUIET)$(PIP_INDEX)
+	$(BIN)/python -m pip install -e ".[test,data]" $(PIP_FLAGS)$(PIP_INDEX)
 	@touch $@
 
 $(BOOK_STAMP): pyproject.toml
 	@echo "installing the website builder (the book extra) into $(VENV)"
-	$(BIN)/python -m pip install -e ".[book]" $(PIP_QUIET)$(PIP_INDEX)
+	$(BIN)/python -m pip install -e ".[book]" $(PIP_FLAGS)$(PIP_INDEX)
 	@touch $@
 
 # Debian's Chromium for the JupyterLab browser tests (never Playwright's own download). Without root
