@@ -470,12 +470,11 @@ def check_tune_alpha(best_alpha: Any, best_test_nll3: Any, words: Sequence[str],
 
 
 def other_alphas(alphas: Sequence[float], dev_nll: dict[float, float]) -> list[float]:
-    """`alphas` without the best one (lowest dev NLL), in reverse order but with the best of the rest last: an
-    answer that follows the list gives that one; one that skips the last alpha, reads a position or holds the best
-    value typed in gives another."""
+    """Three of `alphas`, not the best one (lowest dev NLL): the worst and the third best in reverse order, then the
+    second best last. An answer that follows the list gives that one; one that skips the last alpha, reads a
+    position or holds the best value typed in gives another. Three, not all: the answer cell runs again on them."""
     ranked = sorted(dev_nll, key=dev_nll.get)
-    rest = [a for a in reversed(alphas) if a not in ranked[:2]]
-    return rest + [ranked[1]]
+    return [a for a in reversed(alphas) if a in (ranked[2], ranked[-1])] + [ranked[1]]
 
 
 def _replayed_alpha_rows(rows: list[Result], cell: str, namespace: Mapping[str, Any], words: Sequence[str],
@@ -489,8 +488,8 @@ def _replayed_alpha_rows(rows: list[Result], cell: str, namespace: Mapping[str, 
     world = other_alphas(alphas, dev_nll)
     want_alpha = world[-1]
     shown = "[" + ", ".join(f"{a:g}" for a in world) + "]"
-    setting = (f"run again with alphas = {shown} (the same values but {min(dev_nll, key=dev_nll.get):g} left out, "
-               f"with {want_alpha:g} last, the lowest dev NLL of these)")
+    setting = (f"run again with alphas = {shown} (three of the same values, {min(dev_nll, key=dev_nll.get):g} not "
+               f"among them, and {want_alpha:g} last, the lowest dev NLL of these)")
     got, error = replay(cell, namespace, {"alphas": world}, ("best_alpha", "best_test_nll3"))
     if error:
         return [Result("best_alpha", "error", f"your cell, {setting}, raised {error}: it works only on this list"),
