@@ -515,14 +515,9 @@ def train_your_model(my_model: Any, my_config: Any, model: Any,
     `lesson_run`, the run that trained it and set the target (`changed_since_training`): the dev loss is then `TODO`
     and the reason goes to `beat_target(..., problem=...)`.
     """
-    shared = shares_parameters(my_model, model) or changed_since_training(model, lesson_run)
-    if is_todo(my_model, my_config) or shared:
-        return TODO, shared
-    if not isinstance(my_config, TrainConfig):
-        return TODO, f"my_config must be a TrainConfig (mmlib.train), got {type(my_config).__name__}"
-    unfit = model_mismatch(my_model, model)
-    if unfit:
-        return TODO, unfit
+    problem = why_not_counted(my_model, my_config, model, lesson_run)
+    if is_todo(my_model, my_config) or problem:
+        return TODO, problem
     try:
         run = train(my_model, splits_for(my_model), my_config)
     except Exception as err:  # noqa: BLE001 - the learner's model or config failing is a row, not a traceback
@@ -531,6 +526,18 @@ def train_your_model(my_model: Any, my_config: Any, model: Any,
     print(f"{n_params:,} parameters, {my_config.max_steps:,} steps in {run.seconds:.0f} s: "
           f"train {run.final['train']:.4f}, dev {run.final['dev']:.4f}")
     return run.final["dev"], ""
+
+
+def why_not_counted(my_model: Any, my_config: Any, model: Any, lesson_run: TrainResult | None = None) -> str:
+    """Why a run of `my_model` with `my_config` could not count against the lesson's `model` ("" when it could, or
+    while either is `TODO`), in `train_your_model`'s order: tensors shared with `model`, `model` changed since
+    `lesson_run`, a `my_config` that is no `TrainConfig`, a model that does not fit the lesson's data."""
+    shared = shares_parameters(my_model, model) or changed_since_training(model, lesson_run)
+    if shared or is_todo(my_model, my_config):
+        return shared
+    if not isinstance(my_config, TrainConfig):
+        return f"my_config must be a TrainConfig (mmlib.train), got {type(my_config).__name__}"
+    return model_mismatch(my_model, model)
 
 
 def beat_target(name: str, got: Any, target: float, *, what: str = "dev loss", hint: str = "",

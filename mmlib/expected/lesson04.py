@@ -631,10 +631,16 @@ def chain(v: Mapping[str, Any], top: Mapping[str, torch.Tensor]) -> dict[str, to
 
 
 def _world(params: Mapping[str, torch.Tensor], n: int, seed: int, *, eps: float = EPS, small_variance: bool = False,
-           shift: float = 0.0) -> dict[str, Any]:
-    """The forward values of a replay batch of `n` in float64 (same parameter shapes as the notebook's)."""
+           shift: float = 0.0, extra_characters: int = 0) -> dict[str, Any]:
+    """The forward values of a replay batch of `n` in float64 (the notebook's parameters; with `extra_characters`,
+    a vocabulary that many characters larger: C, W2 and b2 get random rows or columns for them)."""
     g = torch.Generator().manual_seed(seed)
     p = {k: params[k].detach().to("cpu", torch.float64).clone() for k in PARAMS}
+    if extra_characters:
+        more = lambda t, dim: torch.randn(t.shape[:dim] + (extra_characters,) + t.shape[dim + 1:], generator=g,  # noqa: E731
+                                          dtype=torch.float64) * t.std()
+        p["C"], p["W2"], p["b2"] = (torch.cat([p["C"], more(p["C"], 0)]), torch.cat([p["W2"], more(p["W2"], 1)], 1),
+                                    torch.cat([p["b2"], more(p["b2"], 0)]))
     V, block = p["C"].shape[0], params["W1"].shape[0] // p["C"].shape[1]
     Xb, Yb = torch.randint(0, V, (n, block), generator=g), torch.randint(0, V, (n,), generator=g)
     if small_variance:   # scale the first layer so each unit's batch variance is about eps: eps then matters
@@ -982,7 +988,9 @@ def _worlds(ref: References) -> list[tuple[str, dict[str, Any]]]:
             (f"a batch of {REPLAY_N} whose hidden units have a batch variance about eps = {ref.eps:g}",
              _world(p, REPLAY_N, 12, eps=ref.eps, small_variance=True)),
             (f"logits all shifted by {SHIFT:g} (which changes no probability)",
-             _world(p, REPLAY_N, 13, eps=ref.eps, shift=SHIFT))]
+             _world(p, REPLAY_N, 13, eps=ref.eps, shift=SHIFT)),
+            (f"a vocabulary of {p['C'].shape[0] + 3} characters instead of {p['C'].shape[0]}",
+             _world(p, REPLAY_N, 14, eps=ref.eps, extra_characters=3))]
 
 
 def _same_memory(a: Any, b: Any) -> bool:
@@ -1081,7 +1089,12 @@ def diagnose(ref: References, got: Mapping[str, Any], results: Sequence[checks.R
                     mark(k, where)
         return rows
     # 2. replayed on other batches: right here, wrong there; 3. each answer alone: which contribution is off
+    # where the replay's random gradient enters: the highest the cell reads, or the one the cell above hands down
+    # (exercises 1b-1d), whichever is higher: a cell that computes that one itself must not get it for free
     top = _top(cell, keys)
+    if upstream:
+        given = max(upstream, key=list(INTERMEDIATES).index)
+        top = given if top == "loss" else max(top, given, key=list(INTERMEDIATES).index)
     done, first = set(), None
     for i, (label, w) in enumerate(worlds(ref)):
         rep = _Replay(cell, w, top, names, seed=21 + i, notebook_n=ref.n)
@@ -1091,6 +1104,13 @@ def diagnose(ref: References, got: Mapping[str, Any], results: Sequence[checks.R
                 hit = ([k for k in keys if names[k] in assigned] or [k for k in keys if rows[idx[k]].passed]
                        or keys[-1:])
                 mark(hit[0], why, hint="")
+            break
+        if i == 0 and top in upstream and not _allclose(_tensor(rep.ns.get(f"d{top}")), rep.grads[top], rtol=1e-9):
+            wrong = [k for k in keys if rep.wrong(k)] or keys[:1]
+            mark(wrong[0], f"your cell replaces d{top}, the gradient the cell above hands it, with one it computes "
+                           f"itself: right only while that is the true d{top}. Replayed with another d{top} handed "
+                           f"down, your d{wrong[0]} does not follow it: start from the given d{top}", hint="")
+            done.update(keys)
             break
         first = first or rep
         for k in keys:
@@ -1128,6 +1148,9 @@ def diagnose(ref: References, got: Mapping[str, Any], results: Sequence[checks.R
             elif i == 1:
                 why = ("wrong there and right where the variance is large: eps (added to the variance in step 8) is "
                        "left out somewhere, or used where it does not belong")
+            elif i == 3:
+                why = (f"wrong with a vocabulary of another size: is the notebook's vocab_size "
+                       f"({ref.params['C'].shape[0]}) typed in? Read it from the tensors (logits.shape[1])")
             else:
                 c = _factor(val, rep.grads[k]) if val is not None and val.shape == rep.grads[k].shape else None
                 why = (f"there yours is {c:.4g} x the right one: a number written for n = {ref.n} (such as {ref.n} or "

@@ -654,7 +654,27 @@ def probe_causal_head(make_head: Callable[..., nn.Module], n_embd: int = 16, hea
                           f"position t reads positions t - {window - 1}..t: the scores of positions further back "
                           "must be -inf too"))
     rows.append(_no_window_row(names[5], make_head, n_embd, head_size, x, seed))
+    if all(r.passed for r in rows):
+        rows = _other_head_size(rows, names, make_head, n_embd, head_size, window, x, seed)
     return rows
+
+
+def _other_head_size(rows: list[Result], names: tuple[str, ...], make_head: Callable[..., nn.Module], n_embd: int,
+                     head_size: int, window: int, x: torch.Tensor, seed: int) -> list[Result]:
+    """The rows after a head of another size (head_size + 2: not the probe's, and not its number of positions, so its
+    scale is neither's) has answered the same input: a number typed in for `head_size` shows."""
+    other = head_size + 2
+    torch.manual_seed(seed)
+    head, failed = _made_head(make_head, names, n_embd, other, window)
+    out, made = (None, failed) if failed else _head_output(head, x, names, other)
+    row = made[0] if out is None else _output_row(names[1], head, x, out, window)
+    if row.passed:
+        return rows
+    which = 0 if out is None else 1
+    return [*rows[:which], Result(names[which], "wrong", f"right for head_size {head_size}, but with head_size "
+                                  f"{other}: {row.detail} (a number typed in that holds for head_size {head_size} "
+                                  f"only, such as its scale {head_size}**-0.5 = {head_size ** -0.5:g}?)", row.hint),
+            *rows[which + 1:]]
 
 
 def _leak_row(name: str, out: torch.Tensor, leaks: checks.Outcome, which: str, ok: str, hint: str) -> Result:
