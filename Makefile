@@ -19,9 +19,9 @@ TEST_STAMP := $(VENV)/.installed-test
 BOOK_STAMP := $(VENV)/.installed-book
 # The course's JupyterLab settings: Markdown opens rendered (the index), no news pop-up.
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
-# --no-compile: pip would write bytecode for every file it installs, thousands that are never imported (the larger
-# part of an install's CPU time); Python writes it for each module it imports, the first time, into the same place.
-PIP_FLAGS := --quiet --disable-pip-version-check --no-compile
+# pip writes the bytecode of every file it installs, and it stays: without it each new Python process compiles
+# every module it imports (PYTHONDONTWRITEBYTECODE, set on some machines, keeps Python from saving what it compiled).
+PIP_FLAGS := --quiet --disable-pip-version-check
 # Where pip may also look for the pinned torch. Unset (the default): only pip's own configuration, where on
 # Linux PyPI's torch is the CUDA build, gigabytes with NVIDIA's libraries. Set to PyTorch's CPU-only index,
 # https://download.pytorch.org/whl/cpu, it is added (--extra-index-url): pip then takes its torch, 2.13.0+cpu,

@@ -116,7 +116,7 @@ def test_torch_index_adds_pytorchs_cpu_index_to_every_install_and_the_default_ad
     (tmp_path / "default").mkdir()
     (tmp_path / "cpu").mkdir()
     default = install_lines(tmp_path / "default")
-    assert default == [f".venv/bin/python -m pip install -e {what} --quiet --disable-pip-version-check --no-compile"
+    assert default == [f".venv/bin/python -m pip install -e {what} --quiet --disable-pip-version-check"
                        for what in (".", '".[test,data]"', '".[book]"')], default
     cpu = "https://download.pytorch.org/whl/cpu"
     with_cpu = install_lines(tmp_path / "cpu", f"TORCH_INDEX={cpu}")
