@@ -37,8 +37,12 @@ lab: install
 	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir=. --port=$(PORT) \
 		--LabApp.default_url=/lab/tree/notebooks/README.md
 
+# compileall first: the tests start many Python processes (kernels, the command line, torchrun) that import
+# mmlib, and where PYTHONDONTWRITEBYTECODE is set none of them saves what it compiled. Files that change later are
+# compiled again as usual: Python checks each cached file against its source.
 test: install install-test browser
 	$(BIN)/ruff check .
+	$(BIN)/python -m compileall -q mmlib
 	$(BIN)/pytest
 
 book: install-book
