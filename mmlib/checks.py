@@ -486,9 +486,10 @@ def model_mismatch(my_model: Any, model: Any) -> str:
     another vocabulary (its dev loss would not be comparable, or its embedding would be indexed out of range),
     the other kind of data (a window model reads a fixed context, a sequence model whole words), or a sequence
     model that reads fewer positions than the lesson's longest word needs."""
-    if not isinstance(my_model, torch.nn.Module) or not hasattr(my_model, "block_size"):
-        return (f"my_model must be a model of mmlib.models (create(...) or copy.deepcopy(model)), got "
-                f"{type(my_model).__name__}: the check builds its data from the model's block_size")
+    if not callable(getattr(my_model, "parameters", None)) or not hasattr(my_model, "block_size"):
+        return (f"my_model must be a model the trainer takes - one of mmlib.models (create(...) or "
+                f"copy.deepcopy(model)), or a LayerModel - got {type(my_model).__name__}: the check builds its data "
+                f"from the model's block_size")
     mine, theirs = (getattr(m, "vocab_size", None) for m in (my_model, model))
     if mine is not None and theirs is not None and mine != theirs:
         return (f"my_model predicts {mine} characters but the lesson's vocabulary has {theirs} ('.' included): build "

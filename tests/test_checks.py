@@ -232,6 +232,26 @@ def test_train_your_model_refuses_when_the_lesson_model_changed_after_its_run():
     assert train_your_model(copy.deepcopy(model), cfg, model, lambda m: splits)[1] == ""   # no run to compare with
 
 
+def test_train_your_model_trains_a_layer_model_as_the_trainer_does():
+    from mmlib.checks import train_your_model
+    from mmlib.data import build_splits, train_and_dev
+    from mmlib.layers import LayerModel, hierarchical_stack
+    from mmlib.models import create
+    from mmlib.train import TrainConfig
+    from mmlib.vocab import Vocab
+
+    words = ["emma", "olivia", "ava", "mia", "sophia", "isabella", "amelia", "evelyn", "luna", "ella"]
+    vocab = Vocab.from_words(words)
+    model = create("wavenet", generator=torch.Generator().manual_seed(0), vocab_size=len(vocab), block_size=4,
+                   n_embd=4, n_hidden=8)
+    mine = LayerModel(hierarchical_stack(len(vocab), 4, 4, 8, generator=torch.Generator().manual_seed(1)), 4)
+    dev, problem = train_your_model(mine, TrainConfig(max_steps=3, batch_size=4, seed=0, progress=False), model,
+                                    lambda m: train_and_dev(build_splits(words, vocab, m.block_size)))
+    assert problem == "" and math.isfinite(dev)
+    dev, problem = train_your_model(torch.nn.Linear(2, 2), TrainConfig(max_steps=3), model, lambda m: {})
+    assert dev is TODO and "must be a model the trainer takes" in problem and "got Linear" in problem
+
+
 def test_beat_target_rows():
     from mmlib.checks import beat_target
     assert beat_target("dev", 1.9, 2.0).passed
