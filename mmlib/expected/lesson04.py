@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from mmlib import checks
 from mmlib.checks import TODO, Report
-from mmlib.gradcheck import GradReport, Step, check_grads
+from mmlib.gradcheck import GradReport, Step, check_grads, tolerances
 
 EPS = 1e-5
 """Added to the batch variance before the square root, as in `torch.nn.BatchNorm1d`."""
@@ -503,7 +503,7 @@ def _context_problem(backward: Callable, forward: Callable, params: Mapping[str,
     column), when its gradients are right on the probe batch: a context length typed in (3) shows there. The same
     format as `_float64_problem`; () when backward follows, or when there is nothing to compare (a wrong answer, or
     the notebook's eps not `EPS`)."""
-    tol = {"atol": 1e-6, "rtol": 1e-4} if params["W1"].dtype != torch.float64 else {"atol": 1e-12, "rtol": 1e-8}
+    tol = tolerances(params["W1"].dtype)
 
     def close(a: Any, b: torch.Tensor) -> bool:
         return torch.is_tensor(a) and a.shape == b.shape and torch.allclose(a.to(b.dtype), b, **tol)
