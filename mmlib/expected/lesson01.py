@@ -57,13 +57,15 @@ def splits(words: list[str], vocab: Vocab) -> dict[str, float]:
     return out
 
 
-def tune_alpha(words: list[str], vocab: Vocab, alphas: Sequence[float]) -> dict[str, float]:
-    """Exercise 3: the smoothing strength with the lowest trigram dev NLL, and its test NLL."""
+def tune_alpha(words: list[str], vocab: Vocab, alphas: Sequence[float]) -> dict[str, Any]:
+    """Exercise 3: the smoothing strength with the lowest trigram dev NLL, and its test NLL; also every alpha's dev
+    NLL (`dev_nll`) and the test NLL at any alpha (`test_nll_at`), for the check's replay on other alphas."""
     train, dev, test = split_words(words)
     N3 = ngram_counts(train, vocab, 3)
-    dev_nll = [ngram_nll(N3, dev, vocab, a) for a in alphas]
-    best = alphas[min(range(len(alphas)), key=dev_nll.__getitem__)]
-    return {"best_alpha": best, "test_nll3": ngram_nll(N3, test, vocab, best)}
+    dev_nll = {a: ngram_nll(N3, dev, vocab, a) for a in dict.fromkeys(alphas)}
+    best = min(dev_nll, key=dev_nll.get)   # the first of equals, in the list's order
+    return {"best_alpha": best, "test_nll3": ngram_nll(N3, test, vocab, best), "dev_nll": dev_nll,
+            "test_nll_at": lambda a: ngram_nll(N3, test, vocab, a)}
 
 
 def onehot_logits(xs: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
@@ -465,7 +467,7 @@ def check_tune_alpha(best_alpha: Any, best_test_nll3: Any, words: Sequence[str],
     rows = [explain(row_a, best_alpha, alpha_candidates, atol=0, every=True, fallback=not_tried),
             explain(row_t, best_test_nll3, test_candidates, **MATCH)]
     if cell and namespace is not None and all(r.passed for r in rows):
-        rows = _replayed_alpha_rows(rows, cell, namespace, words, vocab, alphas)
+        rows = _replayed_alpha_rows(rows, cell, namespace, alphas, want)
     return rows
 
 
@@ -477,19 +479,18 @@ def other_alphas(alphas: Sequence[float], dev_nll: dict[float, float]) -> list[f
     return [a for a in reversed(alphas) if a in (ranked[2], ranked[-1])] + [ranked[1]]
 
 
-def _replayed_alpha_rows(rows: list[Result], cell: str, namespace: Mapping[str, Any], words: Sequence[str],
-                         vocab: Vocab, alphas: Sequence[float]) -> list[Result]:
-    """Exercise 3's rows after the answer cell has run again on `other_alphas`: a row it gets wrong there fails."""
+def _replayed_alpha_rows(rows: list[Result], cell: str, namespace: Mapping[str, Any], alphas: Sequence[float],
+                         want: Mapping[str, Any]) -> list[Result]:
+    """Exercise 3's rows after the answer cell has run again on `other_alphas`: a row it gets wrong there fails.
+    `want` is `tune_alpha`'s answer for the notebook's `alphas`."""
     if len(set(alphas)) < 3:
         return rows
-    train, dev, test = split_words(words)
-    N3 = ngram_counts(train, vocab, 3)
-    dev_nll = {a: ngram_nll(N3, dev, vocab, a) for a in dict.fromkeys(alphas)}
+    dev_nll, best = want["dev_nll"], want["best_alpha"]
     world = other_alphas(alphas, dev_nll)
     want_alpha = world[-1]
     shown = "[" + ", ".join(f"{a:g}" for a in world) + "]"
-    setting = (f"run again with alphas = {shown} (three of the same values, {min(dev_nll, key=dev_nll.get):g} not "
-               f"among them, and {want_alpha:g} last, the lowest dev NLL of these)")
+    setting = (f"run again with alphas = {shown} (three of the same values, {best:g} not among them, and "
+               f"{want_alpha:g} last, the lowest dev NLL of these)")
     got, error = replay(cell, namespace, {"alphas": world}, ("best_alpha", "best_test_nll3"))
     if error:
         return [Result("best_alpha", "error", f"your cell, {setting}, raised {error}: it works only on this list"),
@@ -506,12 +507,11 @@ def _replayed_alpha_rows(rows: list[Result], cell: str, namespace: Mapping[str, 
                    "list of its own?)")
         elif alpha == min(world[:-1], key=dev_nll.get):
             why = ": the best of all but the last alpha (a loop or a slice that stops one short?)"
-        elif alpha is not None and alpha == world[alphas.index(min(dev_nll, key=dev_nll.get))]:
-            why = (f": the alpha at position {alphas.index(min(dev_nll, key=dev_nll.get))}, where this notebook's "
-                   "best is (a position typed in?)")
+        elif alpha is not None and alphas.index(best) < len(world) and alpha == world[alphas.index(best)]:
+            why = f": the alpha at position {alphas.index(best)}, where this notebook's best is (a position typed in?)"
         out[0] = Result("best_alpha", "wrong", f"right on this notebook's alphas, but your cell, {setting}, gives "
                         f"best_alpha = {got['best_alpha']!r}, not {want_alpha:g}{why}")
-    want_test = ngram_nll(N3, test, vocab, want_alpha)
+    want_test = want["test_nll_at"](want_alpha)
     try:
         test_nll = float(got["best_test_nll3"])
     except (TypeError, ValueError):
