@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import copy
 import html
 import io
 import math
@@ -502,6 +503,26 @@ def model_mismatch(my_model: Any, model: Any) -> str:
     if theirs and getattr(my_model, "block_size", 0) < getattr(model, "block_size", 0):
         return (f"my_model reads at most {my_model.block_size} positions but the lesson's longest word needs "
                 f"{model.block_size} (the word and its end token '.'): build it with block_size={model.block_size}")
+    return _trial_forward(my_model, getattr(model, "vocab_size", None))
+
+
+def _trial_forward(my_model: Any, vocab_size: int | None) -> str:
+    """Why `my_model` cannot read a batch of the data its `block_size` makes ("" when it can): two rows of
+    block_size characters, on a copy (a BatchNorm's running statistics and the learner's model stay as they were),
+    must give logits with one score per character. Said before training, not after a run's first step fails."""
+    try:
+        trial = copy.deepcopy(my_model)
+        device = next(iter(trial.parameters()), torch.empty(0)).device
+        with torch.no_grad():
+            logits = trial(torch.zeros(2, trial.block_size, dtype=torch.long, device=device))[0]
+    except Exception as err:  # noqa: BLE001 - the learner's model failing is the finding
+        return (f"my_model cannot read the data its block_size of {my_model.block_size} makes: on 2 rows of "
+                f"{my_model.block_size} characters it raised {describe_error(err, limit=300)} - do its layers fit "
+                f"block_size (a model built for another context length)?")
+    if vocab_size is not None and (not torch.is_tensor(logits) or logits.shape[-1] != vocab_size):
+        shape = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
+        return (f"my_model's logits on 2 rows of {my_model.block_size} characters are {shape}: the last dimension "
+                f"must hold one score per character, {vocab_size}")
     return ""
 
 

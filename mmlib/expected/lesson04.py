@@ -306,7 +306,7 @@ class Probe:
     values: Mapping[str, Any] | None = None   # the probe batch's forward values, for `diagnose_backward`
     changed: tuple[str, ...] = ()   # the params and cache entries backward changed in place
     float64: tuple[str, ...] = ()   # what backward does wrong on float64 parameters, and which gradients it concerns
-    context: tuple[str, ...] = ()   # the same for a network that reads one more character (`_context_problem`)
+    context: tuple[str, ...] = ()   # the same for the other worlds of `_worlds_problem`
 
     @property
     def ready(self) -> bool:
@@ -464,7 +464,10 @@ def probe_backward(backward: Callable, forward: Callable, params: Mapping[str, t
         problem = (f"Exercise 4: backward's gradients do not fit the parameters on a batch of {len(X)}: "
                    + "; ".join(parts)) if parts else ""
     float64 = _float64_problem(backward, forward, params, X, Y, names) if not problem else ()
-    context = _context_problem(backward, forward, params, X, Y, names, got, want) if not problem else ()
+    raised, context = (_worlds_problem(backward, forward, params, X, Y, names, got, want) if not problem and not float64
+                       else (False, ()))
+    if raised:   # it would raise on one of the training batches too: say so here, not in a traceback from training
+        problem = f"Exercise 4: {context[0]}"
     values = None
     if not problem:
         try:
@@ -496,47 +499,70 @@ def _float64_problem(backward: Callable, forward: Callable, params: Mapping[str,
              *off) if off else ())
 
 
-def _context_problem(backward: Callable, forward: Callable, params: Mapping[str, torch.Tensor], X: torch.Tensor,
-                     Y: torch.Tensor, names: Sequence[str], got: Any, want: Mapping[str, torch.Tensor]
-                     ) -> tuple[str, ...]:
-    """`backward` once more on a network that reads one more character (W1 with n_embd more rows, X one more
-    column), when its gradients are right on the probe batch: a context length typed in (3) shows there. The same
-    format as `_float64_problem`; () when backward follows, or when there is nothing to compare (a wrong answer, or
-    the notebook's eps not `EPS`)."""
-    tol = tolerances(params["W1"].dtype)
-
+def _worlds_problem(backward: Callable, forward: Callable, params: Mapping[str, torch.Tensor], X: torch.Tensor,
+                    Y: torch.Tensor, names: Sequence[str], got: Any, want: Mapping[str, torch.Tensor]
+                    ) -> tuple[bool, tuple[str, ...]]:
+    """`backward` once more in three other worlds, when its gradients are right on the probe batch: a network that
+    reads one more character (a context length typed in), hidden units whose batch variance is about eps (eps left
+    out where bnvar_inv is recomputed), and a batch whose targets are all one character (a one-hot as wide as the
+    largest target, not the vocabulary). Returns (whether backward raised there, (sentence, gradients concerned...)),
+    or (False, ()) when backward follows, or when there is nothing to compare (a wrong answer on the probe)."""
     def close(a: Any, b: torch.Tensor) -> bool:
-        return torch.is_tensor(a) and a.shape == b.shape and torch.allclose(a.to(b.dtype), b, **tol)
+        return (torch.is_tensor(a) and a.shape == b.shape
+                and torch.allclose(a.to(b.dtype), b, **tolerances(b.dtype)))
 
     if not isinstance(got, Mapping) or not all(close(got.get(k), want[k]) for k in names):
-        return ()
+        return False, ()
     if not all(close(autograd_grads(dict(params), X, Y)[k], want[k]) for k in names):
-        return ()
+        return False, ()   # the notebook's eps is not EPS: autograd_grads below would not be the reference
+    # float64 (where float32 round-off would hide nothing and flag much: eps-sized variances make large gradients),
+    # unless backward fails there, which `_float64_problem` says already
+    p64 = {k: (t.detach().double() if torch.is_tensor(t) and t.is_floating_point() else t) for k, t in params.items()}
+    for where, hint, p, Xw, Yw in _probe_worlds(p64, X, Y):
+        try:
+            with torch.no_grad():
+                cache = forward(p, Xw)[1]
+        except Exception:  # noqa: BLE001 - the notebook's forward does not fit this world: nothing to compare
+            continue
+        try:
+            with torch.no_grad():
+                got_w = backward(p, cache, Yw)
+        except Exception as err:  # noqa: BLE001 - the learner's error is the finding
+            return True, (f"backward is right on the probe batch but raises {where}: {checks.describe_error(err)}; "
+                          f"{hint}", *names)
+        want_w = autograd_grads(p, Xw, Yw)
+        off = [k for k in names if not (isinstance(got_w, Mapping) and close(got_w.get(k), want_w[k]))]
+        if off:
+            return False, (f"backward is right on the probe batch, but {where} its "
+                           f"{', '.join(f'd{k}' for k in off)} differ{'s' if len(off) == 1 else ''} from autograd's: "
+                           f"{hint}", *off)
+    return False, ()
+
+
+def _probe_worlds(params: Mapping[str, torch.Tensor], X: torch.Tensor, Y: torch.Tensor
+                  ) -> list[tuple[str, str, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]]:
+    """(where, what to look at, params, X, Y) of each world `_worlds_problem` tries, all valid inputs of the
+    network: what differs from the probe is one size or one property of the batch."""
     g = torch.Generator().manual_seed(0)
-    W1 = params["W1"]
-    block = W1.shape[0] // params["C"].shape[1] + 1
-    wider = {**params, "W1": torch.cat([W1, torch.randn(params["C"].shape[1], W1.shape[1], generator=g).to(W1)
-                                        * W1.std()], 0)}
-    X1 = torch.cat([X[:, :1], X], 1)
-    where = f"on a network that reads {block} characters (W1 of shape {tuple(wider['W1'].shape)}, X of {block} columns)"
-    try:
-        with torch.no_grad():
-            cache = forward(wider, X1)[1]
-    except Exception:  # noqa: BLE001 - the notebook's forward reads the context length itself: nothing to compare
-        return ()
-    try:
-        with torch.no_grad():
-            got1 = backward(wider, cache, Y)
-    except Exception as err:  # noqa: BLE001 - the learner's error is the finding
-        return (f"backward is right for this notebook's context of {block - 1} characters but raises {where}: "
-                f"{checks.describe_error(err)}; is the context length typed in? Read it from the tensors "
-                "(X.shape[1], or W1.shape[0] // C.shape[1])", *names)
-    want1 = autograd_grads(wider, X1, Y)
-    off = [k for k in names if not (isinstance(got1, Mapping) and close(got1.get(k), want1[k]))]
-    return ((f"backward is right for this notebook's context of {block - 1} characters, but {where} its "
-             f"{', '.join(f'd{k}' for k in off)} differ{'s' if len(off) == 1 else ''} from autograd's: is the context "
-             "length typed in? Read it from the tensors (X.shape[1], or W1.shape[0] // C.shape[1])", *off)
-            if off else ())
+    W1, C = params["W1"], params["C"]
+    block = W1.shape[0] // C.shape[1] + 1
+    wider = {**params, "W1": torch.cat([W1, torch.randn(C.shape[1], W1.shape[1], generator=g).to(W1) * W1.std()], 0)}
+    # scale the first layer so each hidden unit's batch variance is about eps: eps then changes bnvar_inv by a lot
+    var = forward_steps(dict(params), X, Y)["bnvar"]
+    k = (EPS / var.mean()).sqrt().to(W1.dtype)
+    quiet = {**params, "W1": W1 * k, "b1": params["b1"] * k}
+    few = min(5, len(X))
+    # the order matters: the first world that finds something names it, and in float64 a missing eps shows (a
+    # little) in every world, so the world built to show it comes first
+    return [(f"where the hidden units' batch variance is about eps = {EPS:g}", "where bnvar_inv is computed again, "
+             "is eps inside the square root as in the forward pass, bnvar_inv = (bnvar + eps)**-0.5?", quiet, X, Y),
+            (f"on a batch of {few} whose targets are the characters 0 to {few - 1} only", "the one-hot of the targets "
+             "must be as wide as the vocabulary (C.shape[0] or logits.shape[1]), not as the largest target in the "
+             "batch: F.one_hot(Y, num_classes)", params, X[:few], torch.arange(few).to(Y)),
+            (f"on a network that reads {block} characters instead of this notebook's context of {block - 1} "
+             f"characters (W1 of shape {tuple(wider['W1'].shape)}, X of {block} "
+             "columns)", "is the context length typed in? Read it from the tensors (X.shape[1], or "
+             "W1.shape[0] // C.shape[1])", wider, torch.cat([X[:, :1], X], 1), Y)]
 
 
 # ---- exercises 1-3: diagnosing an answer from what it computes ----------------------------------------------
