@@ -1411,6 +1411,25 @@ def _same(a: torch.Tensor, b: torch.Tensor, scale: float = 0.0) -> bool:
                                         + 1e-4 * b.abs()).all())
 
 
+def _step10_operator(p: str, got: torch.Tensor, v: Mapping[str, Any], dhpreact: torch.Tensor) -> str:
+    """What a wrong dbngain or dbnbias is, read as an operator of step 10 `hpreact = bngain * bnraw + bnbias` ("" when
+    none fits): the other parameter's gradient (the two swapped), or dhpreact times another forward tensor of the
+    batch's shape where bnraw (dbngain) or nothing (dbnbias) belongs, summed over the batch."""
+    right = local_backward(10, v, dhpreact)
+    other = "bnbias" if p == "bngain" else "bngain"
+    if _same(got, right[other]):
+        return (f"d{p} is what d{other} should be: the two are swapped (step 10 `hpreact = bngain * bnraw + bnbias`: "
+                "dbngain = (dhpreact * bnraw).sum(0, keepdim=True), dbnbias = dhpreact.sum(0, keepdim=True))")
+    shape = v["bnraw"].shape
+    for name, t in v.items():
+        if name != "bnraw" and torch.is_tensor(t) and t.shape == shape and t.is_floating_point() and _same(
+                got, (dhpreact * t).sum(0, keepdim=True).reshape(got.shape)):
+            return (f"d{p} is (dhpreact * {name}).sum(0): in step 10 `hpreact = bngain * bnraw + bnbias` "
+                    + ("bngain multiplies bnraw, the normalised input, not " + name if p == "bngain" else
+                       "bnbias is added, so its gradient is dhpreact summed over the batch, with no factor"))
+    return ""
+
+
 def diagnose_backward(got: Mapping[str, torch.Tensor], values: Mapping[str, Any],
                       changed: Sequence[str] = ()) -> dict[str, str]:
     """Exercise 4: what a learner's `backward` computed, parameter by parameter, read along the chain.
@@ -1462,6 +1481,7 @@ def diagnose_backward(got: Mapping[str, torch.Tensor], values: Mapping[str, Any]
             continue
         found = [name for name, X in cands.items() if _same(G[p], local_backward(10, v, X)[p])]
         why[p] = why.get(p, "") + (f"d{p} is computed from {found[0]} where dhpreact belongs" if found else
+                                   _step10_operator(p, G[p], v, dhpreact) or
                                    f"d{p} does not follow from your dlogits through steps 12, 11 and 10")
     found = [X for X in cands.values() if all(_same(G[p], local_backward(10, v, X)[p]) for p in ("bngain", "bnbias"))]
     follows = "" if _same(dlogits, right_logits) and (not found or found[0] is dhpreact) else (
