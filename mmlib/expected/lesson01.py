@@ -608,7 +608,7 @@ def _replayed_rows(row: Result, cell: str, namespace: Mapping[str, Any]) -> Resu
                       f"is the vocabulary's size ({V - 3} here) typed in?", row.hint)
     again = check(row.name, got["logits_rows"], W.detach()[xs], atol=1e-6)
     if again.passed:
-        return row
+        return _gradient_row(row, got["logits_rows"], W, xs, setting)
     detail = again.detail
     try:
         shape = tuple(torch.as_tensor(got["logits_rows"]).shape)
@@ -620,6 +620,24 @@ def _replayed_rows(row: Result, cell: str, namespace: Mapping[str, Any]) -> Resu
         detail += f" (is a size typed in, right only for a vocabulary of {V - 3}?)"
     return Result(row.name, "wrong", f"right for this notebook's W, but your cell, {setting}, gives another "
                   f"tensor than W[xs]: {detail}", row.hint)
+
+
+def _gradient_row(row: Result, logits: torch.Tensor, W: torch.Tensor, xs: torch.Tensor, setting: str) -> Result:
+    """Exercise 4's row once its values are right: the logits must also carry W's gradient, W[xs]'s, since the
+    network learns through them (W requires grad in the replay). A detached copy, `.data` or a no_grad block gives
+    the right numbers and a network that never learns."""
+    if not logits.requires_grad:
+        return Result(row.name, "wrong", f"right values, but your cell, {setting}, gives logits that carry no "
+                      "gradient back to W (detach(), .data, or a torch.no_grad() block?): the network learns through "
+                      "its logits, so they must stay a function of W, as W[xs] is", row.hint)
+    R = torch.randn(logits.shape, generator=torch.Generator().manual_seed(0))
+    (got,) = torch.autograd.grad((logits * R).sum(), W, allow_unused=True)
+    want = torch.zeros_like(W).index_add_(0, xs, R)
+    if got is not None and torch.allclose(got, want, atol=1e-5):
+        return row
+    return Result(row.name, "wrong", f"right values, but your cell, {setting}, gives logits whose gradient with "
+                  "respect to W is not W[xs]'s (part of them made from a copy of W?): each row must be the row of W "
+                  "itself, so that the network's loss reaches W", row.hint)
 
 
 def check_logits_rows(logits_rows: Any, xs: torch.Tensor, ys: torch.Tensor, W: torch.Tensor, *, cell: str = "",

@@ -361,6 +361,11 @@ def _closer_candidate(got: Any, want: float, params: Any, vocab: Vocab, splits: 
         if isinstance(c, (int, float)) and math.isfinite(c) and abs(value - c) * 20 < off:
             return (f"within the tolerance, but not the right number: yours is {value:.7f}, the mean over every "
                     f"example {want:.7f}, and it equals {c:.7f}, {why}")
+    if off > 2e-5 and round(value, 4) != value:
+        return (f"within the tolerance, but not the right number: yours is {value:.7f}, the mean over every example "
+                f"{want:.7f}, {off:.2g} away. The tolerance of 1e-4 is there for a number rounded to four decimals; "
+                f"yours has more digits, and float32 round-off moves a mean by a few 1e-6 only: it is another "
+                f"quantity (a mean of batch means with a shorter last batch, or a part of the examples?)")
     return ""
 
 

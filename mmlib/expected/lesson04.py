@@ -874,8 +874,26 @@ class _Replay:
                 f"way) your {self.names.get(x, f'd{x}')} is {val.dtype}, with float32's precision: {FLOAT32_MADE}")
 
     def wrong(self, x: str) -> bool:
-        scale = max([float(self.grads[s.out].abs().max()) for s in USERS.get(x, []) if s.out in self.grads] + [0.0])
-        return self.ran and x in self.grads and not _allclose(self.value(x), self.grads[x], scale=scale)
+        return self.ran and x in self.grads and not _allclose(self.value(x), self.grads[x], scale=self._scale(x))
+
+    def _scale(self, x: str) -> float:
+        return max([float(self.grads[s.out].abs().max()) for s in USERS.get(x, []) if s.out in self.grads] + [0.0])
+
+    def float32_made(self, x: str) -> str:
+        """The sentence for an answer that is float64 on this float64 batch and right to float32's precision, but not
+        to float64's ("" otherwise): a tensor made in float32 inside the cell (torch.ones(shape) without dtype=) took
+        part, so with dtype = "float64" the gradient keeps only float32's digits."""
+        val = _tensor(self.value(x))
+        if not self.ran or x not in self.grads or val is None or val.dtype != torch.float64 or self.wrong(x):
+            return ""
+        want = self.grads[x]
+        scale = max(self._scale(x), float(want.abs().max()) if want.numel() else 0.0)
+        if bool(((val - want).abs() <= 1e-11 * scale + 1e-9 * want.abs()).all()):
+            return ""
+        off = float(((val - want).abs() / want.abs().clamp_min(1e-300)).max())
+        return (f"on a float64 batch (dtype = \"float64\" in the parameters cell; the check replays your cell that "
+                f"way) your {self.names.get(x, f'd{x}')} is float64 but right only to float32's precision (relative "
+                f"error up to {off:.1g}): {FLOAT32_MADE}")
 
     def follows(self, x: str, keys: Sequence[str]) -> list[str]:
         """The answers above d`x` (among `keys`) that are wrong on this batch and from which the replayed d`x`
@@ -1184,6 +1202,11 @@ def diagnose(ref: References, got: Mapping[str, Any], results: Sequence[checks.R
                        "your formula gives the right number on the notebook's batch only")
             parts = rep.parts(k)
             mark(k, f"right on the notebook's batch, wrong on {label}: {why}" + (f" ({parts})" if parts else ""))
+    if first is not None:
+        for k in keys:
+            if k not in done and rows[idx[k]].passed and (why := first.float32_made(k)):
+                done.add(k)
+                mark(k, why)
     # 3. where a step's true contribution is zero up to round-off on every batch (step 13's, whose max cancels)
     if first is None:
         return rows

@@ -374,7 +374,37 @@ def batchnorm_state_problems(cls: type, dim: int, momentum: float, shape: tuple[
         problems.append(f"after an input that requires grad (as every layer's input does in training), "
                         f"{' and '.join(graph)} carry an autograd graph: update them under torch.no_grad() (or from "
                         "detached statistics), or each batch's graph stays alive, linked to the next")
+    elif why := _input_gradient_problem(with_grad.value, leaf, dim):
+        problems.append(why)
     return problems
+
+
+def _input_gradient_problem(out: object, leaf: torch.Tensor, dim: int) -> str:
+    """Whether the gradient that reaches a training-mode layer's input `leaf` through its output `out` is
+    BatchNorm's ("" when it is, or when there is nothing to compare): the batch statistics are functions of the
+    input, so the gradient flows through them too. A right output with a wrong gradient trains the layers below
+    it wrongly (statistics detached, or the output cut from the input)."""
+    if not isinstance(out, torch.Tensor) or out.shape != leaf.shape:
+        return ""
+    R = torch.randn(leaf.shape, generator=torch.Generator().manual_seed(1))
+    if not out.requires_grad:
+        return ("in training mode the output carries no gradient back to the input (it is detached from x): the "
+                "layers below the BatchNorm would never learn")
+    (got,) = torch.autograd.grad((out * R).sum(), leaf, allow_unused=True)
+    x = leaf.detach().clone().requires_grad_()
+    ref = nn.BatchNorm1d(dim)
+    ((ref(x.transpose(1, 2)).transpose(1, 2) if x.ndim == 3 else ref(x)) * R).sum().backward()
+    if got is not None and torch.allclose(got, x.grad, atol=1e-4, rtol=1e-3):
+        return ""
+    R_plain = ref.weight.detach() * R / (x.detach().var(tuple(range(x.ndim - 1)), correction=0) + ref.eps).sqrt()
+    if got is not None and torch.allclose(got, R_plain, atol=1e-4, rtol=1e-3):
+        return ("in training mode its gradient with respect to the input treats the batch "
+                "mean and variance as constants (detached, or computed under no_grad): they are functions of x, "
+                "and BatchNorm's gradient flows through them too - detach only what goes into the running statistics")
+    return ("in training mode its gradient with respect to the input is not BatchNorm's "
+            "(max |difference| "
+            f"{float((got - x.grad).abs().max()) if got is not None else float('nan'):.3g}): is part of the "
+            "computation detached, or done outside autograd?")
 
 
 def _eval_with_small_variance(bn: object, x: torch.Tensor, g: torch.Generator) -> list[str]:
