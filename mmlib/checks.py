@@ -796,6 +796,38 @@ def device_problem(call: Callable[..., Any], *inputs: torch.Tensor, what: str) -
     return ""
 
 
+def gradient_problem(call: Callable[..., Any], inputs: Mapping[str, torch.Tensor], reference: Callable[..., Any], *,
+                     what: str, seed: int = 3) -> str:
+    """Whether the gradient that flows back through `call(*inputs)` to each input is the one through
+    `reference(*inputs)` ("" when it is, or when there is nothing to compare): for an answer whose output is right.
+    An output computed partly outside autograd (detach(), .data, a tensor rebuilt from numbers, torch.no_grad())
+    has the right values and trains wrongly. Float64 inputs, so round-off cannot hide a difference."""
+    names = list(inputs)
+    leaves = [inputs[k].detach().double().clone().requires_grad_() for k in names]
+    try:
+        out = call(*leaves)
+    except Exception as err:  # noqa: BLE001 - the learner's error is the finding
+        return (f"{what} raises when its inputs require grad, as they do in training: {describe_error(err)} (an "
+                "in-place operation on an input autograd needs?)")
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+        return ""
+    if not out.requires_grad:
+        return (f"{what}'s output carries no gradient back to its inputs (detach(), .data, torch.no_grad() or a "
+                "tensor rebuilt from numbers inside?): the layers before it would never learn")
+    R = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    got = torch.autograd.grad((out * R).sum(), leaves, allow_unused=True)
+    mine = [t.detach().clone().requires_grad_() for t in leaves]
+    want = torch.autograd.grad((reference(*mine) * R).sum(), mine, allow_unused=True)
+    off = [k for k, a, b in zip(names, got, want) if b is not None and (
+        a is None or a.shape != b.shape or not torch.allclose(a, b, atol=1e-9 * (1 + float(b.abs().max())),
+                                                              rtol=1e-7))]
+    if not off:
+        return ""
+    return (f"{what}'s output is right, but its gradient with respect to {', '.join(off)} is not: part of the "
+            "computation is cut from autograd (detach(), .data, torch.no_grad(), a tensor rebuilt from numbers), so "
+            "training would follow another gradient than the one of what it computes")
+
+
 def on_one_thread(probe: Callable) -> Callable:
     """Run `probe` with PyTorch on one thread, then restore the setting: a probe's tensors are tiny, so threads
     only add their start-up and, on a busy machine, wait for each other (a check cell then took seconds, not

@@ -136,8 +136,12 @@ def _dtype_or_device_problem(cls: type, g: torch.Generator) -> str:
         if out.shape != want.shape or not torch.equal(out, want):
             return f"on a {x.dtype} input the numbers are not where they are for float32"
     layer = attempt("", cls, n, what=f"MyFlattenConsecutive({n})")
-    return checks.device_problem(layer.value, torch.randn(shape, generator=g),
-                                 what=f"MyFlattenConsecutive({n})") if layer.ok else ""
+    if not layer.ok:
+        return ""
+    x = torch.randn(shape, generator=g)
+    return (checks.device_problem(layer.value, x, what=f"MyFlattenConsecutive({n})")
+            or checks.gradient_problem(layer.value, {"x": x}, lambda t: flatten_consecutive(t, n),
+                                       what=f"MyFlattenConsecutive({n})"))
 
 
 def explain_flatten(cls: type, shape: tuple[int, ...], n: int) -> str:

@@ -521,6 +521,8 @@ def _other_dtype_and_device(row: Result, call: Callable[..., torch.Tensor], shap
                       "or changes the dtype; make it with dtype=q.dtype or from q (*_like)")
     if problem := checks.device_problem(call, q, k, v, what=what):
         return Result(row.name, "wrong", problem)
+    if problem := checks.gradient_problem(call, {"q": q, "k": k, "v": v}, reference, what=what):
+        return Result(row.name, "wrong", problem)
     return row
 
 
@@ -656,7 +658,20 @@ def probe_causal_head(make_head: Callable[..., nn.Module], n_embd: int = 16, hea
     rows.append(_no_window_row(names[5], make_head, n_embd, head_size, x, seed))
     if all(r.passed for r in rows):
         rows = _other_head_size(rows, names, make_head, n_embd, head_size, window, x, seed)
+    if all(r.passed for r in rows) and (problem := _head_gradient_problem(head, x, window)):
+        rows[1] = Result(names[1], "wrong", problem)
     return rows
+
+
+def _head_gradient_problem(head: nn.Module, x: torch.Tensor, window: int) -> str:
+    """`checks.gradient_problem` for a head whose outputs are right, in eval mode (dropout off) on a float64 copy:
+    the gradient reaching x must be the one through attention of its own projections."""
+    try:
+        copy64 = copy.deepcopy(head).double().eval()
+    except Exception:  # noqa: BLE001 - a head that cannot be copied was judged by the rows above
+        return ""
+    return checks.gradient_problem(copy64, {"x": x}, lambda t: attention_reference(
+        copy64.query(t), copy64.key(t), copy64.value(t), window=window), what="the head")
 
 
 def _other_head_size(rows: list[Result], names: tuple[str, ...], make_head: Callable[..., nn.Module], n_embd: int,
