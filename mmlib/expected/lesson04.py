@@ -1379,6 +1379,53 @@ def _which_sum(g: torch.Tensor | None, x: str, v: Mapping[str, Any], own: Mappin
     return ""
 
 
+FUSED_INPUTS = {"logits": ("logits", "Yb"), "hprebn": ("dhpreact_given", "bngain", "bnvar_inv", "bnraw")}
+"""The tensors the text of exercises 2 and 3 lets each one expression read (sizes such as n are numbers)."""
+FUSED_REF = {"hprebn": ("hpreact",)}
+"""The entries of `ref` an answer cell may read: exercise 3's cell starts with `dhpreact_given = ref["hpreact"]`."""
+
+
+def _reads_beyond(cell: str, w: Mapping[str, Any], top: str, names: Mapping[str, str], k: str) -> str:
+    """Which tensors outside `FUSED_INPUTS[k]` a fused answer reads ("" when none): the cell replayed with each tensor
+    it names, one at a time, replaced by random numbers of its shape. An answer that changes with one of them reads it
+    (the forward pass's probs, say): right while that tensor belongs to this batch, and not the one expression asked
+    for."""
+    import ast
+    rep = _Replay(cell, w, top, names, seed=41)
+    base = _tensor(rep.value(k)) if rep.ran else None
+    if base is None:
+        return ""
+    try:
+        read = {node.id for node in ast.walk(ast.parse(cell)) if isinstance(node, ast.Name)
+                and isinstance(node.ctx, ast.Load)}
+    except SyntaxError:
+        return ""
+    g = torch.Generator().manual_seed(5)
+    found = []
+    for name in sorted(read - set(FUSED_INPUTS[k])):
+        ns = _namespace(rep.v, rep.grads)
+        t = ns.get(name)
+        if torch.is_tensor(t) and t.is_floating_point():
+            ns[name] = torch.randn(t.shape, generator=g, dtype=t.dtype)
+        elif isinstance(t, Mapping) and any(torch.is_tensor(x) for x in t.values()):
+            keep = FUSED_REF.get(k, ()) if name == "ref" else ()
+            ns[name] = {kk: torch.randn(x.shape, generator=g, dtype=x.dtype)
+                        if torch.is_tensor(x) and kk not in keep else x for kk, x in t.items()}
+        else:
+            continue
+        out = _tensor(ns.get(names[k])) if _exec(cell, ns) else None
+        if out is None or out.shape != base.shape or not torch.allclose(out.double(), base.double(), rtol=1e-6,
+                                                                          atol=1e-12):
+            found.append(name)
+    if not found:
+        return ""
+    allowed = " and ".join(f"`{x}`" for x in FUSED_INPUTS[k])
+    return (f"the value is right, but your cell reads {', '.join(f'`{x}`' for x in found)}: replayed with other "
+            f"values there, your {names[k]} changed. The exercise asks for one expression from {allowed} (and sizes "
+            "such as n): other tensors of the forward or backward pass hold this batch's values only, so the "
+            "expression is not the formula the derivation gives")
+
+
 def _diagnose_fused(ref: References, got: Mapping[str, Any], rows: list[checks.Result], *, atol: float, rtol: float,
                     cell: str, names: Mapping[str, str]) -> list[checks.Result]:
     """Exercises 2 and 3: the answer fitted as a combination of the formula's terms, on the notebook's batch and,
@@ -1422,6 +1469,8 @@ def _diagnose_fused(ref: References, got: Mapping[str, Any], rows: list[checks.R
                        f"for n = {ref.n} where n belongs?" if j == 0 else f"right on the notebook's batch, wrong on "
                        f"{label}: {fit}{extra}")
                 break
+            else:
+                why = _reads_beyond(cell, worlds(ref)[0][1], top, names, k)
         if why:
             rows[i] = checks.Result(r.name, "wrong", why if r.passed else f"{r.detail}; {why}", r.hint)
     return rows

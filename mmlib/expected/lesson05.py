@@ -262,10 +262,12 @@ def probe_batchnorm(cls: type, seed: int = 0, dim: int = 6, momentum: float = 0.
         n = math.prod(shape[:-1])   # values averaged per channel: a factor of n or n - 1 is named as such
         rows.append(_training_output_row(names[0], layer, got.value, batches[-1], outs[-1], n, hint_shape))
         mean_hint, var_hint = _running_hints(layer, batches, momentum, mean, var, hint_shape)
-        rows.append(check(names[1], _per_channel(getattr(layer, "running_mean", None), dim), mean, atol=ATOL,
-                          rtol=1e-5, hint=mean_hint))
-        rows.append(check(names[2], _per_channel(getattr(layer, "running_var", None), dim), var, atol=ATOL,
-                          rtol=1e-5, hint=var_hint, n=n))
+        rows.append(_buffer_shape_row(names[1], getattr(layer, "running_mean", None), dim, layout) or check(
+            names[1], _per_channel(getattr(layer, "running_mean", None), dim), mean, atol=ATOL, rtol=1e-5,
+            hint=mean_hint))
+        rows.append(_buffer_shape_row(names[2], getattr(layer, "running_var", None), dim, layout) or check(
+            names[2], _per_channel(getattr(layer, "running_var", None), dim), var, atol=ATOL, rtol=1e-5,
+            hint=var_hint, n=n))
         problems = (checks.quietly(batchnorm_state_problems, cls, dim, momentum, shape, scale, shift, g, default=[])
                     if rows[-3].passed else [])
         in_eval = [p for p in problems if p.startswith("in eval mode")]
@@ -321,6 +323,20 @@ def _eval_hint(layer: object, got: object, x: torch.Tensor) -> str:
             if torch.allclose(g, own, atol=ATOL, rtol=1e-5):
                 return why
     return hint
+
+
+def _buffer_shape_row(name: str, t: object, dim: int, layout: str) -> Result | None:
+    """A wrong row for a running statistic that holds one number per channel but no longer has the shape (C,) it
+    was made with (the lecture's keepdim=True statistics assigned back); None otherwise, for the value check."""
+    if not (isinstance(t, torch.Tensor) and t.numel() == dim and t.shape != (dim,)
+            and [d for d in t.shape if d != 1] == [dim]):
+        return None
+    buffer = name.split(": ")[-1].split(" ")[0]
+    return Result(name, "wrong", f"after {layout} batches {buffer} has shape {tuple(t.shape)}, where it was made "
+                  f"({dim},): one number per channel, but a buffer must keep its shape. state_dict saves it, a new "
+                  f"layer of shape ({dim},) must load it, and in eval mode an (N, C) input meets (1, 1, C) statistics "
+                  "and comes out 3-D", "reduce without keepdim for the running statistics, or reshape the batch's "
+                  "statistics to (C,) before blending them in (lesson 03's keepdim=True shapes are for normalising)")
 
 
 def _per_channel(t: object, dim: int) -> object:
