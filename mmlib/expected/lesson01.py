@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -608,7 +609,7 @@ def _replayed_rows(row: Result, cell: str, namespace: Mapping[str, Any]) -> Resu
                       f"is the vocabulary's size ({V - 3} here) typed in?", row.hint)
     again = check(row.name, got["logits_rows"], W.detach()[xs], atol=1e-6)
     if again.passed:
-        return _gradient_row(row, got["logits_rows"], W, xs, setting)
+        return _device_row(_gradient_row(row, got["logits_rows"], W, xs, setting), cell, namespace, world)
     detail = again.detail
     try:
         shape = tuple(torch.as_tensor(got["logits_rows"]).shape)
@@ -620,6 +621,30 @@ def _replayed_rows(row: Result, cell: str, namespace: Mapping[str, Any]) -> Resu
         detail += f" (is a size typed in, right only for a vocabulary of {V - 3}?)"
     return Result(row.name, "wrong", f"right for this notebook's W, but your cell, {setting}, gives another "
                   f"tensor than W[xs]: {detail}", row.hint)
+
+
+def _device_row(row: Result, cell: str, namespace: Mapping[str, Any], world: Mapping[str, Any]) -> Result:
+    """Exercise 4's row once its values and gradient are right: the cell replayed with `world`'s tensors on the
+    'meta' device, standing in for a GPU (the lesson's `device` parameter), must give its logits there. A tensor
+    the cell makes without device= (torch.eye(V), torch.arange) stays on the CPU and meets W on the GPU."""
+    if not row.passed:
+        return row
+    meta = {k: (v.detach().to("meta") if isinstance(v, torch.Tensor) else v) for k, v in world.items()}
+    got, error = replay(cell, namespace, meta, ("logits_rows",))
+    out = got.get("logits_rows")
+    moves = re.search(r"\.cpu\(|\.to\(\s*['\"]cpu['\"]|device\s*=\s*['\"]cpu['\"]", cell)
+    if error and "device" in error and ("meta" in error or "cpu" in error):
+        why = f"raises {error}"
+    elif error and "copy out of meta" in error and moves:   # the cell moves a tensor to the CPU itself
+        why = (f"moves a tensor to the CPU ({moves.group(0).rstrip('(')}...), so the rest of it meets W on another "
+               "device")
+    elif not error and isinstance(out, torch.Tensor) and out.device.type != "meta":
+        why = f"gives logits on {out.device}, not on W's device"
+    else:   # runs there, or fails for a reason a data-less tensor has (reading a value): nothing to say
+        return row
+    return Result(row.name, "wrong", f"right on the CPU, but with W and xs on another device (here 'meta', standing in "
+                  f"for a GPU: lesson 01's `device` parameter) your cell {why}: a tensor made inside it without "
+                  "device= stays on the CPU; index W with xs, or make it with device=W.device", row.hint)
 
 
 def _gradient_row(row: Result, logits: torch.Tensor, W: torch.Tensor, xs: torch.Tensor, setting: str) -> Result:
