@@ -1067,6 +1067,8 @@ def diagnose(ref: References, got: Mapping[str, Any], results: Sequence[checks.R
 
     def mark(k: str, why: str, *, replace: bool = False, hint: str | None = None) -> None:
         r = rows[idx[k]]
+        if not replace and why in r.detail:   # the same finding in another replay world: said once
+            return
         detail = why if replace or r.passed or not r.detail else f"{r.detail}; {why}"
         rows[idx[k]] = checks.Result(r.name, "wrong" if r.passed else r.status, detail,
                                      r.hint if hint is None else hint)
