@@ -141,6 +141,20 @@ def test_probe_catches_a_backward_that_uses_the_notebooks_batch_size():
     assert "2 x autograd's" in row.detail and "global batch size" in row.detail and "X.shape[0]" in row.hint
 
 
+def test_probe_says_when_backward_raises_only_for_targets_that_miss_the_last_character():
+    # One-hot as wide as the largest target: raises on a batch without character 26, runs on one with it.
+    def narrow_one_hot(params, cache, Y):
+        grads = _backward(params, cache, Y)
+        F.one_hot(Y).to(grads["b2"].dtype) + torch.zeros(len(Y), params["W2"].shape[1], dtype=grads["b2"].dtype)
+        return grads
+
+    p, X = _params(), _batch(n=30)[0]
+    Y = torch.arange(30) % 20   # every target below 26
+    probe = probe_backward(narrow_one_hot, _forward, p, X, Y, want=E.autograd_grads(p, X, Y), names=E.PARAMS)
+    assert not probe.ready and "runs when the batch's targets include the last character (26)" in probe.problem
+    assert "F.one_hot(Y, num_classes)" in probe.problem
+
+
 def test_probe_names_a_key_that_is_not_a_parameter():
     def renamed(params, cache, Y):
         grads = _backward(params, cache, Y)

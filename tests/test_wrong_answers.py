@@ -218,7 +218,8 @@ def run_04(exercise: str, code: str, after_solution: bool = False) -> list[Resul
         params = {k: t.clone() for k, t in _params_04(200).items()}
         _run(_cells_04()["forward"], ns)
         backward, forward = ns["backward"], ns["forward"]
-        Xp, Yp = torch.randint(0, 27, (64, 3), generator=g), torch.randint(0, 27, (64,), generator=g)
+        gp = torch.Generator().manual_seed(4)   # its own: the probe must not depend on the entries run before it
+        Xp, Yp = torch.randint(0, 27, (64, 3), generator=gp), torch.randint(0, 27, (64,), generator=gp)
         probe = probe_backward(backward, forward, params, Xp, Yp, want=E.autograd_grads(params, Xp, Yp),
                                names=E.PARAMS)
         got_steps, want_steps = [], []

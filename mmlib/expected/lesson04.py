@@ -442,7 +442,7 @@ def probe_backward(backward: Callable, forward: Callable, params: Mapping[str, t
     except Exception as err:  # a learner's bug: explain it here rather than deep inside training
         return Probe(None, want, names, len(X),
                      f"Exercise 4: backward raised {checks.describe_error(err)} (call backward on a batch of "
-                     f"{len(X)} in a new cell to see where)")
+                     f"{len(X)} in a new cell to see where)" + _raises_for_targets(backward, forward, params, X, Y))
     if got is TODO:
         return Probe(TODO, want, names, len(X),
                      "Exercise 4: `backward` still returns TODO. Fill it in (cell above) and run again.",
@@ -476,6 +476,26 @@ def probe_backward(backward: Callable, forward: Callable, params: Mapping[str, t
         except Exception:  # noqa: BLE001 - parameters of another network: no diagnosis, the rows still compare
             values = None
     return Probe(got, want, names, len(X), problem, values=values, changed=changed, float64=float64, context=context)
+
+
+ONE_HOT_WIDTH = ("the one-hot of the targets must be as wide as the vocabulary (C.shape[0] or logits.shape[1]), not as "
+                 "the largest target in the batch: F.one_hot(Y, num_classes)")
+
+
+def _raises_for_targets(backward: Callable, forward: Callable, params: Mapping[str, torch.Tensor], X: torch.Tensor,
+                        Y: torch.Tensor) -> str:
+    """When `backward` raised on (X, Y): "" unless it runs on the same inputs with targets that hold every character
+    once (0, 1, ..., V-1, ...), which says that a size in it follows the largest target of the batch."""
+    V = params["C"].shape[0]
+    if len(X) < V or int(Y.max()) == V - 1:
+        return ""
+    try:
+        with torch.no_grad():
+            backward({k: t.clone() for k, t in params.items()}, forward(params, X)[1], torch.arange(len(X)).to(Y) % V)
+    except Exception:  # noqa: BLE001 - it raises whatever the targets: the first message stands alone
+        return ""
+    return (f". It runs when the batch's targets include the last character ({V - 1}), which this batch's do not: "
+            + ONE_HOT_WIDTH)
 
 
 def _float64_problem(backward: Callable, forward: Callable, params: Mapping[str, torch.Tensor], X: torch.Tensor,
@@ -556,9 +576,8 @@ def _probe_worlds(params: Mapping[str, torch.Tensor], X: torch.Tensor, Y: torch.
     # little) in every world, so the world built to show it comes first
     return [(f"where the hidden units' batch variance is about eps = {EPS:g}", "where bnvar_inv is computed again, "
              "is eps inside the square root as in the forward pass, bnvar_inv = (bnvar + eps)**-0.5?", quiet, X, Y),
-            (f"on a batch of {few} whose targets are the characters 0 to {few - 1} only", "the one-hot of the targets "
-             "must be as wide as the vocabulary (C.shape[0] or logits.shape[1]), not as the largest target in the "
-             "batch: F.one_hot(Y, num_classes)", params, X[:few], torch.arange(few).to(Y)),
+            (f"on a batch of {few} whose targets are the characters 0 to {few - 1} only", ONE_HOT_WIDTH, params,
+             X[:few], torch.arange(few).to(Y)),
             (f"on a network that reads {block} characters instead of this notebook's context of {block - 1} "
              f"characters (W1 of shape {tuple(wider['W1'].shape)}, X of {block} "
              "columns)", "is the context length typed in? Read it from the tensors (X.shape[1], or "
