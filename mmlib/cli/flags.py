@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import inspect
 import io
 import textwrap
@@ -50,6 +51,11 @@ def flag_of(name: str) -> str:
 
 def field_comments(cls: type) -> dict[str, str]:
     """The comment after each field of a config dataclass (with its continuation lines), by field name."""
+    return dict(_field_comments(cls))
+
+
+@functools.cache   # reading a class's source parses its whole module: once per process, not once per parser
+def _field_comments(cls: type) -> dict[str, str]:
     comments: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if klass is object or not dataclasses.is_dataclass(klass):
