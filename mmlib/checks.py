@@ -472,12 +472,14 @@ def shares_parameters(mine: Any, theirs: Any, mine_name: str = "my_model", their
 
 def changed_since_training(model: Any, lesson_run: TrainResult | None, name: str = "model") -> str:
     """Why the lesson's `model` is no longer the one `lesson_run` trained ("" when it still is, or when there is
-    nothing to compare): its parameters or buffers differ from those the run left (`TrainResult.digest`)."""
+    nothing to compare): its parameters, buffers or module settings differ from those the run left
+    (`TrainResult.digest`)."""
     recorded = getattr(lesson_run, "digest", "")
     if not recorded or not hasattr(model, "state_dict") or state_digest(model) == recorded:
         return ""
-    return (f"the lesson's `{name}` has changed since its training run ended: its weights or buffers are no longer "
-            f"those that run left, so something trained or edited `{name}` itself (before copying it?). The "
+    return (f"the lesson's `{name}` has changed since its training run ended: its weights, buffers or module "
+            f"settings (a dropout's p, say) are no longer those that run left, so something trained or edited "
+            f"`{name}` itself (before copying it?). The "
             f"lesson's dev loss, your target, belongs to `{name}` as that run left it: re-run the lesson's training "
             f"cell, then train or change only a copy, copy.deepcopy({name})")
 

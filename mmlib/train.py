@@ -760,13 +760,14 @@ def _finish(run: _Run) -> TrainResult:
 
 
 def state_digest(model) -> str:
-    """A fingerprint of the exact values of every parameter and buffer in `model.state_dict()`.
+    """A fingerprint of the exact values of every parameter and buffer in `model.state_dict()`, and of the settings
+    its modules print (`repr`: a Dropout's p, a LayerNorm's eps), which change what the model does without a value.
 
     `train` returns the one of the model it leaves (`TrainResult.digest`): a later change to the model (more
     training, an edit in place) then shows, and a lesson's check can tell that the model a run's results belong to
     is no longer the one in the notebook (`mmlib.checks.train_your_model`).
     """
-    h = hashlib.sha1()
+    h = hashlib.sha1(repr(model).encode())
     for name, t in model.state_dict().items():
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
