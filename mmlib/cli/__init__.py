@@ -33,6 +33,7 @@ try:   # PyTorch is slow to load: Ctrl-C meanwhile ends with one line, as it doe
     import re
     import signal
     import threading
+    import time
     import typing
     from collections.abc import Sequence
     from dataclasses import dataclass
@@ -86,6 +87,9 @@ SAMPLE_FLAGS = {"n": "-n", "temperature": "--temperature", "top_k": "--top-k", "
 """sample_words' parameters and the flags of `makemore sample` that set them."""
 SAMPLE_CHUNK = 1_000
 """`makemore sample` draws at most this many words at once (a transformer's draw of a million would not fit)."""
+RANK0_FIRST_S = 30
+"""Under torchrun, how long a process other than 0 waits after an input error before ending: long enough for
+process 0, which checks the same input, to say what is wrong (torchrun then stops the waiting ones)."""
 
 
 class Interrupted(Exception):
@@ -572,6 +576,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Under torchrun every process checks the same input: process 0 says what is wrong, once.
         if os.environ.get("RANK", "0") == "0" or isinstance(e, (RuntimeError, OSError)):
             print(f"{prog}: error: {in_flags(' '.join(str(e).split()))}", file=sys.stderr)
+        elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # torchrun stops every process as soon as one ends with an error: the others wait (torchrun stops them
+            # when process 0 ends), so that process 0 is not stopped before it has said what is wrong
+            time.sleep(RANK0_FIRST_S)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
