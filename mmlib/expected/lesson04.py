@@ -18,6 +18,7 @@ sentence instead of surfacing deep inside training.
 
 from __future__ import annotations
 
+import ast
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -766,7 +767,6 @@ def replay_target(code: str, v: Mapping[str, Any], target: str, given: Mapping[s
 @functools.lru_cache(maxsize=64)
 def _statements(code: str) -> tuple | None:
     """The top-level statements of a cell, each compiled on its own (None when it does not parse)."""
-    import ast
     try:
         tree = ast.parse(code)
     except SyntaxError:
@@ -775,7 +775,6 @@ def _statements(code: str) -> tuple | None:
 
 
 def _reads(code: str) -> set[str]:
-    import ast
     try:
         return {node.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name)}
     except SyntaxError:
@@ -1004,7 +1003,6 @@ def replay_failure(rep: _Replay, label: str) -> tuple[set[str], str]:
     """Why a cell that ran in the notebook raises when replayed on the world `rep` was built on (`label`): the names
     the failing statement assigns and a sentence with the error. A dtype error is named as such: every replay
     world is float64, as the parameters cell's dtype = "float64" makes the notebook's."""
-    import ast
     try:
         tree = ast.parse(rep.code)
     except SyntaxError:
@@ -1411,7 +1409,6 @@ def _reads_beyond(cell: str, w: Mapping[str, Any], top: str, names: Mapping[str,
     it names, one at a time, replaced by random numbers of its shape. An answer that changes with one of them reads it
     (the forward pass's probs, say): right while that tensor belongs to this batch, and not the one expression asked
     for."""
-    import ast
     rep = _Replay(cell, w, top, names, seed=41)
     base = _tensor(rep.value(k)) if rep.ran else None
     if base is None:
