@@ -777,6 +777,11 @@ def graph_in_state(obj: Any, names: Sequence[str]) -> list[str]:
             and (getattr(obj, n).requires_grad or getattr(obj, n).grad_fn is not None)]
 
 
+def is_device_error(message: str) -> bool:
+    """Whether an error's message is PyTorch's about tensors on two devices (a CPU tensor meeting a 'meta' one)."""
+    return "device" in message and ("meta" in message or "cpu" in message)
+
+
 def device_problem(call: Callable[..., Any], *inputs: torch.Tensor, what: str) -> str:
     """Run `call(*inputs)` with the inputs on the 'meta' device, standing in for a GPU (no data, no memory): a tensor
     the answer makes on the CPU without `device=` then meets a meta one, as it would meet a CUDA one, and PyTorch
@@ -786,8 +791,7 @@ def device_problem(call: Callable[..., Any], *inputs: torch.Tensor, what: str) -
     try:
         out = call(*meta)
     except Exception as err:  # noqa: BLE001 - a learner's error is the finding, not a crash of the check
-        msg = str(err)
-        if "device" in msg and ("meta" in msg or "cpu" in msg):
+        if is_device_error(str(err)):
             return (f"{what} fails when its inputs are on another device than the CPU (here 'meta', standing in for a "
                     f"GPU): {describe_error(err)}. A tensor made inside it (a mask, torch.ones, torch.tril, arange) "
                     "stays on the CPU: give it device=x.device, or use *_like functions or a registered buffer")

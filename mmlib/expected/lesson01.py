@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mmlib.checks import TODO, Result, check, check_that, explain, replay, rows_of
+from mmlib.checks import TODO, Result, check, check_that, explain, is_device_error, replay, rows_of
 from mmlib.data import build_dataset, split_words
 from mmlib.vocab import Vocab
 
@@ -633,7 +633,7 @@ def _device_row(row: Result, cell: str, namespace: Mapping[str, Any], world: Map
     got, error = replay(cell, namespace, meta, ("logits_rows",))
     out = got.get("logits_rows")
     moves = re.search(r"\.cpu\(|\.to\(\s*['\"]cpu['\"]|device\s*=\s*['\"]cpu['\"]", cell)
-    if error and "device" in error and ("meta" in error or "cpu" in error):
+    if error and is_device_error(error):
         why = f"raises {error}"
     elif error and "copy out of meta" in error and moves:   # the cell moves a tensor to the CPU itself
         why = (f"moves a tensor to the CPU ({moves.group(0).rstrip('(')}...), so the rest of it meets W on another "

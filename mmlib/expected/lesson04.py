@@ -1404,23 +1404,18 @@ FUSED_REF = {"hprebn": ("hpreact",)}
 """The entries of `ref` an answer cell may read: exercise 3's cell starts with `dhpreact_given = ref["hpreact"]`."""
 
 
-def _reads_beyond(cell: str, w: Mapping[str, Any], top: str, names: Mapping[str, str], k: str) -> str:
-    """Which tensors outside `FUSED_INPUTS[k]` a fused answer reads ("" when none): the cell replayed with each tensor
-    it names, one at a time, replaced by random numbers of its shape. An answer that changes with one of them reads it
-    (the forward pass's probs, say): right while that tensor belongs to this batch, and not the one expression asked
-    for."""
-    rep = _Replay(cell, w, top, names, seed=41)
-    base = _tensor(rep.value(k)) if rep.ran else None
+def _reads_beyond(rep: _Replay, k: str) -> str:
+    """Which tensors outside `FUSED_INPUTS[k]` a fused answer reads ("" when none): the cell of the replay `rep`, which
+    was right, run again with each tensor it names, one at a time, replaced by random numbers of its shape. An answer
+    that changes with one of them reads it (the forward pass's probs, say): right while that tensor belongs to this
+    batch, and not the one expression asked for."""
+    cell, names = rep.code, rep.names
+    base = _tensor(rep.value(k))
     if base is None:
-        return ""
-    try:
-        read = {node.id for node in ast.walk(ast.parse(cell)) if isinstance(node, ast.Name)
-                and isinstance(node.ctx, ast.Load)}
-    except SyntaxError:
         return ""
     g = torch.Generator().manual_seed(5)
     found = []
-    for name in sorted(read - set(FUSED_INPUTS[k])):
+    for name in sorted(_reads(cell) - set(FUSED_INPUTS[k])):
         ns = _namespace(rep.v, rep.grads)
         t = ns.get(name)
         if torch.is_tensor(t) and t.is_floating_point():
@@ -1461,6 +1456,8 @@ def _diagnose_fused(ref: References, got: Mapping[str, Any], rows: list[checks.R
             top = "hpreact" if k == "hprebn" else "loss"
             for j, (label, w) in enumerate(worlds(ref)):
                 rep = _Replay(cell, w, top, names, seed=31 + j)
+                if j == 0:
+                    first = rep   # the notebook-like world: `_reads_beyond` replays its cell again
                 if not rep.ran:
                     why = replay_failure(rep, label)[1]
                     break
@@ -1488,7 +1485,7 @@ def _diagnose_fused(ref: References, got: Mapping[str, Any], rows: list[checks.R
                        f"{label}: {fit}{extra}")
                 break
             else:
-                why = _reads_beyond(cell, worlds(ref)[0][1], top, names, k)
+                why = _reads_beyond(first, k)
         if why:
             rows[i] = checks.Result(r.name, "wrong", why if r.passed else f"{r.detail}; {why}", r.hint)
     return rows
