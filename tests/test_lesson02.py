@@ -26,14 +26,14 @@ LEARNER = NOTEBOOKS / "02_mlp.ipynb"
 def test_solution_passes_every_check(run_lesson):
     metrics, _ = run_lesson(SOLUTION)
     c = metrics["checks"]
-    assert c["total"] == 7
+    assert c["total"] == 8
     assert c["correct"] == c["total"], c
 
 
 def test_learner_checks_are_all_not_attempted(run_lesson):
     metrics, _ = run_lesson(LEARNER)
     c = metrics["checks"]
-    assert c["total"] == 7
+    assert c["total"] == 8
     assert c["todo"] == c["total"], c
     assert metrics["exercise1"]["dev_loss_reported"] is None
 
@@ -196,6 +196,46 @@ def test_exercise3_check_takes_a_model_and_counts_todo(names):
     rep, _ = ex.check_direct_connections(model, 3.0, words[:20], vocab, block_size=3, display=False)
     assert rep.results[0].status == "wrong" and "got None" in rep.results[0].detail
 
+
+
+class _Direct(torch.nn.Module):
+    """The exercise's model over given tensors; `cut` detaches one path as exercise 3's wrong answers do."""
+
+    def __init__(self, P, cut=""):
+        super().__init__()
+        self.cut = cut
+        for k, v in P.items():
+            setattr(self, k, torch.nn.Parameter(v.clone()))
+
+    def forward(self, idx, targets=None):
+        logits = ex.direct_logits(dict(self.named_parameters()), idx, self.cut)
+        return logits, None if targets is None else F.cross_entropy(logits, targets)
+
+
+@pytest.mark.parametrize("cut", ["", *ex.CUT_PATHS])
+def test_exercise3_gradient_row_finds_the_model_and_names_a_path_cut_from_autograd(names, cut):
+    """Parameters and dev loss agree whatever gradient trained them: the model in the namespace shows the cut."""
+    words, vocab = names
+    V = len(vocab)
+    P = {**_params(V), "W_direct": 0.1 * torch.randn(30, V, generator=torch.Generator().manual_seed(2))}
+    net = _Direct(P, cut)
+    hand_in = {k: v.detach().clone() for k, v in net.state_dict().items()}   # clones: found by value
+    dev = ex.mlp_loss(hand_in, words[:50], vocab)
+    namespace = {"lesson_model": torch.nn.Linear(2, 2), "net": net}
+    rep, _ = ex.check_direct_connections(hand_in, dev, words[:50], vocab, block_size=3, display=False,
+                                         namespace=namespace)
+    row = rep.results[-1]
+    assert row.name == "trained by the exercise's gradient"
+    if not cut:
+        assert rep.all_passed, repr(rep)
+    else:
+        assert row.status == "wrong" and ex.CUT_PATHS[cut] in row.detail, row.detail
+    # with no module holding the tensors the row passes and says it could not check; without a namespace, no row
+    rep, _ = ex.check_direct_connections(hand_in, dev, words[:50], vocab, block_size=3, display=False,
+                                         namespace={"other": _Direct(_params(V, seed=1) | {"W_direct": P["W_direct"]})})
+    assert rep.results[-1].passed and "not checked" in rep.results[-1].detail
+    rep, _ = ex.check_direct_connections(hand_in, dev, words[:50], vocab, block_size=3, display=False)
+    assert [r.name for r in rep.results][-1] == "W_direct is used"
 
 # ---- mmlib.expected.lesson02 ------------------------------------------------------------------
 

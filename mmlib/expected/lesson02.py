@@ -13,15 +13,17 @@ so that the notebook's check cell is one call and the tests can call it directly
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from mmlib.checks import Report, Result, check, check_that, explain, is_todo, name_sizes, show
+from mmlib.checks import Report, Result, check, check_that, explain, is_todo, name_sizes, quietly, show, tensor_state
 from mmlib.validate import positive_int
 from mmlib.vocab import Vocab
 
@@ -109,15 +111,21 @@ def mlp_loss(params: Mapping[str, torch.Tensor], words: Sequence[str], vocab: Vo
 
 def check_direct_connections(direct_params, direct_dev_loss, words: Sequence[str], vocab: Vocab, block_size: int,
                              n_embd: int = 10, *, title: str = "Exercise 3: direct connections",
-                             display: bool = True, train_words: Sequence[str] = ()) -> tuple[Report, dict[str, float]]:
-    """Exercise 3: the shape of `W_direct`, the reported dev loss, and whether `W_direct` is used at all.
+                             display: bool = True, train_words: Sequence[str] = (),
+                             namespace: Mapping[str, Any] | None = None) -> tuple[Report, dict[str, float]]:
+    """Exercise 3: the shape of `W_direct`, the reported dev loss, whether `W_direct` is used at all, and
+    whether the model that trained them follows the exercise's gradient.
 
     `direct_params` is the dict of tensors handed in (a model's `state_dict()`; a `torch.nn.Module`
     is read through its `state_dict()`), `words` the dev names. The dev loss is re-evaluated by
     `mlp_loss` with and without `W_direct`: if removing it changes nothing, it was not trained or not
-    used. Parameters that cannot be evaluated (wrong shapes) give failed rows that say why, not a
+    used. With the notebook's `namespace`, the module that holds `direct_params` is found there and its
+    gradient compared with the exercise's (`training_gradient_problem`): parameters and loss agree with
+    each other whatever gradient trained them, so only the model can show a path cut from autograd.
+    Parameters that cannot be evaluated (wrong shapes) give failed rows that say why, not a
     traceback. Returns the report and the two re-evaluated losses (NaN when they could not be computed).
     """
+    found = quietly(training_module, direct_params, namespace, default=None) if namespace is not None else None
     if isinstance(direct_params, torch.nn.Module):
         direct_params = direct_params.state_dict()
     want_shape = (block_size * n_embd, len(vocab))
@@ -152,9 +160,10 @@ def check_direct_connections(direct_params, direct_dev_loss, words: Sequence[str
     except (ValueError, AttributeError) as e:   # malformed parameters: a failed row instead of a traceback
         with_direct = without_direct = float("nan")
         problem = f"cannot evaluate direct_params: {e}"
+    gradient_row = ["trained by the exercise's gradient"] if namespace is not None else []
     if problem:
         rows = [Result(name, "error", problem, hint="fix the shapes in direct_params first")
-                for name in ("direct_dev_loss", "W_direct is used")]
+                for name in ("direct_dev_loss", "W_direct is used", *gradient_row)]
     else:
         row_loss = check("direct_dev_loss", direct_dev_loss, with_direct, atol=1e-4,
                          hint="report the dev loss of the model in direct_params, with its direct connections")
@@ -176,10 +185,140 @@ def check_direct_connections(direct_params, direct_dev_loss, words: Sequence[str
                    f"logits (was it trained?)")
             used = Result(used.name, "wrong", f"{used.detail}; {why}", used.hint)
         rows = [row_loss, used]
+        if gradient_row and is_todo(direct_params):
+            rows.append(Result(gradient_row[0], "todo", "replace TODO with your answer"))
+        elif gradient_row and found is None:
+            unchecked = ("no nn.Module of the notebook holds these tensors (trained by a loop of your own?): how "
+                         "they were trained is not checked")
+            rows.append(Result(gradient_row[0], "close", unchecked))
+        elif gradient_row:
+            name, module, names = found
+            problem = quietly(training_gradient_problem, module, names, words, vocab, block_size, what=name)
+            rows.append(check_that(gradient_row[0], name, not problem,
+                                   problem or f"{name}'s loss gives {', '.join(names)} the gradient of the "
+                                              f"exercise's model", hint="train W_direct and the embeddings through "
+                                   "the same emb as the hidden layer, with nothing detached"))
     rep = Report([shape_row, *rows], title)
     if display:
         show(rep)
     return rep, {"dev_loss_reevaluated": with_direct, "dev_loss_without_direct": without_direct}
+
+
+def training_module(direct_params: Any, namespace: Mapping[str, Any]
+                    ) -> tuple[str, nn.Module, dict[str, str]] | None:
+    """The module of the notebook that holds the tensors of `direct_params`: its name there, the module, and the name
+    in the module of each handed-in tensor; None when no module holds them all (parameters trained without one).
+
+    A tensor is held when it is the same memory (a `state_dict()`) or the same values (clones of it)."""
+    P = as_params(direct_params)
+    if not isinstance(P, Mapping) or "W_direct" not in P:
+        return None
+    wanted = {k: v for k, v in P.items() if isinstance(v, torch.Tensor)}
+
+    def same(t: torch.Tensor, p: torch.Tensor) -> bool:
+        if t.shape != p.shape or t.dtype != p.dtype or t.device != p.device:
+            return False
+        same_memory = (t.untyped_storage().data_ptr(), t.storage_offset()) == \
+            (p.untyped_storage().data_ptr(), p.storage_offset())
+        return same_memory or bool(torch.equal(t.detach(), p.detach()))
+
+    for name, obj in list(namespace.items()):
+        if not isinstance(obj, nn.Module) or name.startswith("_"):
+            continue
+        state = tensor_state(obj)
+        names = {k: next((n for n, t in state.items() if same(t, p)), None) for k, p in wanted.items()}
+        if all(names.values()):
+            return name, obj, names
+    return None
+
+
+def direct_logits(P: Mapping[str, torch.Tensor], X: torch.Tensor, cut: str = "") -> torch.Tensor:
+    """The exercise's logits, tanh(emb @ W1 + b1) @ W2 + b2 + emb @ W_direct, from indexing; `cut` detaches one
+    path as a wrong answer might ("direct": emb on the direct path, "hidden": emb into the hidden layer, "h": the
+    hidden layer's output), for naming which path a gradient misses."""
+    emb = P["C"][X].reshape(len(X), -1)
+    h = torch.tanh((emb.detach() if cut == "hidden" else emb) @ P["W1"] + P["b1"])
+    return ((h.detach() if cut == "h" else h) @ P["W2"] + P["b2"]
+            + (emb.detach() if cut == "direct" else emb) @ P["W_direct"])
+
+
+CUT_PATHS = {
+    "direct": "the embeddings are detached on the direct path (emb.detach() @ W_direct, or .data), so C gets no "
+              "gradient through the direct connections",
+    "hidden": "the embeddings are detached where they enter the hidden layer, so C gets no gradient through it",
+    "h": "the hidden layer's output is detached, so W1, b1 and C get no gradient through it",
+}
+
+
+def training_gradient_problem(module: nn.Module, names: Mapping[str, str], words: Sequence[str], vocab: Vocab,
+                              block_size: int, *, what: str = "your model", n: int = 64) -> str:
+    """What training `module` follows, against the exercise's model ("" when the same): `train` backpropagates
+    the loss that `module(X, Y)` returns into `module.parameters()`. On the first `n` examples of `words`, with the
+    module's own values of the six tensors (`names` maps each key to the module's name for it): a tensor that is not
+    a trainable parameter, a returned loss that is not the cross-entropy of the logits, or a gradient other than
+    the exercise's (a path cut from autograd). Logits other than the exercise's give "": the loss rows speak to those.
+    Float64 where the module converts with `.to(torch.float64)`, else float32 with a looser tolerance; a module that
+    returns logits only (`forward(idx)`, trained by a loop of its own) is judged by the cross-entropy of its logits."""
+    X, Y = contexts(words, vocab, block_size)
+    X, Y = X[:n], Y[:n]
+    out = None
+    for dtype, args in itertools.product((torch.float64, torch.float32), ((X, Y), (X,))):
+        try:
+            m = copy.deepcopy(module).to(dtype)
+            out = m(*args)
+            break
+        except Exception:  # noqa: BLE001 - a copy that cannot run in float64 is run as it is; (X,) for own loops
+            continue
+    logits, loss = (out[0], out[1]) if isinstance(out, tuple) and len(out) == 2 else (out, None)
+    if not isinstance(logits, torch.Tensor) or logits.shape != (len(X), len(vocab)):
+        return ""   # a module that does not run as a model: it did not train them through its forward
+    state = tensor_state(m)
+    T = {k: state[v] for k, v in names.items()}
+    tol = dict(rtol=1e-7, atol=1e-9) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    leaves = {k: t.detach().clone().requires_grad_() for k, t in T.items()}
+    want_logits = direct_logits(leaves, X)
+    if not torch.allclose(logits.detach(), want_logits.detach(), rtol=tol["rtol"], atol=tol["atol"] * 100):
+        return ""
+    want_loss = F.cross_entropy(want_logits, Y)
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        loss = F.cross_entropy(logits, Y)   # a model that returns logits only: trained by a loop of its own
+    if not math.isclose(loss.item(), want_loss.item(), rel_tol=1e-5, abs_tol=1e-6):
+        return (f"{what}'s logits are right, but the loss it returns, {loss.item():.4f} on {n} dev examples, is not "
+                f"their cross-entropy, {want_loss.item():.4f}: train follows the gradient of the returned loss, "
+                "so it trained another model (a loss of logits computed before the direct term was added?)")
+    trainable = {id(p) for p in m.parameters() if p.requires_grad}
+    frozen = [k for k, t in T.items() if id(t) not in trainable]
+    if frozen:
+        kinds = {k: ("a parameter with requires_grad=False" if isinstance(T[k], nn.Parameter) else
+                     "a buffer" if any(T[k] is b for b in m.buffers()) else "a plain tensor attribute")
+                 for k in frozen}
+        return (f"in {what}, " + ", ".join(f"{k} is {kind}" for k, kind in kinds.items())
+                + ": it kept its starting values (train, like any torch.optim optimiser, updates only parameters that "
+                "require grad)")
+    if not loss.requires_grad:
+        return f"{what}'s loss carries no gradient (computed under torch.no_grad(), or from detached tensors)"
+    loss.backward()
+    got = {k: T[k].grad for k in T}
+    grads = dict(zip(leaves, torch.autograd.grad(want_loss, list(leaves.values()))))
+
+    def close(g: dict[str, torch.Tensor | None], w: dict[str, torch.Tensor]) -> list[str]:
+        return [k for k in w if g[k] is None or not torch.allclose(
+            g[k], w[k], rtol=tol["rtol"], atol=tol["atol"] * (1 + float(w[k].abs().max())))]
+
+    off = close(got, grads)
+    if not off:
+        return ""
+    for cut, why in CUT_PATHS.items():
+        mine = {k: t.detach().clone().requires_grad_() for k, t in T.items()}
+        cut_loss = F.cross_entropy(direct_logits(mine, X, cut), Y)
+        want = {k: g if g is not None else torch.zeros_like(mine[k]) for k, g in
+                zip(mine, torch.autograd.grad(cut_loss, list(mine.values()), allow_unused=True))}
+        if not close({k: g if g is not None else torch.zeros_like(T[k]) for k, g in got.items()}, want):
+            return (f"{what}'s logits and loss are right, but its gradient is not the exercise's model's: {why}. "
+                    "Training then moves the parameters another way, so direct_params come from another training")
+    return (f"{what}'s logits and loss are right, but the gradient it gives {', '.join(off)} is not theirs: part of "
+            "the forward pass is cut from autograd (detach(), .data, torch.no_grad()), so training followed another "
+            "gradient than the one of what it computes")
 
 
 def loss_floor(X: torch.Tensor, Y: torch.Tensor) -> float:
