@@ -526,6 +526,8 @@ class TrainResult:
     seconds: float                 # wall time of the training steps (evaluations excluded)
     steps: int                     # steps taken, over all the runs that led here (a resumed run counts all)
     digest: str = ""               # `state_digest` of the model the run left ("" for a model without a state_dict)
+    targets: dict[str, int] = field(default_factory=dict)  # the targets (characters to predict) of each split: what
+                                   # a check compares with the lesson's splits (dev examples in the training data)
 
     @property
     def steps_per_second(self) -> float:
@@ -756,7 +758,8 @@ def _finish(run: _Run) -> TrainResult:
     _record_eval(run, final)
     s = run.state
     digest = state_digest(run.model) if hasattr(run.model, "state_dict") else ""
-    return TrainResult(list(s.losses), list(s.evals), final, s.seconds, len(s.losses), digest)
+    targets = {k: int((Y != IGNORE).sum()) for k, (_, Y) in run.splits.items()}
+    return TrainResult(list(s.losses), list(s.evals), final, s.seconds, len(s.losses), digest, targets)
 
 
 def state_digest(model) -> str:

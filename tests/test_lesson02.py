@@ -323,3 +323,30 @@ def test_mlp_loss_says_which_shape_is_off(names, change, message):
     change(p)
     with pytest.raises(ValueError, match=message):
         ex.mlp_loss(p, words[:10], vocab)
+
+
+def test_exercise1_names_a_run_that_trained_on_the_dev_split_too(names):
+    """The run that left the handed-in model is found by its digest; its training targets show a split mixed in."""
+    from mmlib.models import MLP, MLPConfig
+    from mmlib.train import TrainConfig, train
+
+    words, vocab = names
+    parts = {"training": words[:60], "dev": words[60:80], "test": words[80:100]}
+    data = {k: build_dataset(ws, vocab, 3) for k, ws in parts.items()}
+    leak = (torch.cat([data["training"][0], data["dev"][0]]), torch.cat([data["training"][1], data["dev"][1]]))
+    cfg = TrainConfig(max_steps=5, progress=False)
+    for train_split, leaked in ((data["training"], False), (leak, True)):
+        net = MLP(MLPConfig(vocab_size=len(vocab), n_hidden=8), generator=torch.Generator().manual_seed(0))
+        run = train(net, {"train": train_split, "dev": data["dev"]}, cfg, generator=torch.Generator().manual_seed(0))
+        assert run.targets == {"train": len(train_split[1]), "dev": len(data["dev"][1])}
+        params = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        namespace = {"net": net, "run": run}
+        row, _ = ex.check_reported_loss("dev loss", run.final["dev"], params, vocab, parts, "dev", hint="",
+                                        namespace=namespace)
+        assert row.passed != leaked, row.detail
+        if leaked:
+            assert "and the dev split's" in row.detail and "not held out" in row.detail
+        # a model changed after its run (or no run at all) is not judged by that run
+        with torch.no_grad():
+            net.b2 += 1
+        assert ex.trained_on_problem(net.state_dict(), namespace, vocab, parts, "dev") == ""

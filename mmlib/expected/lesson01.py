@@ -6,6 +6,7 @@ single `torch.bincount` over flattened n-gram indices, a different route to the 
 
 from __future__ import annotations
 
+import ast
 import functools
 import itertools
 import math
@@ -303,8 +304,13 @@ def describe_counts(got: Any, want: torch.Tensor) -> str:
     return "; ".join(parts)
 
 
-def check_trigram(N3: Any, nll3: Any, words: Sequence[str], vocab: Vocab) -> list[Result]:
-    """Exercise 1's rows: the trigram counts and their +1-smoothed NLL, each wrong one with what it computes."""
+def check_trigram(N3: Any, nll3: Any, words: Sequence[str], vocab: Vocab, *, cell: str = "",
+                  namespace: Mapping[str, Any] | None = None) -> list[Result]:
+    """Exercise 1's rows: the trigram counts and their +1-smoothed NLL, each wrong one with what it computes.
+
+    With the answer `cell` and the notebook's `namespace`, answers right here are run again on words over a
+    vocabulary of another size (`other_words`): one that holds this vocabulary's size typed in is right only for it.
+    """
     want = trigram(words, vocab)
     row_n3 = check("N3", N3, want["N3"], atol=0,
                    hint="pad with two '.' in front and one behind; count (a, b, c) triples")
@@ -325,7 +331,50 @@ def check_trigram(N3: Any, nll3: Any, words: Sequence[str], vocab: Vocab) -> lis
                     hint="+1 smoothing, normalise over the last dimension, average over all trigrams")
     row_nll = explain(row_nll, nll3, lambda: itertools.chain(nll_from_yours(), nll_candidates(words, vocab, 3)),
                       **MATCH)
-    return [row_n3, row_nll]
+    rows = [row_n3, row_nll]
+    if cell and namespace is not None and "vocab" in namespace and all(r.passed for r in rows):
+        rows = _replayed_trigram_rows(rows, cell, namespace)
+    return rows
+
+
+def other_words(namespace: Mapping[str, Any], n_words: int = 200) -> dict[str, Any]:
+    """`other_vocabulary` with words that use its new characters (the first `n_words` of the notebook's, every
+    fifth with one of them put in) and the bigram counts `N` and probabilities `P` of those words: lesson 01's
+    objects before exercise 1, for a vocabulary of another size."""
+    world = other_vocabulary(namespace)
+    vocab = world["vocab"]
+    new = vocab.itos[-3:]
+    words = [w[:1] + new[i % 3] + w[1:] if i % 5 == 0 else w for i, w in enumerate(namespace["words"][:n_words])]
+    N = ngram_counts(words, vocab, 2)
+    P = (N + 1).float()
+    return {**world, "words": words, "N": N, "P": P / P.sum(1, keepdim=True)}
+
+
+def _replayed_trigram_rows(rows: list[Result], cell: str, namespace: Mapping[str, Any]) -> list[Result]:
+    """Exercise 1's rows after the answer cell has run again on `other_words`: a row wrong there fails here."""
+    world = other_words(namespace)
+    V, words = world["V"], world["words"]
+    try:   # the names the cell sets itself are its own (a cell's xs = [] must not become the world's xs)
+        stored = {node.id for node in ast.walk(ast.parse(cell)) if isinstance(node, ast.Name)
+                  and isinstance(node.ctx, ast.Store)}
+    except SyntaxError:
+        stored = set()
+    world = {k: v for k, v in world.items() if k not in stored or k in ("vocab", "words")}
+    setting = (f"run again on {len(words)} words over a vocabulary of {V} characters ({V - 3} here: vocab, V, words, "
+               f"N and P to match)")
+    got, error = replay(cell, namespace, world, ("N3", "nll3"))
+    if error:
+        return [Result("N3", "error", f"right for this notebook's words, but your cell, {setting}, raised {error}: is "
+                       f"the vocabulary's size ({V - 3}) typed in?", rows[0].hint), rows[1]]
+    want = trigram(words, world["vocab"])
+    out = list(rows)
+    for i, (name, tol) in enumerate((("N3", 0.0), ("nll3", 1e-4))):
+        again = check(name, got[name], want[name], atol=tol)
+        if not again.passed:
+            out[i] = Result(name, "wrong", f"right for this notebook's words, but your cell, {setting}, gives another "
+                            f"{name}: {again.detail} (a size typed in, right only for a vocabulary of {V - 3}?)",
+                            rows[i].hint)
+    return out
 
 
 SPLITS = ("train", "dev", "test")
@@ -492,11 +541,19 @@ def _replayed_alpha_rows(rows: list[Result], cell: str, namespace: Mapping[str, 
     shown = "[" + ", ".join(f"{a:g}" for a in world) + "]"
     setting = (f"run again with alphas = {shown} (three of the same values, {best:g} not among them, and "
                f"{want_alpha:g} last, the lowest dev NLL of these)")
+    given = list(world)
     got, error = replay(cell, namespace, {"alphas": world}, ("best_alpha", "best_test_nll3"))
     if error:
         return [Result("best_alpha", "error", f"your cell, {setting}, raised {error}: it works only on this list"),
                 rows[1]]
     out = list(rows)
+    if world != given:
+        shown_after = "[" + ", ".join(f"{a:g}" for a in world) + "]"
+        out[0] = Result("best_alpha", "wrong", f"right, but your cell changes the list alphas itself: {setting}, it "
+                        f"left alphas = {shown_after} (sorted or reordered in place, alphas.sort(...), or an element "
+                        "removed): later cells read it too; use min(alphas, key=...) or sorted(alphas, ...), which "
+                        "leave it as it was", rows[0].hint)
+        return out
     try:
         alpha = float(got["best_alpha"])
     except (TypeError, ValueError):
@@ -693,6 +750,10 @@ def check_logits_rows(logits_rows: Any, xs: torch.Tensor, ys: torch.Tensor, W: t
             return Result(row.name, "shape", f"{row.detail}; your answer is {why}", row.hint)
         return row
     row = explain(row, logits_rows, lambda: row_candidates(logits_rows, xs, ys, W), atol=1e-6, fallback=fallback)
+    if row.passed and isinstance(logits_rows, torch.Tensor) and logits_rows.dtype != W.dtype:
+        row = Result(row.name, "wrong", f"right values, but logits_rows is {logits_rows.dtype} where W is {W.dtype}: "
+                     "a converted copy (.double(), .float(), .to(dtype)); W[xs] keeps W's dtype, the one the network "
+                     "computes its loss and gradient in", row.hint)
     if row.passed and cell and namespace is not None and "vocab" in namespace:
         row = _replayed_rows(row, cell, namespace)
     return row

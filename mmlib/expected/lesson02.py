@@ -204,14 +204,15 @@ def check_direct_connections(direct_params, direct_dev_loss, words: Sequence[str
     return rep, {"dev_loss_reevaluated": with_direct, "dev_loss_without_direct": without_direct}
 
 
-def training_module(direct_params: Any, namespace: Mapping[str, Any]
+def training_module(params: Any, namespace: Mapping[str, Any], needs: str = "W_direct"
                     ) -> tuple[str, nn.Module, dict[str, str]] | None:
-    """The module of the notebook that holds the tensors of `direct_params`: its name there, the module, and the name
-    in the module of each handed-in tensor; None when no module holds them all (parameters trained without one).
+    """The module of the notebook that holds the tensors of `params` (which must hold `needs`): its name there, the
+    module, and the name in the module of each handed-in tensor; None when no module holds them all (parameters
+    trained without one).
 
     A tensor is held when it is the same memory (a `state_dict()`) or the same values (clones of it)."""
-    P = as_params(direct_params)
-    if not isinstance(P, Mapping) or "W_direct" not in P:
+    P = as_params(params)
+    if not isinstance(P, Mapping) or needs not in P:
         return None
     wanted = {k: v for k, v in P.items() if isinstance(v, torch.Tensor)}
 
@@ -250,21 +251,34 @@ CUT_PATHS = {
 }
 
 
+def _jitter(T: Mapping[str, torch.Tensor], seed: int = 0) -> None:
+    """Move every tensor a little, in place (a copy's): a tensor still at a special value (W_direct all zeros, as it
+    starts and as it stays when it never trains) would hide a term that is missing from the loss or the logits."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in T.values():
+            t.add_(0.05 * torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype))
+
+
 def training_gradient_problem(module: nn.Module, names: Mapping[str, str], words: Sequence[str], vocab: Vocab,
                               block_size: int, *, what: str = "your model", n: int = 64) -> str:
     """What training `module` follows, against the exercise's model ("" when the same): `train` backpropagates
     the loss that `module(X, Y)` returns into `module.parameters()`. On the first `n` examples of `words`, with the
-    module's own values of the six tensors (`names` maps each key to the module's name for it): a tensor that is not
-    a trainable parameter, a returned loss that is not the cross-entropy of the logits, or a gradient other than
-    the exercise's (a path cut from autograd). Logits other than the exercise's give "": the loss rows speak to those.
-    Float64 where the module converts with `.to(torch.float64)`, else float32 with a looser tolerance; a module that
-    returns logits only (`forward(idx)`, trained by a loop of its own) is judged by the cross-entropy of its logits."""
+    module's own values of the six tensors, each moved a little (`_jitter`; `names` maps each key to the module's
+    name for it): a tensor that is not a trainable parameter, a returned loss that is not the cross-entropy of the
+    logits, or a gradient other than the exercise's (a path cut from autograd). Logits other than the exercise's
+    give "": the loss rows speak to those. Float64 where the module converts with `.to(torch.float64)`, else float32
+    with a looser tolerance; a module that returns logits only (`forward(idx)`, trained by a loop of its own) is
+    judged by the cross-entropy of its logits."""
     X, Y = contexts(words, vocab, block_size)
     X, Y = X[:n], Y[:n]
     out = None
     for dtype, args in itertools.product((torch.float64, torch.float32), ((X, Y), (X,))):
         try:
             m = copy.deepcopy(module).to(dtype)
+            state = tensor_state(m)
+            T = {k: state[v] for k, v in names.items()}
+            _jitter(T)
             out = m(*args)
             break
         except Exception:  # noqa: BLE001 - a copy that cannot run in float64 is run as it is; (X,) for own loops
@@ -272,8 +286,6 @@ def training_gradient_problem(module: nn.Module, names: Mapping[str, str], words
     logits, loss = (out[0], out[1]) if isinstance(out, tuple) and len(out) == 2 else (out, None)
     if not isinstance(logits, torch.Tensor) or logits.shape != (len(X), len(vocab)):
         return ""   # a module that does not run as a model: it did not train them through its forward
-    state = tensor_state(m)
-    T = {k: state[v] for k, v in names.items()}
     tol = dict(rtol=1e-7, atol=1e-9) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
     leaves = {k: t.detach().clone().requires_grad_() for k, t in T.items()}
     want_logits = direct_logits(leaves, X)
@@ -461,9 +473,11 @@ def direct_variants(P: Mapping[str, torch.Tensor], words: Sequence[str], vocab: 
 
 
 def check_reported_loss(name: str, got: Any, params: Any, vocab: Vocab, splits: Mapping[str, Sequence[str]],
-                        split: str, hint: str) -> tuple[Result, float]:
+                        split: str, hint: str, namespace: Mapping[str, Any] | None = None) -> tuple[Result, float]:
     """The row for a reported loss of `params` on `splits[split]` and the re-evaluated loss (NaN where it cannot
-    be computed): a wrong number is matched against other splits and other ways of averaging or logging."""
+    be computed): a wrong number is matched against other splits and other ways of averaging or logging. With the
+    notebook's `namespace`, the run of `train` that left the model holding `params` is found there and its training
+    data compared with the "training" split (`trained_on_problem`)."""
     want, problem = try_loss(params, splits[split], vocab, name)
     if problem is not None:
         return (problem if not is_todo(got, params) else Result(name, "todo", "replace TODO with your answer")), want
@@ -472,6 +486,9 @@ def check_reported_loss(name: str, got: Any, params: Any, vocab: Vocab, splits: 
                   fallback=lambda: reported_fallback(got, params, vocab, splits, split, want))
     if row.passed and (closer := _closer_candidate(got, want, params, vocab, splits, split)):
         row = Result(name, "wrong", closer, hint)
+    if row.passed and namespace is not None and (leak := quietly(trained_on_problem, params, namespace, vocab, splits,
+                                                                 split)):
+        row = Result(name, "wrong", leak, hint)
     P = as_params(params)
     not32 = [k for k, v in P.items() if isinstance(v, torch.Tensor) and v.dtype != torch.float32] \
         if isinstance(P, Mapping) else []
@@ -480,6 +497,38 @@ def check_reported_loss(name: str, got: Any, params: Any, vocab: Vocab, splits: 
                f"float32 tensors, as MLP makes them (a model trained after .double() hands in float64)")
         row = Result(name, "wrong", why if row.passed else f"{row.detail}; {why}", hint)
     return row, want
+
+
+def trained_on_problem(params: Any, namespace: Mapping[str, Any], vocab: Vocab, splits: Mapping[str, Sequence[str]],
+                       split: str) -> str:
+    """Whether the `train` run that left the model holding `params` (a `TrainResult` of the notebook whose digest is
+    that model's) trained on more targets than `splits["training"]` has ("" when not, or when no such run is found):
+    the loss reported on `split` is held out only if none of its examples were trained on."""
+    from mmlib.train import TrainResult, state_digest
+    found = training_module(params, namespace, needs="C")
+    if found is None or "training" not in splits:
+        return ""
+    digest = state_digest(found[1])
+    runs = [v for v in namespace.values() if isinstance(v, TrainResult) and v.digest == digest and v.targets]
+    if not runs:
+        return ""
+    trained = runs[0].targets.get("train", 0)
+    sizes = {k: sum(len(w) + 1 for w in ws) for k, ws in splits.items()}
+    if trained <= sizes["training"]:
+        return ""
+    others = [k for k in splits if k != "training"]
+    for r in range(1, len(others) + 1):
+        for combo in itertools.combinations(others, r):
+            if trained == sizes["training"] + sum(sizes[k] for k in combo):
+                parts = " and ".join(f"the {k} split's {sizes[k]:,}" for k in combo)
+                return (f"the run that trained your model ({found[0]}) trained on {trained:,} examples: the training "
+                        f"split's {sizes['training']:,} and {parts}. "
+                        + (f"The {split} loss is then measured on examples it was fitted to, not held out: "
+                           f"train on the training split only" if split in combo else "Train on the training split "
+                           "only"))
+    return (f"the run that trained your model ({found[0]}) trained on {trained:,} examples, more than the training "
+            f"split's {sizes['training']:,}: its training data holds examples of another split, so the {split} loss "
+            "may not be held out")
 
 
 def _closer_candidate(got: Any, want: float, params: Any, vocab: Vocab, splits: Mapping[str, Sequence[str]],

@@ -88,12 +88,37 @@ WHY_ZERO_GRAD = {
 WHY_GRAD = {"b2": "its gradient is dlogits itself (softmax(b2) minus the one-hot targets), which is not zero"}
 
 
+class Snapshot(dict):
+    """A module's state as it was: a dict of copies of its tensors, and `modes`, each submodule's training flag."""
+
+    modes: dict[str, bool]
+
+
 def snapshot(model: Any) -> Any:
-    """Every tensor of `model`'s state as it is now (a dict of copies), to compare with later; `TODO` stays
-    `TODO` and anything that is not a module is kept as it is (the check then says what it is)."""
+    """Every tensor of `model`'s state as it is now (a `Snapshot`: a dict of copies, with each submodule's training
+    mode), to compare with later; `TODO` stays `TODO` and anything that is not a module is kept as it is (the check
+    then says what it is)."""
     if is_todo(model) or not isinstance(model, nn.Module):
         return model
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    out = Snapshot((k, v.detach().clone()) for k, v in model.state_dict().items())
+    out.modes = {name: m.training for name, m in model.named_modules()}
+    return out
+
+
+def modes_changed(model: nn.Module, start: Any) -> str:
+    """How `model`'s training modes differ from the `Snapshot` `start`'s ("" when they do not, or it has none)."""
+    before = getattr(start, "modes", None)
+    if not before:
+        return ""
+    now = {name: m.training for name, m in model.named_modules()}
+    moved = [name or "the model" for name, was in before.items() if name in now and now[name] != was]
+    if not moved:
+        return ""
+    mode = "training" if now[next(iter(now))] else "eval"
+    return (f"your cell left model_bn in {mode} mode ({', '.join(moved[:3])}{' ...' if len(moved) > 3 else ''} "
+            f"switched by .eval() or .train() and not switched back): later cells that use model_bn get the other "
+            f"BatchNorm behaviour; the fold reads the running statistics directly, so no mode change is needed "
+            f"(or use `with eval_mode(model_bn):`, which restores it)")
 
 
 def inventory(model: Any, reference: nn.Module, name: str = "zero_model") -> list[str]:
@@ -361,6 +386,8 @@ def check_fold(W_fold: Any, b_fold: Any, model_bn: nn.Module, Xdev: torch.Tensor
     if changed:
         why = (f"your cell changed model_bn itself ({', '.join(changed)}): fold into new tensors and leave the "
                f"trained model as it was")
+        rows[0] = Result("W_fold", "wrong", f"{rows[0].detail}; {why}" if not rows[0].passed else why, rows[0].hint)
+    elif why := modes_changed(model_bn, start):
         rows[0] = Result("W_fold", "wrong", f"{rows[0].detail}; {why}" if not rows[0].passed else why, rows[0].hint)
     for i, (name, value) in enumerate((("W_fold", W_fold), ("b_fold", b_fold))):
         if isinstance(value, torch.Tensor) and value.grad_fn is not None:

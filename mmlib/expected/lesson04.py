@@ -523,11 +523,12 @@ def _float64_problem(backward: Callable, forward: Callable, params: Mapping[str,
 def _worlds_problem(backward: Callable, forward: Callable, params: Mapping[str, torch.Tensor], X: torch.Tensor,
                     Y: torch.Tensor, names: Sequence[str], got: Any, want: Mapping[str, torch.Tensor]
                     ) -> tuple[bool, tuple[str, ...]]:
-    """`backward` once more in three other worlds, when its gradients are right on the probe batch: a network that
+    """`backward` once more in four other worlds, when its gradients are right on the probe batch: a network that
     reads one more character (a context length typed in), hidden units whose batch variance is about eps (eps left
-    out where bnvar_inv is recomputed), and a batch whose targets are all one character (a one-hot as wide as the
-    largest target, not the vocabulary). Returns (whether backward raised there, (sentence, gradients concerned...)),
-    or (False, ()) when backward follows, or when there is nothing to compare (a wrong answer on the probe)."""
+    out where bnvar_inv is recomputed), a batch whose targets are characters 0 to 4 only (a one-hot as wide as the
+    largest target, not the vocabulary), and a vocabulary of three more characters (its size typed in). Returns
+    (whether backward raised there, (sentence, gradients concerned...)), or (False, ()) when backward follows, or
+    when there is nothing to compare (a wrong answer on the probe)."""
     def close(a: Any, b: torch.Tensor) -> bool:
         return (torch.is_tensor(a) and a.shape == b.shape
                 and torch.allclose(a.to(b.dtype), b, **tolerances(b.dtype)))
@@ -573,6 +574,13 @@ def _probe_worlds(params: Mapping[str, torch.Tensor], X: torch.Tensor, Y: torch.
     k = (EPS / var.mean()).sqrt().to(W1.dtype)
     quiet = {**params, "W1": W1 * k, "b1": params["b1"] * k}
     few = min(5, len(X))
+    V, new = C.shape[0], min(3, len(X))
+    larger = {**params, "C": torch.cat([C, torch.randn(new, C.shape[1], generator=g).to(C) * C.std()], 0),
+              "W2": torch.cat([params["W2"], torch.randn(params["W2"].shape[0], new, generator=g).to(W1)
+                               * params["W2"].std()], 1),
+              "b2": torch.cat([params["b2"], torch.zeros(new).to(params["b2"])])}
+    X_new, Y_new = X.clone(), Y.clone()
+    X_new[:new, -1] = Y_new[:new] = torch.arange(V, V + new).to(Y)   # the new characters are read and predicted
     # the order matters: the first world that finds something names it, and in float64 a missing eps shows (a
     # little) in every world, so the world built to show it comes first
     return [(f"where the hidden units' batch variance is about eps = {EPS:g}", "where bnvar_inv is computed again, "
@@ -582,7 +590,10 @@ def _probe_worlds(params: Mapping[str, torch.Tensor], X: torch.Tensor, Y: torch.
             (f"on a network that reads {block} characters instead of this notebook's context of {block - 1} "
              f"characters (W1 of shape {tuple(wider['W1'].shape)}, X of {block} "
              "columns)", "is the context length typed in? Read it from the tensors (X.shape[1], or "
-             "W1.shape[0] // C.shape[1])", wider, torch.cat([X[:, :1], X], 1), Y)]
+             "W1.shape[0] // C.shape[1])", wider, torch.cat([X[:, :1], X], 1), Y),
+            (f"on a network with a vocabulary of {V + new} characters instead of this notebook's {V} (C, W2 and b2 "
+             f"larger, the new characters in X and Y)", "is the vocabulary's size typed in? Read it from the tensors "
+             "(logits.shape[1], or C.shape[0])", larger, X_new, Y_new)]
 
 
 # ---- exercises 1-3: diagnosing an answer from what it computes ----------------------------------------------
