@@ -486,9 +486,10 @@ def check_reported_loss(name: str, got: Any, params: Any, vocab: Vocab, splits: 
                   fallback=lambda: reported_fallback(got, params, vocab, splits, split, want))
     if row.passed and (closer := _closer_candidate(got, want, params, vocab, splits, split)):
         row = Result(name, "wrong", closer, hint)
-    if row.passed and namespace is not None and (leak := quietly(trained_on_problem, params, namespace, vocab, splits,
-                                                                 split)):
-        row = Result(name, "wrong", leak, hint)
+    if row.passed and namespace is not None and (
+            why := quietly(trained_on_problem, params, namespace, vocab, splits, split)
+            or quietly(lesson_model_changed, namespace, params, want if split == "dev" else None)):
+        row = Result(name, "wrong", why, hint)
     P = as_params(params)
     not32 = [k for k, v in P.items() if isinstance(v, torch.Tensor) and v.dtype != torch.float32] \
         if isinstance(P, Mapping) else []
@@ -497,6 +498,31 @@ def check_reported_loss(name: str, got: Any, params: Any, vocab: Vocab, splits: 
                f"float32 tensors, as MLP makes them (a model trained after .double() hands in float64)")
         row = Result(name, "wrong", why if row.passed else f"{row.detail}; {why}", hint)
     return row, want
+
+
+def lesson_model_changed(namespace: Mapping[str, Any], params: Any = None, dev_loss: float | None = None,
+                         name: str = "model", run: str = "result") -> str:
+    """Whether an exercise's answer changed the lesson's final model (`namespace[name]`), which the results cell
+    reads ("" when not): `params` are held by the module under that name and their `dev_loss` is not the one the
+    lesson's final run left (`namespace["final"]`; the run's own record may have been replaced by the answer's), or
+    the model is no longer what its run (`namespace[run]`, a `TrainResult`) left."""
+    from mmlib.train import TrainResult, state_digest
+    found = training_module(params, namespace, needs="C") if params is not None else None
+    final = namespace.get("final")
+    if (found is not None and found[0] == name and dev_loss is not None and isinstance(final, Mapping)
+            and isinstance(final.get("dev"), float) and abs(final["dev"] - dev_loss) > 1e-4):
+        return (f"these are the parameters of `{name}`, the lesson's final model, whose run left a dev loss of "
+                f"{final['dev']:.4f}; they give {dev_loss:.4f}: your cell trained it further (or put another model "
+                f"under its name), and the results cell reports `{name}`. Tune a model of your own, under another "
+                f"name (copy.deepcopy({name}) if you start from it)")
+    model, result = namespace.get(name), namespace.get(run)
+    if not isinstance(model, nn.Module) or not isinstance(result, TrainResult) or not result.digest:
+        return ""
+    if state_digest(model) == result.digest:
+        return ""
+    return (f"your cell changed the lesson's final `{name}` (trained it further, or edited it in place): it is no "
+            f"longer what its run left, whose losses the lesson reports. Tune a model of your own: a new MLP, or "
+            f"copy.deepcopy({name}) if you start from it")
 
 
 def trained_on_problem(params: Any, namespace: Mapping[str, Any], vocab: Vocab, splits: Mapping[str, Sequence[str]],

@@ -1237,9 +1237,14 @@ def diagnose(ref: References, got: Mapping[str, Any], results: Sequence[checks.R
             if k not in done and rows[idx[k]].passed and (why := first.float32_made(k)):
                 done.add(k)
                 mark(k, why)
-    # 3. where a step's true contribution is zero up to round-off on every batch (step 13's, whose max cancels)
     if first is None:
         return rows
+    for k in _follows_ref(first, [k for k in keys if k not in done and rows[idx[k]].passed]):
+        done.add(k)
+        mark(k, f"right values, but your cell reads `ref`, autograd's own gradients, which the notebook keeps to check "
+                f"yours: replayed with other values in `ref`, your d{k} changed. Compute it from the gradient the cell "
+                f"above hands down and the forward pass's tensors", hint="")
+    # 3. where a step's true contribution is zero up to round-off on every batch (step 13's, whose max cancels)
     rep, w = first, first.v
     for k in keys:
         if k in done or not rows[idx[k]].passed or k not in rep.grads:
@@ -1413,6 +1418,27 @@ FUSED_INPUTS = {"logits": ("logits", "Yb"), "hprebn": ("dhpreact_given", "bngain
 """The tensors the text of exercises 2 and 3 lets each one expression read (sizes such as n are numbers)."""
 FUSED_REF = {"hprebn": ("hpreact",)}
 """The entries of `ref` an answer cell may read: exercise 3's cell starts with `dhpreact_given = ref["hpreact"]`."""
+
+
+def _follows_ref(rep: _Replay, keys: Sequence[str]) -> list[str]:
+    """The answers of a cell of exercise 1 that change when `ref` (autograd's gradients, there to check the
+    learner's) holds other values: the cell of the replay `rep` run again with every entry of `ref` random. Reading
+    `ref` only to compare or print changes nothing."""
+    if "ref" not in _reads(rep.code):
+        return []
+    g = torch.Generator().manual_seed(6)
+    ns = _namespace(rep.v, rep.grads)
+    ns["ref"] = {kk: torch.randn(x.shape, generator=g, dtype=x.dtype) if torch.is_tensor(x) and x.is_floating_point()
+                 else x for kk, x in ns["ref"].items()}
+    if not _exec(rep.code, ns):
+        return list(keys[:1])
+    out = []
+    for k in keys:
+        base, again = _tensor(rep.value(k)), _tensor(ns.get(rep.names[k]))
+        if base is not None and (again is None or again.shape != base.shape or not torch.allclose(
+                again.double(), base.double(), rtol=1e-6, atol=1e-12)):
+            out.append(k)
+    return out
 
 
 def _reads_beyond(rep: _Replay, k: str) -> str:

@@ -285,6 +285,10 @@ def probe_batchnorm(cls: type, seed: int = 0, dim: int = 6, momentum: float = 0.
                                                      hint=checks.quietly(_eval_hint, layer, got.value, x)))
         if rows[-1].passed and in_eval:
             rows[-1] = Result(names[3], "wrong", "right with these running statistics, but " + "; ".join(in_eval))
+        elif rows[-1].passed and getattr(layer, "out", None) is not got.value:
+            rows[-1] = Result(names[3], "wrong", "the output is right, but self.out is not it in eval mode: the "
+                              "lesson's layers keep their last output in self.out in either mode (lesson 03's plots "
+                              "read it after an evaluation too)", "store the output in self.out, whatever the mode")
         elif in_eval:          # the call moved the statistics it reads: a wrong eval output need not follow from them
             hint = rows[-1].hint
             if hint == "eval mode normalises with the running statistics" or "follows from the running_mean" in hint:
