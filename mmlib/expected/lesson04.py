@@ -308,6 +308,7 @@ class Probe:
     changed: tuple[str, ...] = ()   # the params and cache entries backward changed in place
     float64: tuple[str, ...] = ()   # what backward does wrong on float64 parameters, and which gradients it concerns
     context: tuple[str, ...] = ()   # the same for the other worlds of `_worlds_problem`
+    state: tuple[str, ...] = ()     # the same for what it does besides returning (`_state_problem`): said first
 
     @property
     def ready(self) -> bool:
@@ -375,7 +376,12 @@ class Probe:
                         f"of the exercises above) instead of the batch backward is given",
                         "take the batch from cache['X'] and the batch size from n = X.shape[0], never from the "
                         "notebook's globals")
-        if self.ready and self.values is not None and isinstance(self.got, Mapping):
+        if self.state and isinstance(self.got, Mapping):   # it explains the rows: a probe-batch reading would not
+            why, *which = self.state
+            for i, k in enumerate(self.names):
+                if k in which or (i == 0 and not any(n in which for n in self.names)):
+                    results[i] = checks.Result(results[i].name, "wrong", why, "")
+        elif self.ready and self.values is not None and isinstance(self.got, Mapping):
             why = diagnose_backward(self.got, self.values, self.changed)
             for i, k in enumerate(self.names):
                 if results[i].status == "wrong" and why.get(k):
@@ -464,9 +470,10 @@ def probe_backward(backward: Callable, forward: Callable, params: Mapping[str, t
              f"parameter names: {', '.join(names)}, without a 'd')"] if unexpected and missing else [])
         problem = (f"Exercise 4: backward's gradients do not fit the parameters on a batch of {len(X)}: "
                    + "; ".join(parts)) if parts else ""
-    float64 = _float64_problem(backward, forward, params, X, Y, names) if not problem else ()
-    raised, context = (_worlds_problem(backward, forward, params, X, Y, names, got, want) if not problem and not float64
-                       else (False, ()))
+    state = _state_problem(backward, forward, params, X, Y, names, got, changed) if not problem else ()
+    float64 = _float64_problem(backward, forward, params, X, Y, names) if not problem and not state else ()
+    raised, context = (_worlds_problem(backward, forward, params, X, Y, names, got, want)
+                       if not problem and not float64 and not state else (False, ()))
     if raised:   # it would raise on one of the training batches too: say so here, not in a traceback from training
         problem = f"Exercise 4: {context[0]}"
     values = None
@@ -476,7 +483,37 @@ def probe_backward(backward: Callable, forward: Callable, params: Mapping[str, t
                       **{k: params[k].detach() for k in PARAMS}, "n": len(X), "Xb": X, "Yb": Y, "eps": EPS}
         except Exception:  # noqa: BLE001 - parameters of another network: no diagnosis, the rows still compare
             values = None
-    return Probe(got, want, names, len(X), problem, values=values, changed=changed, float64=float64, context=context)
+    return Probe(got, want, names, len(X), problem, values=values, changed=changed, float64=float64, context=context,
+                 state=state)
+
+
+def _state_problem(backward: Callable, forward: Callable, params: Mapping[str, torch.Tensor], X: torch.Tensor,
+                   Y: torch.Tensor, names: Sequence[str], got: Any, changed: Sequence[str]) -> tuple[str, ...]:
+    """What `backward` does besides returning gradients, which a training loop would meet on its next step:
+    parameters it changed in place (among `changed`; a cache changed in place is gone after the step), or other
+    gradients from a second call on the same batch (state kept between calls). (sentence, the gradients
+    concerned...), or () when neither."""
+    if params_changed := [k for k in changed if k.startswith("params")]:
+        return (f"backward changes {', '.join(params_changed)} in place (an in-place operation such as *=, += or "
+                "square_() on a parameter it is given): every training step would then start from changed "
+                "parameters; compute new tensors (x = x * y, not x *= y)",)
+    if not isinstance(got, Mapping):
+        return ()
+    got = {k: t.clone() for k, t in got.items() if torch.is_tensor(t)}   # a buffer it returns may change in the call
+    try:
+        with torch.no_grad():
+            again = backward(params, forward(params, X)[1], Y)
+    except Exception as err:  # noqa: BLE001 - the learner's error is the finding
+        return (f"backward runs once on the probe batch, but a second call on the same batch raises "
+                f"{checks.describe_error(err)}: it keeps something between calls",)
+    off = [k for k in names if torch.is_tensor(got.get(k)) and not (
+        isinstance(again, Mapping) and torch.is_tensor(again.get(k)) and again[k].shape == got[k].shape
+        and torch.allclose(again[k], got[k], rtol=1e-6, atol=1e-9))]
+    if not off:
+        return ()
+    return (f"backward gives another {', '.join(f'd{k}' for k in off)} when called a second time on the same batch: "
+            f"it keeps something between calls (a buffer made once, outside the function or on first use, and added "
+            f"into without being zeroed): make every tensor it fills inside backward, on each call", *off)
 
 
 ONE_HOT_WIDTH = ("the one-hot of the targets must be as wide as the vocabulary (C.shape[0] or logits.shape[1]), not as "
