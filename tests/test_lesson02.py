@@ -350,3 +350,27 @@ def test_exercise1_names_a_run_that_trained_on_the_dev_split_too(names):
         with torch.no_grad():
             net.b2 += 1
         assert ex.trained_on_problem(net.state_dict(), namespace, vocab, parts, "dev") == ""
+
+
+def test_a_run_found_in_the_namespace_names_a_budget_overrun_and_a_trained_initialisation(names):
+    from mmlib.models import MLP, MLPConfig
+    from mmlib.train import TrainConfig, train
+
+    words, vocab = names
+    data = {"train": build_dataset(words[:60], vocab, 3), "dev": build_dataset(words[60:80], vocab, 3)}
+    net = MLP(MLPConfig(vocab_size=len(vocab), n_hidden=8, w2_scale=0.01, b2_scale=0.0),
+              generator=torch.Generator().manual_seed(0))
+    run = train(net, data, TrainConfig(max_steps=5, progress=False), generator=torch.Generator().manual_seed(0))
+    params = net.state_dict()
+    assert ex.training_run(params, {"net": net, "run": run}) == ("net", run)
+    assert "took 5 steps, more than tune_steps = 3" in ex.over_budget(params, {"net": net, "run": run,
+                                                                               "tune_steps": 3})
+    assert ex.over_budget(params, {"net": net, "run": run, "tune_steps": 5}) == ""
+    loss = ex.mlp_loss(params, words[:60], vocab)
+    lesson_model = MLP(MLPConfig(vocab_size=len(vocab), n_hidden=8))   # the final model: gives the sizes
+    rows = ex.check_uniform_init(ex.uniform_loss(len(vocab)), params, loss, len(vocab), words[:60], vocab,
+                                 lesson_model, namespace={"net": net, "run": run})
+    assert rows[1].status == "wrong" and "left by a training run of 5 steps" in rows[1].detail
+    rows = ex.check_uniform_init(ex.uniform_loss(len(vocab)), params, loss, len(vocab), words[:60], vocab,
+                                 lesson_model)
+    assert rows[1].passed   # without the namespace the run cannot be seen: the loss itself is right

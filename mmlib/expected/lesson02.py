@@ -488,7 +488,8 @@ def check_reported_loss(name: str, got: Any, params: Any, vocab: Vocab, splits: 
         row = Result(name, "wrong", closer, hint)
     if row.passed and namespace is not None and (
             why := quietly(trained_on_problem, params, namespace, vocab, splits, split)
-            or quietly(lesson_model_changed, namespace, params, want if split == "dev" else None)):
+            or quietly(lesson_model_changed, namespace, params, want if split == "dev" else None)
+            or quietly(over_budget, params, namespace)):
         row = Result(name, "wrong", why, hint)
     P = as_params(params)
     not32 = [k for k, v in P.items() if isinstance(v, torch.Tensor) and v.dtype != torch.float32] \
@@ -525,20 +526,37 @@ def lesson_model_changed(namespace: Mapping[str, Any], params: Any = None, dev_l
             f"copy.deepcopy({name}) if you start from it")
 
 
-def trained_on_problem(params: Any, namespace: Mapping[str, Any], vocab: Vocab, splits: Mapping[str, Sequence[str]],
-                       split: str) -> str:
-    """Whether the `train` run that left the model holding `params` (a `TrainResult` of the notebook whose digest is
-    that model's) trained on more targets than `splits["training"]` has ("" when not, or when no such run is found):
-    the loss reported on `split` is held out only if none of its examples were trained on."""
+def training_run(params: Any, namespace: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """The name of the module of the notebook that holds `params` and the `train` run that left it as it is (a
+    `TrainResult` of the notebook whose digest is that module's), or None when there is no such run."""
     from mmlib.train import TrainResult, state_digest
     found = training_module(params, namespace, needs="C")
-    if found is None or "training" not in splits:
-        return ""
+    if found is None:
+        return None
     digest = state_digest(found[1])
-    runs = [v for v in namespace.values() if isinstance(v, TrainResult) and v.digest == digest and v.targets]
-    if not runs:
+    runs = [v for v in namespace.values() if isinstance(v, TrainResult) and v.digest == digest]
+    return (found[0], runs[0]) if runs else None
+
+
+def over_budget(params: Any, namespace: Mapping[str, Any], budget: str = "tune_steps") -> str:
+    """Whether the run that left the model holding `params` took more steps than `namespace[budget]` allows ("" when
+    not, or when no run or budget is found)."""
+    run, steps = training_run(params, namespace), namespace.get(budget)
+    if run is None or not isinstance(steps, int) or run[1].steps <= steps:
         return ""
-    trained = runs[0].targets.get("train", 0)
+    return (f"the run that trained your model ({run[0]}) took {run[1].steps:,} steps, more than {budget} = {steps:,}: "
+            f"the exercise asks for the best dev loss within that budget")
+
+
+def trained_on_problem(params: Any, namespace: Mapping[str, Any], vocab: Vocab, splits: Mapping[str, Sequence[str]],
+                       split: str) -> str:
+    """Whether the `train` run that left the model holding `params` (`training_run`) trained on more targets than
+    `splits["training"]` has ("" when not, or when no such run is found): the loss reported on `split` is held out
+    only if none of its examples were trained on."""
+    found = training_run(params, namespace) if "training" in splits else None
+    if found is None or not found[1].targets:
+        return ""
+    trained = found[1].targets.get("train", 0)
     sizes = {k: sum(len(w) + 1 for w in ws) for k, ws in splits.items()}
     if trained <= sizes["training"]:
         return ""
@@ -673,9 +691,11 @@ def trained_tensors(init_params: Any, model: Any) -> str:
 
 
 def check_uniform_init(uniform: Any, init_params: Any, init_loss: Any, vocab_size: int, words_train: Sequence[str],
-                       vocab: Vocab, model: Any, words_dev: Sequence[str] = ()) -> list[Result]:
+                       vocab: Vocab, model: Any, words_dev: Sequence[str] = (),
+                       namespace: Mapping[str, Any] | None = None) -> list[Result]:
     """Exercise 2's rows: the uniform loss, the reported loss of `init_params` (of `model`'s sizes) on the training
-    split, and whether that initialisation starts within 0.1 of uniform."""
+    split, and whether that initialisation starts within 0.1 of uniform. With the notebook's `namespace`, a `train`
+    run that left the module holding `init_params` is found there: they are then no initialisation."""
     target = uniform_loss(vocab_size)
     row_u = explain(check("uniform", uniform, target, atol=1e-6,
                           hint="each of the vocab_size characters gets probability 1/vocab_size; the loss is minus "
@@ -687,6 +707,11 @@ def check_uniform_init(uniform: Any, init_params: Any, init_loss: Any, vocab_siz
         row_l = explain(row_l, init_loss, [(f"the uniform loss ln({vocab_size}), not the loss your init_params give "
                                             f"({measured:.4f}): measure it", target)], atol=1e-6)
     sizes = "" if is_todo(init_params) else check_init_sizes(init_params, model) or trained_tensors(init_params, model)
+    if not sizes and not is_todo(init_params) and namespace is not None and (
+            run := quietly(training_run, init_params, namespace, default=None)):
+        sizes = (f"init_params were left by a training run of {run[1].steps:,} step{'s' if run[1].steps != 1 else ''} "
+                 f"({run[0]} after train): the exercise asks for an initialisation and its loss before any training "
+                 f"step")
     if sizes and row_l.passed:
         row_l = Result("init_loss", "wrong", sizes, hint)
     elif sizes and row_l.status == "wrong":
