@@ -505,13 +505,14 @@ def model_mismatch(my_model: Any, model: Any) -> str:
     if theirs and getattr(my_model, "block_size", 0) < getattr(model, "block_size", 0):
         return (f"my_model reads at most {my_model.block_size} positions but the lesson's longest word needs "
                 f"{model.block_size} (the word and its end token '.'): build it with block_size={model.block_size}")
-    return _trial_forward(my_model, getattr(model, "vocab_size", None))
+    return _trial_forward(my_model, getattr(model, "vocab_size", None), getattr(my_model, "per_position", None))
 
 
-def _trial_forward(my_model: Any, vocab_size: int | None) -> str:
+def _trial_forward(my_model: Any, vocab_size: int | None, per_position: bool | None = None) -> str:
     """Why `my_model` cannot read a batch of the data its `block_size` makes ("" when it can): two rows of
     block_size characters, on a copy (a BatchNorm's running statistics and the learner's model stay as they were),
-    must give logits with one score per character. Said before training, not after a run's first step fails."""
+    must give logits with one score per character, (2, vocab_size) from a window model and (2, block_size,
+    vocab_size) from a sequence model (`per_position`). Said before training, not after a run's first step fails."""
     try:
         trial = copy.deepcopy(my_model)
         device = next(iter(trial.parameters()), torch.empty(0)).device
@@ -525,6 +526,12 @@ def _trial_forward(my_model: Any, vocab_size: int | None) -> str:
         shape = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
         return (f"my_model's logits on 2 rows of {my_model.block_size} characters are {shape}: the last dimension "
                 f"must hold one score per character, {vocab_size}")
+    want = (2, my_model.block_size, logits.shape[-1]) if per_position else (2, logits.shape[-1])
+    if per_position is not None and tuple(logits.shape) != want:
+        return (f"my_model's logits on 2 rows of {my_model.block_size} characters are {tuple(logits.shape)}, not "
+                f"{want}: " + ("a sequence model scores every position" if per_position else
+                               "a window model reads its block_size characters down to one vector per row (do its "
+                               "layers fit block_size? a stack built for another context leaves more positions)"))
     return ""
 
 
@@ -561,6 +568,11 @@ def why_not_counted(my_model: Any, my_config: Any, model: Any, lesson_run: Train
         return shared
     if not isinstance(my_config, TrainConfig):
         return f"my_config must be a TrainConfig (mmlib.train), got {type(my_config).__name__}"
+    from mmlib.runtime import pick_device
+    try:
+        pick_device(my_config.device)
+    except (RuntimeError, ValueError) as err:
+        return f"my_config cannot run here: {describe_error(err)}"
     return model_mismatch(my_model, model)
 
 

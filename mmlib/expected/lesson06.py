@@ -460,6 +460,8 @@ def probe_attention(fn: Callable, seed: int = 0) -> list[Result]:
             if not row.passed:
                 row.hint = checks.quietly(explain_attention, lambda a, b, c, w=window: fn(a, b, c, w), got.value,
                                           q, k, v, window)
+            elif window == q.shape[-2]:
+                row = _longer_window_row(row, fn, q, k, v, got.value)
             rows.append(row)
     _right_elsewhere(rows, "work on the last two dimensions only (positions, head size), so any batch shape works")
     if rows and all(r.passed for r in rows):
@@ -467,6 +469,25 @@ def probe_attention(fn: Callable, seed: int = 0) -> list[Result]:
         rows[0] = _other_dtype_and_device(rows[0], lambda a, b, c: fn(a, b, c, window), shape, window,
                                           "my_attention")
     return rows
+
+
+def _longer_window_row(row: Result, fn: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       plain: torch.Tensor) -> Result:
+    """A row right with a window of T, run again with a window longer than the sequence: the text says any window
+    of T or more is plain causal attention, so the output must not change (nor the call raise)."""
+    T = q.shape[-2]
+    try:
+        longer = fn(q.clone(), k.clone(), v.clone(), T + 2)
+    except Exception as err:  # noqa: BLE001 - the learner's error is the finding
+        why = f"raises {checks.describe_error(err)}"
+    else:
+        if isinstance(longer, torch.Tensor) and longer.shape == plain.shape and torch.allclose(longer, plain,
+                                                                                               atol=ATOL):
+            return row
+        why = "gives another output"
+    return Result(row.name, "wrong", f"right with window {T} = T, but with window {T + 2}, longer than the {T} "
+                  f"positions, it {why}: a window of T or more is plain causal attention (a mask built for "
+                  f"window <= T only: clamp it, e.g. min(window, T))", row.hint)
 
 
 def _right_elsewhere(rows: list[Result], rule: str) -> None:
