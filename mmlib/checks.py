@@ -863,6 +863,31 @@ def on_one_thread(probe: Callable) -> Callable:
     return run
 
 
+def closer_than_tolerance(got: Any, want: float, candidates: Candidates, *, what: str, noise: float = 1e-5) -> str:
+    """Why a number inside a check's tolerance of 1e-4 is still another quantity ("" when it is not): farther from
+    `want` than float32 round-off (`noise`: a mean moves by a few 1e-6) and not rounded to four decimals, which is
+    what the tolerance is there for. Named as the first of `candidates` (description, value or callable) that is
+    twenty times closer to it, else said as it is. `what` says what `want` is ("the mean over every example")."""
+    try:
+        value = float(got)
+    except (TypeError, ValueError):
+        return ""
+    off = abs(value - want)
+    if not off > noise:
+        return ""
+    for why, cand in (candidates() if callable(candidates) else candidates):
+        c = quietly(cand, default=None) if callable(cand) else cand
+        if isinstance(c, (int, float)) and math.isfinite(c) and abs(value - c) * 20 < off:
+            return (f"within the tolerance, but not the right number: yours is {value:.7f}, {what} {want:.7f}, and "
+                    f"it equals {c:.7f}, {why}")
+    if off > 2 * noise and round(value, 4) != value:
+        return (f"within the tolerance, but not the right number: yours is {value:.7f}, {what} {want:.7f}, "
+                f"{off:.2g} away. The tolerance of 1e-4 is there for a number rounded to four decimals; yours has "
+                f"more digits, and float32 round-off moves a mean by a few 1e-6 only: it is another quantity (a part "
+                f"of the examples, or a mean of means?)")
+    return ""
+
+
 def quietly(explain: Callable[..., Any], *args: Any, default: Any = "", **kwargs: Any) -> Any:
     """`explain(*args, **kwargs)`, or `default` if it raises: a diagnosis runs a learner's code in ways the
     check's own rows did not, and whatever that code does, the check must still give its rows."""

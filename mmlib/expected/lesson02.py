@@ -23,7 +23,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmlib.checks import Report, Result, check, check_that, explain, is_todo, name_sizes, quietly, show, tensor_state
+from mmlib.checks import (
+    Report,
+    Result,
+    check,
+    check_that,
+    closer_than_tolerance,
+    explain,
+    is_todo,
+    name_sizes,
+    quietly,
+    show,
+    tensor_state,
+)
 from mmlib.validate import positive_int
 from mmlib.vocab import Vocab
 
@@ -579,26 +591,9 @@ def _closer_candidate(got: Any, want: float, params: Any, vocab: Vocab, splits: 
                       split: str) -> str:
     """A loss within the tolerance of the right one that is, much more precisely, another quantity (at an
     initialisation near uniform every example's loss is about ln(vocab_size), so e.g. a mean of per-word means is
-    within 1e-4 of the mean over the examples). Float32 round-off keeps a right answer within a few 1e-6, so only an
-    answer more than 1e-5 away, and twenty times closer to a candidate, is named ("" otherwise)."""
-    try:
-        value = float(got)
-    except (TypeError, ValueError):
-        return ""
-    off = abs(value - want)
-    if not off > 1e-5:
-        return ""
-    for why, cand in loss_candidates(params, vocab, splits, split):
-        c = cand() if callable(cand) else cand
-        if isinstance(c, (int, float)) and math.isfinite(c) and abs(value - c) * 20 < off:
-            return (f"within the tolerance, but not the right number: yours is {value:.7f}, the mean over every "
-                    f"example {want:.7f}, and it equals {c:.7f}, {why}")
-    if off > 2e-5 and round(value, 4) != value:
-        return (f"within the tolerance, but not the right number: yours is {value:.7f}, the mean over every example "
-                f"{want:.7f}, {off:.2g} away. The tolerance of 1e-4 is there for a number rounded to four decimals; "
-                f"yours has more digits, and float32 round-off moves a mean by a few 1e-6 only: it is another "
-                f"quantity (a mean of batch means with a shorter last batch, or a part of the examples?)")
-    return ""
+    within 1e-4 of the mean over the examples): `closer_than_tolerance` with `loss_candidates`."""
+    return closer_than_tolerance(got, want, lambda: loss_candidates(params, vocab, splits, split),
+                                 what="the mean over every example")
 
 
 def reported_fallback(got: Any, params: Any, vocab: Vocab, splits: Mapping[str, Sequence[str]], split: str,
