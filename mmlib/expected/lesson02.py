@@ -246,13 +246,15 @@ def training_module(params: Any, namespace: Mapping[str, Any], needs: str = "W_d
 
 
 def direct_logits(P: Mapping[str, torch.Tensor], X: torch.Tensor, cut: str = "") -> torch.Tensor:
-    """The exercise's logits, tanh(emb @ W1 + b1) @ W2 + b2 + emb @ W_direct, from indexing; `cut` detaches one
-    path as a wrong answer might ("direct": emb on the direct path, "hidden": emb into the hidden layer, "h": the
-    hidden layer's output), for naming which path a gradient misses."""
+    """The lesson's logits, tanh(emb @ W1 + b1) @ W2 + b2 (+ emb @ W_direct when `P` holds it), from indexing;
+    `cut` detaches one path as a wrong answer might ("direct": emb on the direct path, "hidden": emb into the hidden
+    layer, "h": the hidden layer's output), for naming which path a gradient misses."""
     emb = P["C"][X].reshape(len(X), -1)
     h = torch.tanh((emb.detach() if cut == "hidden" else emb) @ P["W1"] + P["b1"])
-    return ((h.detach() if cut == "h" else h) @ P["W2"] + P["b2"]
-            + (emb.detach() if cut == "direct" else emb) @ P["W_direct"])
+    logits = (h.detach() if cut == "h" else h) @ P["W2"] + P["b2"]
+    if "W_direct" in P:
+        logits = logits + (emb.detach() if cut == "direct" else emb) @ P["W_direct"]
+    return logits
 
 
 CUT_PATHS = {
@@ -434,11 +436,7 @@ def example_losses(params: Mapping[str, torch.Tensor], words: Sequence[str], voc
     """The cross-entropy of every example of `words`, in order (float64)."""
     P = {k: v.detach().to("cpu", torch.float64) for k, v in params.items()}
     X, Y = contexts(words, vocab, _shapes(P, len(vocab)))
-    emb = P["C"][X].reshape(len(X), -1)
-    logits = torch.tanh(emb @ P["W1"] + P["b1"]) @ P["W2"] + P["b2"]
-    if "W_direct" in P:
-        logits = logits + emb @ P["W_direct"]
-    return -torch.log_softmax(logits, 1).gather(1, Y[:, None])[:, 0]
+    return -torch.log_softmax(direct_logits(P, X), 1).gather(1, Y[:, None])[:, 0]
 
 
 def _per_word_mean(P, words: Sequence[str], vocab: Vocab) -> float:
