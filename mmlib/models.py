@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar
 
 import torch
@@ -616,6 +616,8 @@ class TransformerConfig(ModelConfig):
     activation: str = "gelu"  # the MLP's nonlinearity: "gelu", or "relu2" (ReLU squared)
     zero_init: bool = False   # the residual branches' output layers (attention's proj, the MLP's second
                               # layer) start at zero, so every block starts as the identity
+    members: int = 1          # an ensemble: this many transformers of this shape, trained side by side, each on
+                              # its own loss, predicting the mean of their distributions
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -629,6 +631,7 @@ class TransformerConfig(ModelConfig):
         boolean("qk_norm", self.qk_norm)
         choice("activation", self.activation, ACTIVATIONS)
         boolean("zero_init", self.zero_init)
+        positive_int("members", self.members)
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd must be a multiple of n_head (each head gets n_embd / n_head dimensions), "
                              f"got n_embd={self.n_embd}, n_head={self.n_head}")
@@ -646,7 +649,8 @@ class TransformerConfig(ModelConfig):
         norm = 2 * E if self.norm == "layer" else E           # LayerNorm: a gain and a bias; RMSNorm: a gain
         qk = 2 * (E // self.n_head) if self.qk_norm else 0     # a gain for the queries and one for the keys
         block = 12 * E * E + 9 * E + 2 * norm + qk          # qkv, proj and the MLP's two layers with biases, 2 norms
-        return V * E + self.block_size * E * self.learned_positions + self.n_layer * block + norm + E * V + V
+        one = V * E + self.block_size * E * self.learned_positions + self.n_layer * block + norm + E * V + V
+        return self.members * one
 
 
 NORMS = {"layer": nn.LayerNorm, "rms": nn.RMSNorm}
@@ -764,6 +768,14 @@ class Transformer(Model):
     The config's `rotary`, `norm`, `qk_norm`, `activation` and `zero_init` are the architecture changes of the
     public nanoGPT speedruns (rotary positions, RMSNorm, QK-norm, ReLU^2, zero-initialised output layers), for the
     command line's recipe to try; each is off by default, where the model is lesson 06's.
+
+    With `members=k` above 1 the model is an ensemble: k such transformers (`self.members`, drawn one after the
+    other from `generator`, so the first is the one `members=1` makes), each trained on its own loss - in
+    training the loss is their mean, so no member's gradient depends on another - and predicting, in eval mode,
+    the mean of their distributions: logits log(mean of softmax), the loss that mixture's. On 30,000 names a
+    transformer overfits long before it stops improving on the training words; models that start elsewhere
+    overfit differently, and their mean generalises better than any of them (Lakshminarayanan et al. 2017;
+    for language models with little data, Kim et al. 2025, "Pre-training under infinite compute").
     """
 
     Config = TransformerConfig
@@ -772,6 +784,11 @@ class Transformer(Model):
     def __init__(self, config: TransformerConfig, *, generator: torch.Generator | None = None):
         super().__init__(config)
         c = config
+        self.members = None
+        if c.members > 1:
+            self.members = nn.ModuleList(Transformer(replace(c, members=1), generator=generator)
+                                         for _ in range(c.members))
+            return
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
         self.wpe = nn.Embedding(c.block_size, c.n_embd) if c.learned_positions else None
         self.drop = nn.Dropout(c.dropout)
@@ -794,10 +811,14 @@ class Transformer(Model):
 
     def hidden_matrices(self) -> list[nn.Parameter]:
         """The blocks' weight matrices: attention's `qkv` and `proj`, the MLP's two layers (Muon trains these)."""
+        if self.members is not None:
+            return [w for member in self.members for w in member.hidden_matrices()]
         return [m.weight for block in self.blocks for m in block.modules() if isinstance(m, nn.Linear)]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         self.check_input(idx)
+        if self.members is not None:
+            return self.ensemble(idx, targets)
         T = idx.shape[1]
         x = self.wte(idx)                                                    # (B, T, n_embd)
         if self.wpe is not None:
@@ -806,6 +827,21 @@ class Transformer(Model):
         for block in self.blocks:
             x = block(x)
         logits = self.lm_head(self.ln_f(x))                                  # (B, T, vocab_size)
+        return logits, self.loss(logits, targets)
+
+    def _one_transformer(self, what: str) -> None:
+        if self.members is not None:
+            raise ValueError(f"{what} works on one transformer; this is an ensemble of {len(self.members)}: call it "
+                             f"on a member, model.members[i].{what}(...)")
+
+    def ensemble(self, idx: torch.Tensor, targets: torch.Tensor | None):
+        """The members' forward: in training, the first member's logits and the mean of the members' losses;
+        in eval mode, the mixture's logits log(mean_k softmax(logits_k)) and its loss."""
+        outs = [member(idx, targets) for member in self.members]
+        if self.training and targets is not None:
+            return outs[0][0], sum(loss for _, loss in outs) / len(outs)
+        logp = torch.stack([F.log_softmax(logits, dim=-1) for logits, _ in outs]).logsumexp(0)
+        logits = logp - math.log(len(outs))
         return logits, self.loss(logits, targets)
 
     @torch.no_grad()
@@ -818,6 +854,7 @@ class Transformer(Model):
         queries, keys and values stack into each block's one `qkv` matrix (`stack_heads`), whose bias is
         then zero. With the same weights the two compute the same function (tests/test_lesson06.py).
         """
+        self._one_transformer("load_heads")
         blocks = list(net.blocks)
         if len(blocks) != len(self.blocks) or (self.wpe is None) != (net.position_embedding_table is None):
             raise ValueError(f"expected {len(self.blocks)} blocks and {'no ' if self.wpe is None else ''}position "
@@ -848,6 +885,7 @@ class Transformer(Model):
     def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
         """The attention weights of every layer for `idx` (B, T), in eval mode: a list of n_layer
         tensors (B, n_head, T, T), row t of a head's map summing to 1 over positions 0..t."""
+        self._one_transformer("attention_maps")
         self.check_input(idx)
         maps = []
         with eval_mode(self):

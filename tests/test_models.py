@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmlib.data import IGNORE
 from mmlib.layers import BatchNorm1d, Linear, Tanh
 from mmlib.models import MLP, MODELS, Bigram, BigramConfig, MLPConfig, Model, create
 from mmlib.runtime import eval_mode
@@ -184,6 +185,45 @@ def test_every_dropout_of_the_transformer_is_a_dropout_layer_that_switches_it_on
     torch.testing.assert_close(attn(x), attn.eval()(x), rtol=0, atol=0)
 
 
+def test_an_ensemble_trains_each_member_on_its_own_loss_and_predicts_their_mean_distribution():
+    settings = {"block_size": 8, "n_layer": 2, "n_head": 2, "n_embd": 16}
+    one = create("transformer", generator=torch.Generator().manual_seed(0), **settings)
+    ens = create("transformer", generator=torch.Generator().manual_seed(0), members=3, **settings)
+    assert len(ens.members) == 3 and ens.n_parameters() == 3 * one.n_parameters()
+    for a, b in zip(one.state_dict().values(), ens.members[0].state_dict().values()):
+        assert torch.equal(a, b)                                  # the first member is the single model
+    assert not torch.equal(ens.members[1].wte.weight, ens.members[0].wte.weight)
+    assert ens.hidden_matrices() == [w for m in ens.members for w in m.hidden_matrices()]
+
+    g = torch.Generator().manual_seed(1)
+    X, Y = torch.randint(0, 27, (4, 8), generator=g), torch.randint(0, 27, (4, 8), generator=g)
+    Y[0, 5:] = IGNORE
+    ens.eval()
+    logits, loss = ens(X, Y)
+    mean = torch.stack([m(X)[0].softmax(-1) for m in ens.members]).mean(0)
+    torch.testing.assert_close(logits.softmax(-1), mean)
+    keep = Y != IGNORE
+    torch.testing.assert_close(loss, -mean[keep].gather(-1, Y[keep][:, None]).log().mean())
+    from mmlib.data import NAMES
+    from mmlib.sample import sample_words
+    from mmlib.vocab import Vocab
+    words = sample_words(ens, Vocab.from_words(NAMES.read_text(encoding="utf-8").split()), 5,
+                         g=torch.Generator().manual_seed(2), max_len=7)
+    assert len(words) == 5 and all(isinstance(w, str) for w in words)
+
+    ens.train()
+    _, loss = ens(X, Y)
+    torch.testing.assert_close(loss, sum(m(X, Y)[1] for m in ens.members) / 3)
+    loss.backward()
+    member = ens.members[1]
+    grads = torch.autograd.grad(member(X, Y)[1] / 3, list(member.parameters()))
+    for p, want in zip(member.parameters(), grads):
+        torch.testing.assert_close(p.grad, want)                  # nothing from the other members' losses
+    for what in ("attention_maps", "load_heads"):
+        with pytest.raises(ValueError, match=f"ensemble of 3: call it on a member, model.members\\[i\\].{what}"):
+            getattr(ens, what)(X)
+
+
 def test_padding_never_reaches_the_loss():
     g = torch.Generator().manual_seed(0)
     model = create("transformer", generator=g, block_size=6, n_layer=1, n_head=1, n_embd=8).eval()
@@ -216,7 +256,7 @@ def test_bigram_from_counts_is_the_smoothed_count_table():
 
 SIZES = [{}, {"block_size": 8, "n_embd": 5, "n_hidden": 7}, {"block_size": 4, "batchnorm": True},
          {"block_size": 4, "batchnorm": True, "hidden_bias": True}, {"pos_emb": False, "n_layer": 2, "n_embd": 8},
-         {"block_size": 16, "n_embd": 3, "n_hidden": 5}]
+         {"block_size": 16, "n_embd": 3, "n_hidden": 5}, {"members": 3, "n_layer": 2, "n_embd": 8}]
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
