@@ -50,7 +50,9 @@ from mmlib.validate import seed as check_seed
 
 OPTIMIZERS = ("sgd", "adamw", "muon")
 SCHEDULES = ("step", "cosine", "constant")
-SAMPLINGS = ("random", "epochs")
+SAMPLINGS = ("random", "epochs", "lengths")
+LENGTH_RUN = 16
+"""`sampling="lengths"` sorts this many minibatches' worth of a pass's rows by length at a time."""
 EVAL_TOKENS = 2**20
 """`evaluate` feeds at most this many characters of context to the model at once (memory, not results)."""
 
@@ -219,7 +221,9 @@ class TrainConfig:
     eval_every: int = 0            # evaluate the held-out splits every this many steps (0: only at the end)
     eval_rows: int | None = 10_000  # rows per split in those evaluations (None: all); the final one uses all
     sampling: str = "random"       # "random": each row of a minibatch drawn at random, as the lectures do;
-                                   # "epochs": shuffled passes over the training rows, every row once a pass
+                                   # "epochs": shuffled passes over the training rows, every row once a pass;
+                                   # "lengths": "epochs" with the words of a minibatch of like length, so
+                                   # less padding (sequence models; each character weighs alike in the loss)
     dropout_from: float = 0.0      # the model's dropout layers are off for this fraction of max_steps, then on
                                    # ("late dropout": the first steps fit faster without it, and cost less)
     seed: int = 42                 # the order of the minibatches (the model's initialisation is seeded where made)
@@ -628,6 +632,8 @@ class _Run:
     guard: DivergenceGuard | None = None  # made at the first step, when the logits say how many classes there are
     drawn_from: torch.Tensor | None = None  # the generator's state before this step's draw, until the step is done
     dropouts: list[torch.nn.Dropout] = field(default_factory=list)  # switched on at `dropout_from` (else empty)
+    lengths: tuple[int, ...] | None = None   # "lengths" sampling: each training row's number of targets
+    targets_per_row: float = 0.0             # ... and their mean
 
 
 def _start(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig,
@@ -654,10 +660,14 @@ def _start(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: 
     callbacks = callbacks if callbacks is not None else Callbacks()
     run = _Run(model, splits, cfg, state, opt, params=[p for group in opt.param_groups for p in group["params"]],
                device=device, on_accelerator=device.type != "cpu",
-               trim=bool(getattr(model, "per_position", False)) and splits["train"][1].ndim == 2,
+               trim=bool(getattr(getattr(model, "module", model), "per_position", False))   # DDP holds it as .module
+               and splits["train"][1].ndim == 2,
                callbacks=callbacks, watch_steps=type(callbacks).on_step is not Callbacks.on_step,
                bar=_ProgressBar(cfg.max_steps, state.step) if _progress_wanted(cfg) else None,
                plot=_LivePlot() if _live_plot_wanted(cfg) else None)
+    if cfg.sampling == "lengths":
+        run.lengths = _row_lengths(splits["train"][1], cfg.batch_size, run.trim)
+        run.targets_per_row = sum(run.lengths) / len(run.lengths)
     if cfg.dropout_from and hasattr(model, "modules"):
         run.dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     if hasattr(model, "train") and callable(model.train):
@@ -681,7 +691,7 @@ def _step(run: _Run) -> None:
         for layer in run.dropouts:
             layer.training = on
     X, Y = run.splits["train"]
-    ix = minibatch_rows(step, cfg.batch_size, len(X), state.generator, cfg.sampling)   # drawn on the CPU
+    ix = minibatch_rows(step, cfg.batch_size, len(X), state.generator, cfg.sampling, run.lengths)  # on the CPU
     if run.on_accelerator:
         ix = ix.to(run.device)
     xb, yb = X[ix], Y[ix]
@@ -689,7 +699,11 @@ def _step(run: _Run) -> None:
         xb, yb = trim_padding(xb, yb)
     logits, loss = run.model(xb, yb)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if run.lengths is None:
+        loss.backward()
+    else:   # the loss is a mean over the batch's characters: a batch of short words, fewer characters, weighs as
+        # much as one of long words unless scaled by its count, and the dev loss is a mean over characters
+        (loss * ((yb != IGNORE).sum() / (len(yb) * run.targets_per_row))).backward()
     if cfg.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(run.params, cfg.grad_clip)
     if run.watch_steps:
@@ -708,7 +722,7 @@ def _step(run: _Run) -> None:
 
 
 def minibatch_rows(step: int, batch_size: int, n_rows: int, generator: torch.Generator,
-                   sampling: str = "random") -> torch.Tensor:
+                   sampling: str = "random", lengths: tuple[int, ...] | None = None) -> torch.Tensor:
     """The rows (indices into the training split) that step `step` trains on.
 
     "random" draws each row from `generator`, independently: in a run of many passes over the data some
@@ -718,10 +732,26 @@ def minibatch_rows(step: int, batch_size: int, n_rows: int, generator: torch.Gen
     names, that lowered the dev loss on every seed tried). A pass's order depends only on the generator's
     seed and the pass, so a resumed run (with the same batch size) rebuilds it without saving it, and
     `generator` is not drawn from.
+
+    "lengths" (sequence models, `lengths` each row's number of targets) makes a minibatch of words of like
+    length: a pass's shuffled order is cut into runs of `LENGTH_RUN` minibatches, each run sorted by length and
+    cut into minibatches, and the pass's minibatches are shuffled. `trim_padding` then cuts a batch after its
+    own longest word, which is rarely far beyond the others: on the names about 7.6 positions a row, against
+    12 for a batch drawn at random, so a step costs about a quarter less. Every pass trains on
+    `n_rows // batch_size` whole minibatches (the rows its order puts last wait for another pass).
     """
     if sampling == "random":
         return torch.randint(0, n_rows, (batch_size,), generator=generator)
     choice("sampling", sampling, SAMPLINGS)
+    if sampling == "lengths":
+        if lengths is None or len(lengths) != n_rows:
+            raise ValueError(f"sampling='lengths' needs the length of each of the {n_rows} rows (lengths=)")
+        per_pass = n_rows // batch_size
+        if per_pass == 0:
+            raise ValueError(f"sampling='lengths' makes whole minibatches of {batch_size} rows, but there are "
+                             f"only {n_rows}: lower batch_size")
+        p, i = divmod(step, per_pass)
+        return _length_pass(generator.initial_seed(), p, batch_size, lengths)[i]
     start = step * batch_size
     first, last = start // n_rows, (start + batch_size - 1) // n_rows
     stream = torch.cat([_pass_order(generator.initial_seed(), p, n_rows) for p in range(first, last + 1)])
@@ -732,7 +762,34 @@ def minibatch_rows(step: int, batch_size: int, n_rows: int, generator: torch.Gen
 @functools.lru_cache(maxsize=2)   # a step needs the current pass and, across a pass's end, the next
 def _pass_order(seed: int, p: int, n_rows: int) -> torch.Tensor:
     """Pass `p`'s shuffled order of the rows 0..n_rows-1, a function of `seed` and `p` only."""
-    return torch.randperm(n_rows, generator=torch.Generator().manual_seed((seed * 1_000_003 + p) % 2**63))
+    return torch.randperm(n_rows, generator=_pass_generator(seed, p))
+
+
+def _pass_generator(seed: int, p: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + p) % 2**63)
+
+
+@functools.lru_cache(maxsize=1)
+def _length_pass(seed: int, p: int, batch_size: int, lengths: tuple[int, ...]) -> torch.Tensor:
+    """Pass `p`'s minibatches (n_rows // batch_size, batch_size) for "lengths" sampling, in training order."""
+    g = _pass_generator(seed, p)
+    per_pass = len(lengths) // batch_size
+    order = torch.randperm(len(lengths), generator=g)[:per_pass * batch_size]
+    length = torch.tensor(lengths)[order]
+    run = LENGTH_RUN * batch_size
+    batches = torch.cat([order[i:i + run][length[i:i + run].argsort(stable=True)] for i in range(0, len(order), run)])
+    return batches.view(per_pass, batch_size)[torch.randperm(per_pass, generator=g)]
+
+
+def _row_lengths(Y: torch.Tensor, batch_size: int, sequences: bool) -> tuple[int, ...]:
+    """Each training row's number of targets, for "lengths" sampling (which only sequence models can use)."""
+    if not sequences:
+        raise ValueError("sampling='lengths' puts words of like length in a minibatch, for models that read whole "
+                         "words (transformer, rnn, gru); this model's rows all have one length: use 'epochs'")
+    if len(Y) < batch_size:
+        raise ValueError(f"sampling='lengths' makes whole minibatches of {batch_size} words, but the training "
+                         f"split has only {len(Y)}: lower batch_size")
+    return tuple((Y != IGNORE).sum(1).tolist())
 
 
 def _evaluate_during(run: _Run) -> None:

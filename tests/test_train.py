@@ -66,7 +66,7 @@ def test_schedules():
     ({"decay_step": -1}, "decay_step must be a whole number >= 0, got -1"),
     ({"seed": None}, "seed must be a whole number"),
     ({"device": "tpu"}, "device must be one of cpu, cuda, mps"),
-    ({"sampling": "shuffle"}, "sampling must be one of random, epochs; got 'shuffle'"),
+    ({"sampling": "shuffle"}, "sampling must be one of random, epochs, lengths; got 'shuffle'"),
     ({"dropout_from": 1.0}, "dropout_from must be a finite number in \\[0, 1\\), got 1.0"),
     ({"weight_decay": 0.1}, "weight_decay is applied by AdamW only"),
 ])
@@ -124,6 +124,69 @@ def test_epochs_sampling_trains_on_every_row_once_a_pass_in_a_new_order_each_pas
     assert torch.equal(minibatch_rows(steps - 1, batch_size, n, g, "epochs"), stream[-batch_size:])
     other = minibatch_rows(0, batch_size, n, torch.Generator().manual_seed(4), "epochs")
     assert not torch.equal(other, stream[:batch_size])
+
+
+@pytest.mark.parametrize("batch_size", [7, 16, 300])
+def test_lengths_sampling_trains_on_whole_minibatches_of_words_of_like_length_in_a_new_order_each_pass(batch_size):
+    """300 rows of lengths 1-20: a pass is n // batch_size minibatches (its order's last rows wait), each row at
+    most once; a minibatch's lengths span far less than a random draw's; the order depends on seed and pass."""
+    n, g = 300, torch.Generator().manual_seed(3)
+    lengths = tuple(torch.randint(1, 21, (n,), generator=torch.Generator().manual_seed(0)).tolist())
+    per_pass = n // batch_size
+    passes = [torch.stack([minibatch_rows(p * per_pass + i, batch_size, n, g, "lengths", lengths)
+                           for i in range(per_pass)]) for p in range(4)]
+    L = torch.tensor(lengths)
+    for batches in passes:
+        rows = batches.flatten()
+        assert len(rows.unique()) == len(rows) == per_pass * batch_size
+        assert batches.shape == (per_pass, batch_size)
+    assert len({tuple(b.flatten().tolist()) for b in passes}) == 4
+    if batch_size < n:
+        spread = (L[passes[0]].amax(1) - L[passes[0]].amin(1)).float().mean()
+        drawn = torch.randint(0, n, (per_pass, batch_size), generator=torch.Generator().manual_seed(1))
+        assert spread < 0.5 * (L[drawn].amax(1) - L[drawn].amin(1)).float().mean()
+        assert not torch.equal(L[passes[0][:, 0]], L[passes[0][:, 0]].sort().values)   # not shortest first
+    g.manual_seed(3)
+    torch.randint(0, 10, (50,), generator=g)   # the order depends on the seed, not the generator's state
+    assert torch.equal(minibatch_rows(2 * per_pass - 1, batch_size, n, g, "lengths", lengths), passes[1][-1])
+    other = minibatch_rows(0, batch_size, n, torch.Generator().manual_seed(4), "lengths", lengths)
+    assert not torch.equal(other, passes[0][0])
+
+
+def test_lengths_sampling_weighs_each_minibatch_by_its_characters():
+    """The gradient of a step is that of the batch's summed character losses over batch_size times the training
+    rows' mean number of characters: every character of the pass counts alike, whatever its word's batch."""
+    splits, recipe = name_splits(), cfg(optimizer="adamw", schedule="constant", lr=1e-3, max_steps=1,
+                                        batch_size=16, sampling="lengths")
+    Y = splits["train"][1]
+    lengths = tuple((Y != IGNORE).sum(1).tolist())
+    xb, yb = trim_padding(*(t[minibatch_rows(0, 16, len(Y), torch.Generator().manual_seed(recipe.seed),
+                                             "lengths", lengths)] for t in splits["train"]))
+    reference = tiny_transformer()
+    logits, _ = reference(xb)
+    summed = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), ignore_index=IGNORE, reduction="sum")
+    (summed / (16 * sum(lengths) / len(lengths))).backward()
+    want = {k: p.grad.clone() for k, p in reference.named_parameters()}
+
+    class Grads(Callbacks):
+        def on_step(self, info):
+            self.got = {k: p.grad.clone() for k, p in info.model.named_parameters()}
+
+    seen = Grads()
+    train(tiny_transformer(), splits, recipe, callbacks=seen)
+    for k, g in want.items():
+        torch.testing.assert_close(seen.got[k], g, rtol=1e-5, atol=1e-7, msg=k)
+
+
+@pytest.mark.parametrize("splits, batch_size, words", [
+    ("windows", 16, "rows all have one length: use 'epochs'"),
+    ("names", 301, "only 300: lower batch_size")])
+def test_lengths_sampling_is_refused_in_one_line_where_it_cannot_apply(splits, batch_size, words):
+    model, data = (small_mlp(), toy_splits()) if splits == "windows" else (tiny_transformer(), name_splits())
+    with pytest.raises(ValueError, match=words) as e:
+        train(model, data, cfg(optimizer="adamw", schedule="cosine", lr=1e-3, batch_size=batch_size,
+                               sampling="lengths"))
+    assert "\n" not in str(e.value)
 
 
 def test_random_sampling_is_the_lectures_draw():
@@ -465,28 +528,31 @@ def test_the_schedule_sets_muons_and_adamws_learning_rate_alike():
     assert [r == {lr_at(s, recipe)} for s, r in enumerate(seen)] == [True] * 40
 
 
+@pytest.mark.parametrize("sampling, members", [("epochs", 1), ("lengths", 1), ("lengths", 2)])
 @pytest.mark.parametrize("hook, stopped_at", [("on_step", 15), ("on_eval", 20)])
-def test_a_muon_run_resumes_exactly_where_it_stopped(hook, stopped_at):
-    """As the AdamW test above: Muon's momentum buffers and AdamW's moments are in the state a resumed run loads."""
-    splits, recipe = name_splits(), cfg(**{**MUON, "max_steps": 40, "eval_every": 20, "sampling": "epochs"})
-    full_model = tiny_transformer()
+def test_a_muon_run_resumes_exactly_where_it_stopped(hook, stopped_at, sampling, members):
+    """As the AdamW test above: Muon's momentum buffers and AdamW's moments are in the state a resumed run loads.
+    40 steps of 16 words are two passes over the 300 (18 minibatches a pass with "lengths"); 2 members: an ensemble,
+    as the command line's recipe trains."""
+    splits, recipe = name_splits(), cfg(**{**MUON, "max_steps": 40, "eval_every": 20, "sampling": sampling})
+    full_model = tiny_transformer(members=members)
     full = train(full_model, splits, recipe)
 
-    model, state = tiny_transformer(), TrainState(torch.Generator().manual_seed(recipe.seed))
+    model, state = tiny_transformer(members=members), TrainState(torch.Generator().manual_seed(recipe.seed))
     with pytest.raises(_Stop):
         train(model, splits, recipe, state=state, callbacks=_StopAt(hook, stopped_at))
     saved, weights = state.state_dict(), {k: v.clone() for k, v in model.state_dict().items()}
     assert set(saved["optimizer"]) == {"muon", "adamw"}
     assert all("momentum_buffer" in s for s in saved["optimizer"]["muon"]["state"].values())
 
-    resumed = tiny_transformer(seed=99)
+    resumed = tiny_transformer(seed=99, members=members)
     resumed.load_state_dict(weights)
     out = train(resumed, splits, recipe, state=TrainState.from_state_dict(saved))
     assert out.losses == full.losses and out.final == full.final
     for (k, a), b in zip(full_model.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
 
-    fresh = tiny_transformer()        # without the saved optimiser state the run is another one
+    fresh = tiny_transformer(members=members)        # without the saved optimiser state the run is another one
     stateless = TrainState.from_state_dict({**saved, "optimizer": None})
     fresh.load_state_dict(weights)
     assert train(fresh, splits, recipe, state=stateless).losses != full.losses
