@@ -23,6 +23,11 @@ time; and a verdict computed from those numbers against issue 18's criteria (`ve
 is printed at the start and at the end: measure on a quiet machine. `--json` keeps every number.
 `--scale` multiplies every step budget (0.001 for a smoke run of a few seconds); the criteria stay.
 Models without a baseline (`--models mlp`) print the recipe's figures only.
+
+`--reuse-baselines` takes the baseline's runs from the committed results (`benchmarks/results/`) of the same
+model, word file, seeds and threads instead of training them again: a run's dev loss is a function of its
+settings and seed alone, and a baseline is frozen. Its training times are another day's, so no speed-up at
+equal loss is printed with them, and the WaveNet, whose verdict is one, is refused.
 """
 
 from __future__ import annotations
@@ -99,6 +104,8 @@ def describe(train: dict[str, Any], model: dict[str, Any]) -> str:
         text += f", clip {train['grad_clip']:g}"
     if train.get("sampling", "random") == "epochs":
         text += ", minibatches from shuffled passes"
+    if train.get("sampling", "random") == "lengths":
+        text += ", minibatches of words of like length from shuffled passes"
     if train.get("dropout_from"):
         text += f", no dropout in the first {train['dropout_from']:.0%} of the steps"
     return text + "".join(f", {k} {v}" for k, v in model.items())
@@ -215,14 +222,17 @@ def table(model: str, path: str, n_words: int, seeds: list[int], rows: list[dict
     for s in rows:
         at = s.get("reach", "-")
         if isinstance(at, dict):
-            at = f"step {at['step']:,}, {at['seconds']:.1f} s: {s['speedup']:.1f}x sooner"
+            sooner = f": {s['speedup']:.1f}x sooner" if "speedup" in s else ""
+            at = f"step {at['step']:,}, {at['seconds']:.1f} s{sooner}"
         elif at is None:
             at = "never"
         lines.append(f"| {s['label']} | {s['steps']:,} x {s['batch_size']} | {s['threads']} | {_cell(s['dev'], 4)} | "
                      f"{_cell(s['seconds'], 1)} | {at} |")
     for s in rows:
         lines.append(f"\n{s['label']}, by seed: " + "; ".join(f"{r['seed']}: dev {r['dev']:.4f} in {r['seconds']:.1f} s"
-                                                            for r in s["runs"]))
+                                                            for r in s["runs"])
+                     + (f" (the runs of benchmarks/results/{s['from']}, reused: their times are that day's)"
+                        if "from" in s else ""))
     return "\n".join(lines)
 
 
@@ -241,10 +251,16 @@ def measure(model: str, path: str, seeds: list[int], args: argparse.Namespace, t
     if base is not None:
         b = scaled(base.train, args.scale)
         b_threads = args.lecture_threads if base.lecture else threads
-        # only the baseline's final dev loss is compared: 20 evaluations are plenty for its curve
-        runs = [_progress(model, path, "baseline", run(model, b, base.model, words, vocab, threads=b_threads, seed=s,
-                                                        every=max(1, b["max_steps"] // 20))) for s in seeds]
-        base_sum = summary(f"{base.name}: {describe(b, base.model)}", b, b_threads, runs)
+        b_label = f"{base.name}: {describe(b, base.model)}"
+        if args.reuse_baselines:
+            runs, source = committed_baseline(model, path, b_label, b, seeds, b_threads)
+        else:   # only the baseline's final dev loss is compared: 20 evaluations are plenty for its curve
+            runs = [_progress(model, path, "baseline", run(model, b, base.model, words, vocab, threads=b_threads,
+                                                           seed=s, every=max(1, b["max_steps"] // 20))) for s in seeds]
+            source = None
+        base_sum = summary(b_label, b, b_threads, runs)
+        if source is not None:
+            base_sum["from"] = source
         rows.append(base_sum)
     label = f"makemore: {describe(new, recipe.model)}"
     runs = [_progress(model, path, "recipe", run(model, new, recipe.model, words, vocab, threads=threads, seed=s,
@@ -253,7 +269,7 @@ def measure(model: str, path: str, seeds: list[int], args: argparse.Namespace, t
     checks: list[tuple[str, bool]] = []
     if base_sum is not None:
         new_sum["reach"] = reach(runs, base_sum["dev"]["mean"])
-        if new_sum["reach"] is not None:
+        if new_sum["reach"] is not None and "from" not in base_sum:   # times of one day only
             new_sum["speedup"] = speedup(base_sum, new_sum["reach"])
         checks = verdict(model, base_sum, new_sum, on_names=_is_names(path))
     rows.append(new_sum)
@@ -262,6 +278,28 @@ def measure(model: str, path: str, seeds: list[int], args: argparse.Namespace, t
     print(f"\n{line}\n", flush=True)
     return {"model": model, "words": path, "n_words": len(words), "on_names": _is_names(path), "baseline": base_sum,
             "recipe": new_sum, "checks": [[t, ok] for t, ok in checks], "verdict": line}
+
+
+def committed_baseline(model: str, path: str, label: str, recipe: dict[str, Any], seeds: list[int],
+                       threads: int) -> tuple[list[dict[str, Any]], str]:
+    """The runs of `model`'s baseline (`label`, `threads`) on the word file `path`, one per seed, from a committed
+    result, and that result's file name; a one-line DataError where no committed result holds them all."""
+    words = Path(path).read_bytes()
+    for f in committed():
+        r, b = f["result"], f["result"]["baseline"]
+        if (r["model"] != model or b is None or b["label"] != label or b["threads"] != threads
+                or (b["steps"], b["batch_size"]) != (recipe["max_steps"], recipe["batch_size"])
+                or _resolve(r["words"]).read_bytes() != words):
+            continue
+        by_seed = {x["seed"]: x for x in b["runs"]}
+        if all(s in by_seed for s in seeds):
+            return [by_seed[s] for s in seeds], f["file"]
+    raise DataError(f"--reuse-baselines: no committed result in benchmarks/results/ holds the {model} baseline's "
+                    f"runs on {path} for seeds {', '.join(map(str, seeds))} on {threads} threads: run without it")
+
+
+def _resolve(words: str) -> Path:
+    return Path(words) if Path(words).is_absolute() else ROOT / words
 
 
 def committed(folder: Path = RESULTS) -> list[dict[str, Any]]:
@@ -336,6 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every step budget by this (default: 1)")
     ap.add_argument("--every", type=int, default=200, help="evaluate dev every this many steps (default: 200)")
     ap.add_argument("--json", default=None, metavar="PATH", help="also write every number to this JSON file")
+    ap.add_argument("--reuse-baselines", action="store_true",
+                    help="take the baselines' runs from benchmarks/results/ (same model, words, seeds, threads) "
+                    "instead of training them again; no speed-up is printed against them")
     ap.add_argument("--readme", choices=("write", "check"), default=None,
                     help="measure nothing: write README.md's benchmark section from benchmarks/results/*.json "
                     "(check: exit 1 if it differs)")
@@ -352,6 +393,9 @@ def main(argv: list[str] | None = None) -> None:
         refuse(f"--models: no recipe for {', '.join(unknown)}; the models are {', '.join(RECIPES)}")
     if args.seeds < 1 or args.scale <= 0 or args.every < 1:
         refuse("--seeds and --every must be at least 1, --scale above 0")
+    if args.reuse_baselines and "wavenet" in models:
+        refuse("--reuse-baselines: the wavenet's verdict is a speed-up against its baseline, which only runs measured "
+               "side by side may give; run it without --reuse-baselines")
     for path in args.words:          # every file read before the first of hours of training
         try:
             load_words(path)
@@ -359,6 +403,15 @@ def main(argv: list[str] | None = None) -> None:
             refuse(f"--words: {str(e).replace('data_path', '--words')}")
     threads = torch.get_num_threads() if args.threads is None else args.threads
     seeds = [42 + i for i in range(args.seeds)]
+    if args.reuse_baselines:         # every baseline found before the first of hours of training
+        for m in (m for m in models if m in BASELINES):
+            b = scaled(BASELINES[m].train, args.scale)
+            for path in args.words:
+                try:
+                    committed_baseline(m, path, f"{BASELINES[m].name}: {describe(b, BASELINES[m].model)}", b, seeds,
+                                       args.lecture_threads if BASELINES[m].lecture else threads)
+                except DataError as e:
+                    refuse(str(e))
     start = load()
     print(f"load average at the start (1, 5, 15 min): {start}; {os.cpu_count()} CPUs; torch {torch.__version__}; "
           f"threads: lecture {args.lecture_threads}, command line {threads}; step budgets x{args.scale:g}\n"

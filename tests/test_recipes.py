@@ -201,11 +201,42 @@ def test_a_tiny_run_prints_its_tables_and_a_verdict_computed_from_them(bench, tm
             assert row[3] == f"{s['dev']['mean']:.4f} ({s['dev']['min']:.4f}-{s['dev']['max']:.4f})"
             assert row[4] == f"{s['seconds']['mean']:.1f} ({s['seconds']['min']:.1f}-{s['seconds']['max']:.1f})"
         assert r["baseline"]["label"].startswith("lecture 05: SGD" if r["model"] == "wavenet" else "lesson 06")
-        assert r["recipe"]["label"].startswith(f"makemore: AdamW lr {RECIPES[r['model']].train['lr']:g}")
+        optimizer = {"adamw": "AdamW", "muon": "Muon for hidden matrices, AdamW for the rest,"}
+        train = RECIPES[r["model"]].train
+        assert r["recipe"]["label"].startswith(f"makemore: {optimizer[train['optimizer']]} lr {train['lr']:g}")
         assert r["recipe"]["reach"] == bench.reach(r["recipe"]["runs"], r["baseline"]["dev"]["mean"])
         checks = bench.verdict(r["model"], r["baseline"], r["recipe"], on_names=False)
         assert r["verdict"] == bench.verdict_line(r["model"], str(words), checks)
         assert f"\n{r['verdict']}\n" in text and text.rstrip().endswith(data["results"][-1]["verdict"])
+
+
+def test_reused_baselines_are_the_committed_runs_and_no_speed_up_is_printed_against_them(bench):
+    base = bench.BASELINES["transformer"]
+    label = f"{base.name}: {bench.describe(base.train, base.model)}"
+    found = [f for f in bench.committed() if f["result"]["model"] == "transformer"
+             and f["result"]["words"] == "data/names.txt"]
+    assert len(found) == 1
+    runs, source = bench.committed_baseline("transformer", "data/names.txt", label, base.train, [42, 43, 44], 2)
+    assert source == found[0]["file"] and runs == found[0]["result"]["baseline"]["runs"]
+    with pytest.raises(bench.DataError, match="no committed result .* on 1 threads: run without it"):
+        bench.committed_baseline("transformer", "data/names.txt", label, base.train, [42, 43, 44], 1)
+    reused = {**bench.summary(label, base.train, 2, runs), "from": source}
+    recipe = {**bench.summary("makemore: x", base.train, 2, runs), "reach": {"step": 200, "seconds": 9.0}}
+    text = bench.table("transformer", "data/names.txt", 3, [42, 43, 44], [reused, recipe], 1.95)
+    assert "| step 200, 9.0 s |" in text and "sooner" not in text
+    assert f"(the runs of benchmarks/results/{source}, reused: their times are that day's)" in text
+
+
+def test_reuse_baselines_is_refused_before_any_training_where_it_cannot_apply(bench, capsys, tmp_path):
+    words = tmp_path / "w.txt"
+    words.write_text("anna\nbob\ncarla\n", encoding="utf-8")
+    for argv, message in [(["--models", "wavenet"], "--reuse-baselines: the wavenet's verdict is a speed-up"),
+                          (["--models", "transformer", "--words", str(words)],
+                           f"no committed result in benchmarks/results/ holds the transformer baseline's runs on {words}")]:
+        with pytest.raises(SystemExit) as e:
+            bench.main([*argv, "--reuse-baselines", "--threads", "2"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
 @pytest.mark.parametrize("argv, message", [
