@@ -232,7 +232,8 @@ def test_reuse_baselines_is_refused_before_any_training_where_it_cannot_apply(be
     words.write_text("anna\nbob\ncarla\n", encoding="utf-8")
     for argv, message in [(["--models", "wavenet"], "--reuse-baselines: the wavenet's verdict is a speed-up"),
                           (["--models", "transformer", "--words", str(words)],
-                           f"no committed result in benchmarks/results/ holds the transformer baseline's runs on {words}")]:
+                           f"no committed result in benchmarks/results/ holds the transformer baseline's runs on "
+                           f"{words}")]:
         with pytest.raises(SystemExit) as e:
             bench.main([*argv, "--reuse-baselines", "--threads", "2"])
         err = capsys.readouterr().err
