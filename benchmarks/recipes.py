@@ -231,7 +231,7 @@ def table(model: str, path: str, n_words: int, seeds: list[int], rows: list[dict
     for s in rows:
         lines.append(f"\n{s['label']}, by seed: " + "; ".join(f"{r['seed']}: dev {r['dev']:.4f} in {r['seconds']:.1f} s"
                                                             for r in s["runs"])
-                     + (f" (the runs of benchmarks/results/{s['from']}, reused: their times are that day's)"
+                     + (f" (reused from an earlier run's benchmarks/results/{s['from']}: the times are that run's)"
                         if "from" in s else ""))
     return "\n".join(lines)
 

@@ -224,7 +224,7 @@ def test_reused_baselines_are_the_committed_runs_and_no_speed_up_is_printed_agai
     recipe = {**bench.summary("makemore: x", base.train, 2, runs), "reach": {"step": 200, "seconds": 9.0}}
     text = bench.table("transformer", "data/names.txt", 3, [42, 43, 44], [reused, recipe], 1.95)
     assert "| step 200, 9.0 s |" in text and "sooner" not in text
-    assert f"(the runs of benchmarks/results/{source}, reused: their times are that day's)" in text
+    assert f"(reused from an earlier run's benchmarks/results/{source}: the times are that run's)" in text
 
 
 def test_reuse_baselines_is_refused_before_any_training_where_it_cannot_apply(bench, capsys, tmp_path):

@@ -134,7 +134,9 @@ def test_a_speedrun_run_saves_its_options_loads_them_back_and_resumes_exactly(wo
     assert {k: meta["model_config"][k] for k in ("rotary", "norm", "qk_norm", "activation", "zero_init")} == {
         "rotary": True, "norm": "rms", "qk_norm": True, "activation": "relu2", "zero_init": True}
     _, model, _ = runs.load_model(full, "last")
-    assert model.config.rotary and model.wpe is None and model.blocks[0].attn.q_norm is not None
+    assert meta["model_config"]["members"] == 2 and meta["train_config"]["sampling"] == "lengths"   # the recipe's
+    member = model.members[0]
+    assert model.config.rotary and member.wpe is None and member.blocks[0].attn.q_norm is not None
 
     real = cli.Stopper.check
 
