@@ -666,7 +666,7 @@ def _start(model, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], cfg: 
                bar=_ProgressBar(cfg.max_steps, state.step) if _progress_wanted(cfg) else None,
                plot=_LivePlot() if _live_plot_wanted(cfg) else None)
     if cfg.sampling == "lengths":
-        run.lengths = _row_lengths(splits["train"][1], cfg.batch_size, run.trim)
+        run.lengths = _row_lengths(splits["train"][1], run.trim)
         run.targets_per_row = sum(run.lengths) / len(run.lengths)
     if cfg.dropout_from and hasattr(model, "modules"):
         run.dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
@@ -781,14 +781,12 @@ def _length_pass(seed: int, p: int, batch_size: int, lengths: tuple[int, ...]) -
     return batches.view(per_pass, batch_size)[torch.randperm(per_pass, generator=g)]
 
 
-def _row_lengths(Y: torch.Tensor, batch_size: int, sequences: bool) -> tuple[int, ...]:
-    """Each training row's number of targets, for "lengths" sampling (which only sequence models can use)."""
+def _row_lengths(Y: torch.Tensor, sequences: bool) -> tuple[int, ...]:
+    """Each training row's number of targets, for "lengths" sampling (which only sequence models can use; a
+    split smaller than a minibatch is refused by `minibatch_rows`, at the first step)."""
     if not sequences:
         raise ValueError("sampling='lengths' puts words of like length in a minibatch, for models that read whole "
                          "words (transformer, rnn, gru); this model's rows all have one length: use 'epochs'")
-    if len(Y) < batch_size:
-        raise ValueError(f"sampling='lengths' makes whole minibatches of {batch_size} words, but the training "
-                         f"split has only {len(Y)}: lower batch_size")
     return tuple((Y != IGNORE).sum(1).tolist())
 
 
